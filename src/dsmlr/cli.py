@@ -1,0 +1,366 @@
+"""Command-line interface: ``dsmlr train | evaluate | predict | generate``.
+
+Argument parsing, file handling and printing only; every computation is a call into the
+library.  Subcommands live in the :data:`COMMANDS` registry (name -> :class:`Command`).
+
+Exit status: 0 success, 1 a problem with the data or files (one ``dsmlr: error: ...``
+line on stderr, no traceback), 2 bad usage (from argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from dsmlr import __version__
+from dsmlr.datagen import make_extreme_multiclass
+from dsmlr.engines import ENGINES
+from dsmlr.errors import DataError, NumericalError
+from dsmlr.estimator import OPTIMIZERS, DSMLRClassifier, load_model
+from dsmlr.io import read_svmlight, write_svmlight
+
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
+
+ZERO_BASED = {"auto": "auto", "yes": True, "no": False}
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+# -- argument types (a bad value is a usage error: exit 2) -------------------------------
+
+
+def _number(kind: type, low: float, inclusive: bool = True) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a valid {kind.__name__}: {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            bound = ">=" if inclusive else ">"
+            raise argparse.ArgumentTypeError(f"must be {bound} {low}, got {text}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, 1)
+nonnegative_float = _number(float, 0.0)
+positive_float = _number(float, 0.0, inclusive=False)
+
+
+def fraction(text: str) -> float:
+    value = positive_float(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
+    return value
+
+
+# -- shared helpers ----------------------------------------------------------------------
+
+
+def _warn(message: str) -> None:
+    print(f"dsmlr: warning: {message}", file=sys.stderr)
+
+
+def _read_aligned(path: str, n_features: int, zero_based, dtype):
+    """Read ``path`` with exactly ``n_features`` columns: missing ones are zero, extra
+    ones (features the model never saw) are dropped with a warning."""
+    data = read_svmlight(path, zero_based=zero_based, dtype=dtype)
+    X = data.X
+    if X.shape[1] > n_features:
+        dropped = int(np.count_nonzero(X.indices >= n_features))
+        _warn(
+            f"{path}: {X.shape[1] - n_features} feature(s) beyond the model's {n_features} "
+            f"dropped ({dropped} non-zero value(s))"
+        )
+        X = X[:, :n_features].tocsr()
+    elif X.shape[1] < n_features:
+        X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n_features))
+    return X, data.y
+
+
+def _atomic_write_text(path: str, write: Callable) -> None:
+    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it into place."""
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise DataError(f"cannot write: {exc.strerror or exc}", path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            write(fh)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _top_k_accuracy(model: DSMLRClassifier, X, y: np.ndarray, k: int) -> float:
+    labels, _ = model.predict_top_k(X, k)
+    return float(np.mean(np.any(labels == y[:, None], axis=1))) if len(y) else float("nan")
+
+
+def _format_epoch(entry: dict) -> str:
+    text = (
+        f"epoch {entry['epoch']:4d}  time {entry['time']:8.2f}s  "
+        f"objective {entry['objective']:.6g}  train acc {entry['train_accuracy']:.4f}"
+    )
+    if "test_accuracy" in entry:
+        text += f"  test acc {entry['test_accuracy']:.4f}"
+    return text
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _add_zero_based(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--zero-based", choices=sorted(ZERO_BASED), default="auto",
+        help="feature indices start at 0 (yes), 1 (no) or detect (auto, the default)",
+    )  # fmt: skip
+
+
+# -- train -------------------------------------------------------------------------------
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("train", metavar="TRAIN", help="training data (LIBSVM/svmlight format)")
+    p.add_argument("--test", metavar="TEST", help="held-out data, scored after every epoch")
+    p.add_argument("--lam", type=nonnegative_float, default=1e-4, help="L2 strength (1e-4)")
+    p.add_argument("--epochs", type=positive_int, default=100, metavar="E", help="max epochs (100)")
+    p.add_argument("--tol", type=float, default=1e-5, help="stop at this relative gain (1e-5)")
+    p.add_argument("--workers", type=positive_int, metavar="P", help="workers (all cores)")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="sync", help="engine (sync)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="svrg", help="update rule (svrg)")
+    p.add_argument("--eta", type=positive_float, default=2.0, help="step size scale (2.0)")
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="M",
+                   help="rows a stochastic step (1)")  # fmt: skip
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
+                   help="data and weights type (float64)")  # fmt: skip
+    p.add_argument("--no-intercept", action="store_true", help="fit no per-class intercept")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the row shuffles (random)")
+    _add_zero_based(p)
+    p.add_argument("--model", metavar="DIR", default="dsmlr-model", help="output (dsmlr-model)")
+    p.add_argument("--metrics", metavar="FILE", help="write each epoch as a JSON line")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    if Path(args.model).exists() and not Path(args.model).is_dir():  # fail before training
+        raise DataError("exists and is not a directory (--model)", args.model)
+    dtype = DTYPES[args.dtype]
+    train = read_svmlight(args.train, zero_based=ZERO_BASED[args.zero_based], dtype=dtype)
+    X, y = train.X, train.y
+    X_test = y_test = None
+    if args.test:
+        X_test, y_test = _read_aligned(args.test, X.shape[1], train.zero_based, dtype)
+    model = DSMLRClassifier(
+        args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
+        n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
+        batch_size=args.batch_size, dtype=args.dtype, random_state=args.seed,
+    )  # fmt: skip
+    with open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics:
+
+        def on_epoch(entry: dict) -> None:
+            if not args.quiet:
+                print(_format_epoch(entry), flush=True)
+            if metrics is not None:
+                metrics.write(json.dumps(entry) + "\n")
+                metrics.flush()
+
+        if not args.quiet:
+            print(
+                f"training on {X.shape[0]} rows, {X.shape[1]} features, "
+                f"{len(np.unique(y))} classes ({X.nnz} non-zeros)",
+                flush=True,
+            )
+        model.fit(X, y, X_val=X_test, y_val=y_test, callback=on_epoch)
+    last = model.history_[-1]
+    stop = "converged" if model.converged_ else "reached the epoch limit"
+    print(f"{stop} after {model.n_iter_} epoch(s) in {last['time']:.2f}s")
+    print(f"train objective {last['objective']:.6g}  train accuracy {last['train_accuracy']:.4f}")
+    if X_test is not None:
+        top5 = _top_k_accuracy(model, X_test, y_test, 5)
+        print(f"test accuracy {last['test_accuracy']:.4f}  test top-5 accuracy {top5:.4f}")
+    model.save(args.model)
+    print(f"model saved to {args.model}")
+    return 0
+
+
+# -- evaluate ----------------------------------------------------------------------------
+
+
+def _configure_model_input(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR", required=True, help="model directory")
+    p.add_argument("data", metavar="DATA", help="data (LIBSVM/svmlight format)")
+    _add_zero_based(p)
+
+
+def _load_model_and_data(args: argparse.Namespace):
+    model = load_model(args.model)
+    dtype = DTYPES.get(str(model.coef_.dtype), np.float64)
+    X, y = _read_aligned(args.data, model.n_features_in_, ZERO_BASED[args.zero_based], dtype)
+    return model, X, y
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    _configure_model_input(p)
+    p.add_argument("--top-k", type=positive_int, default=5, metavar="K", help="top-k accuracy (5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    model, X, y = _load_model_and_data(args)
+    n = X.shape[0]
+    accuracy = float(np.mean(model.predict(X) == y)) if n else float("nan")
+    report = {
+        "n_samples": n,
+        "accuracy": accuracy,
+        f"top_{args.top_k}_accuracy": _top_k_accuracy(model, X, y, args.top_k),
+        "objective": model.objective(X, y) if n else float("nan"),
+    }
+    if args.json:
+        print(json.dumps({k: _finite_or_none(v) for k, v in report.items()}))
+    else:
+        for name, value in report.items():
+            print(f"{name:<16} {value:.6g}" if isinstance(value, float) else f"{name:<16} {value}")
+    return 0
+
+
+# -- predict -----------------------------------------------------------------------------
+
+
+def _configure_predict(p: argparse.ArgumentParser) -> None:
+    _configure_model_input(p)
+    p.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="labels a row (1)")
+    p.add_argument("--out", metavar="FILE", required=True, help="output TSV file")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    model, X, _ = _load_model_and_data(args)
+    labels, proba = model.predict_top_k(X, args.top_k)
+    k = labels.shape[1]
+    header = ["row", "label", "prob"] if k == 1 else ["row"]
+    if k > 1:
+        header += [f"{name}_{j}" for j in range(1, k + 1) for name in ("label", "prob")]
+
+    rows = enumerate(zip(labels.tolist(), proba.tolist(), strict=True))
+
+    def write(fh) -> None:
+        fh.write("\t".join(header) + "\n")
+        for i, (row_labels, row_proba) in rows:
+            pairs = zip(row_labels, row_proba, strict=True)
+            fh.write("\t".join([str(i)] + [f"{a}\t{p:.6g}" for a, p in pairs]) + "\n")
+
+    _atomic_write_text(args.out, write)
+    print(f"wrote {args.out}: {X.shape[0]} rows, top {k} label(s) each")
+    return 0
+
+
+# -- generate ----------------------------------------------------------------------------
+
+
+def _configure_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prefix", metavar="OUT_PREFIX", help="writes PREFIX.train.svm, .test.svm")
+    for flag, meta, text in [("--samples", "N", "rows"), ("--features", "D", "features"),
+                             ("--classes", "K", "classes")]:  # fmt: skip
+        p.add_argument(flag, type=positive_int, required=True, metavar=meta, help=text)
+    p.add_argument("--nnz-per-row", type=positive_int, default=50, metavar="Z",
+                   help="mean non-zeros a row (50)")  # fmt: skip
+    p.add_argument("--test-fraction", type=fraction, default=0.2, metavar="F",
+                   help="share of rows held out (0.2)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (0)")
+    for flag, default, text in [
+        ("--feature-power", 1.0, "Zipf exponent of feature frequencies"),
+        ("--class-power", 1.0, "Zipf exponent of class frequencies"),
+        ("--signal", 4.0, "logit one informative feature adds: higher is easier"),
+    ]:
+        p.add_argument(flag, type=nonnegative_float, default=default, metavar="X",
+                       help=f"{text} ({default})")  # fmt: skip
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    problem = make_extreme_multiclass(
+        args.samples, args.features, args.classes, nnz_per_row=args.nnz_per_row,
+        feature_power=args.feature_power, class_power=args.class_power, signal=args.signal,
+        random_state=args.seed,
+    )  # fmt: skip
+    X, y = problem.X, problem.y
+    order = np.random.default_rng(args.seed).permutation(X.shape[0])
+    n_test = round(args.test_fraction * X.shape[0])
+    splits = {"train": np.sort(order[n_test:]), "test": np.sort(order[:n_test])}
+    for name, rows in splits.items():
+        path = f"{args.prefix}.{name}.svm"
+        X_part = X[rows]
+        write_svmlight(path, X_part, y[rows])
+        print(
+            f"wrote {path}: {len(rows)} rows, {X.shape[1]} features, "
+            f"{len(np.unique(y[rows]))} classes, {X_part.nnz} non-zeros"
+        )
+    return 0
+
+
+# -- dispatch ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how to add its arguments, and what it runs."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train a model on LIBSVM data", _configure_train, _run_train),
+    "evaluate": Command("score a saved model on data", _configure_evaluate, _run_evaluate),
+    "predict": Command("write top-k predictions as TSV", _configure_predict, _run_predict),
+    "generate": Command("write a synthetic data set", _configure_generate, _run_generate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsmlr",
+        description="Multinomial logistic regression at extreme scale (DS-MLR).",
+    )
+    parser.add_argument("--version", action="version", version=f"dsmlr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        child = sub.add_parser(name, help=command.help, description=command.help)
+        command.configure(child)
+        child.set_defaults(run=command.run)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("dsmlr: interrupted", file=sys.stderr)
+        return 130
+    except (DataError, NumericalError, OSError, ValueError) as exc:
+        print(f"dsmlr: error: {_one_line(exc)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,31 @@
+"""Training engines (orchestration only), registered by name.
+
+An engine is a function run on every rank with signature
+``(comm, rows, cfg, test_rows=None, n_test=0, on_epoch=None) -> WorkerResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dsmlr.engines.base import EngineConfig, EpochRecord, StoppingRule, WorkerResult
+from dsmlr.engines.sync_ring import sync_ring_worker
+
+__all__ = [
+    "ENGINES",
+    "EngineConfig",
+    "EpochRecord",
+    "StoppingRule",
+    "WorkerResult",
+    "get_engine",
+]
+
+ENGINES: dict[str, Callable[..., WorkerResult]] = {"sync": sync_ring_worker}
+
+
+def get_engine(name: str) -> Callable[..., WorkerResult]:
+    """Return the engine registered as ``name``."""
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}") from None

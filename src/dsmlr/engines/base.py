@@ -1,0 +1,118 @@
+"""What engines share: settings, per-epoch records, results, and the stopping rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["EngineConfig", "EpochRecord", "StoppingRule", "WorkerResult"]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything an engine needs besides the data; identical on every rank.
+
+    Attributes
+    ----------
+    n_samples : int
+        Global number of training rows N (the ``1/N`` in the objective).
+    n_features : int
+        Number of real features D (the intercept column, if any, comes after).
+    n_classes : int
+        Number of classes K.
+    fit_intercept : bool
+        Learn an unpenalised per-class intercept.
+    lam : float
+        L2 strength (``C = 1 / (lam * N)`` in scikit-learn terms).
+    max_epochs : int
+        Upper bound on passes over the data.
+    tol : float
+        Stop when the relative objective decrease stays below ``tol`` for
+        ``n_iter_no_change`` consecutive epochs.
+    n_iter_no_change : int
+        See ``tol``.
+    eta : float
+        Step size (AdaGrad scale, or initial plain-SGD step).
+    batch_size : int
+        Rows per stochastic step.
+    optimizer : str
+        ``"adagrad"`` (default) or ``"sgd"`` (the paper's decaying-step SGD).
+    dtype : numpy dtype
+        Storage type of the weights (float32 or float64).
+    seed : int
+        Seed from which every rank derives its own random stream.
+    kernel : str
+        Name in :data:`dsmlr.kernels.KERNELS`.
+    """
+
+    n_samples: int
+    n_features: int
+    n_classes: int
+    fit_intercept: bool = True
+    lam: float = 1e-4
+    max_epochs: int = 50
+    tol: float = 1e-4
+    n_iter_no_change: int = 2
+    eta: float = 0.5
+    batch_size: int = 32
+    optimizer: str = "svrg"
+    dtype: type = np.float64
+    seed: int = 0
+    kernel: str = "numba"
+
+    @property
+    def n_columns(self) -> int:
+        """Columns of the model: features plus the intercept column."""
+        return self.n_features + int(self.fit_intercept)
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of training, as all ranks agree on it.
+
+    ``objective`` is the exact ``L(W)`` on the training rows at the end of the epoch
+    (a scoring pass, not the running stochastic estimate).
+    """
+
+    epoch: int
+    time: float
+    objective: float
+    train_accuracy: float
+    test_objective: float | None = None
+    test_accuracy: float | None = None
+    compute_seconds: float = 0.0
+    comm_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    bytes_sent: int = 0
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class WorkerResult:
+    """What one rank returns: the class block it holds at the end, and the history."""
+
+    rank: int
+    block: tuple[int, int]
+    W_block: np.ndarray
+    history: list[EpochRecord] = field(default_factory=list)
+    converged: bool = False
+
+
+class StoppingRule:
+    """Relative-decrease test on values every rank agrees on (so all stop together)."""
+
+    def __init__(self, tol: float, patience: int):
+        self.tol = tol
+        self.patience = patience
+        self._best = np.inf
+        self._quiet = 0
+
+    def update(self, objective: float) -> bool:
+        """Record an epoch's objective; return True when training should stop."""
+        gain = (self._best - objective) / max(abs(objective), 1e-300)
+        self._best = min(self._best, objective)
+        self._quiet = self._quiet + 1 if gain < self.tol else 0
+        return self._quiet >= self.patience

@@ -1,0 +1,249 @@
+"""Synchronous ring engine (bulk-synchronous DS-MLR).
+
+Each of P ranks owns a row shard ``I_p`` with its ``b_{I_p}`` and a table of per-block
+partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``; the classes
+are split into B = P blocks that travel.  An epoch is P update rounds: in round ``r``
+rank ``p`` holds block ``(p + r) mod P``, runs one pass of mini-batch steps of it over
+its own rows (refreshing each row's ``b_i`` from the partials as it goes), and passes
+the block to rank ``p - 1``.  Then P scoring rounds compute the exact objective and
+accuracy, refresh every ``b_i`` in closed form, and one small allreduce combines the
+ranks' sums.  Every decision (stopping, errors) is taken on allreduced values, so all
+ranks take it together.
+
+Communication
+-------------
+Per epoch each rank sends 2P block messages to its left neighbour (P update rounds and
+P scoring rounds), together ``2 * (K * D_fit * itemsize + P * D_fit * 8)`` bytes: twice
+the model plus the blocks' AdaGrad accumulators.  Plus one allreduce of 6 float64s.
+``b`` and the rows never move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import logsumexp
+
+from dsmlr.comm.base import Communicator
+from dsmlr.engines.base import EngineConfig, EpochRecord, StoppingRule, WorkerResult
+from dsmlr.errors import NumericalError
+from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
+from dsmlr.kernels.base import Snapshot
+from dsmlr.partition import class_blocks, ring_block
+
+__all__ = ["sync_ring_worker"]
+
+
+class _Clock:
+    """Splits wall time into compute and communication (which includes waiting)."""
+
+    def __init__(self) -> None:
+        self.compute = 0.0
+        self.comm = 0.0
+
+    def timed(self, bucket: str, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
+        return out
+
+
+def _initial_partials(n_rows: int, blocks: list[tuple[int, int]]) -> np.ndarray:
+    """Partials at W = 0: ``log |K_q|`` (``-inf`` for an empty block)."""
+    sizes = np.array([hi - lo for lo, hi in blocks], dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        row = np.log(sizes)
+    return np.tile(row, (n_rows, 1))
+
+
+class _Scorer:
+    """Accumulates one scoring ring's statistics for one set of rows."""
+
+    def __init__(self, rows: LocalRows, n_blocks: int):
+        n = rows.n_rows
+        self.rows = rows
+        self.partials = np.empty((n, n_blocks))
+        self.true_score = np.zeros(n)
+        self.best_score = np.full(n, -np.inf)
+        self.best_class = np.full(n, -1, dtype=np.int64)
+
+    def visit(self, kernel: Kernel, W_block: np.ndarray, k0: int, q: int) -> None:
+        kernel.score_pass(
+            self.rows, W_block, k0, self.partials, q, self.true_score, self.best_score,
+            self.best_class,
+        )  # fmt: skip
+
+    def sums(self) -> tuple[np.ndarray, float, float]:
+        """Log-partition per row, summed log-loss, number correct."""
+        lse = logsumexp(self.partials, axis=1) if self.rows.n_rows else np.zeros(0)
+        loss = float(np.sum(lse - self.true_score))
+        correct = float(np.sum(self.best_class == self.rows.y))
+        return lse, loss, correct
+
+
+def _sum_sq_norms(rows: LocalRows) -> float:
+    """Sum over local rows of ``||x_i||^2`` (plus 1 each for the intercept feature).
+
+    The mean of this over all rows is the typical curvature of one row's loss (softmax
+    probabilities are at most 1), so ``eta / mean`` is a step that needs no tuning to
+    the data's scale.
+    """
+    if rows.n_rows == 0:
+        return 0.0
+    X = rows.X
+    sq = float(X.multiply(X).sum()) if rows.is_sparse else float(np.einsum("ij,ij->", X, X))
+    return sq + rows.n_rows * float(rows.fit_intercept)
+
+
+def _step_config(cfg: EngineConfig, epoch: int, curvature: float, backoff: float) -> UpdateConfig:
+    adaptive = cfg.optimizer == "adagrad"
+    if adaptive:
+        eta = cfg.eta  # AdaGrad scales its own steps.
+    elif cfg.optimizer == "svrg":
+        eta = cfg.eta / curvature  # Variance reduction converges with a constant step.
+    else:
+        eta = cfg.eta / curvature / np.sqrt(epoch)  # The paper's decaying-step SGD.
+    eta *= backoff
+    return UpdateConfig(
+        eta=float(eta), lam=cfg.lam, n_penalized=cfg.n_features, batch_size=cfg.batch_size,
+        adaptive=adaptive,
+    )  # fmt: skip
+
+
+def sync_ring_worker(
+    comm: Communicator,
+    rows: LocalRows,
+    cfg: EngineConfig,
+    test_rows: LocalRows | None = None,
+    n_test: int = 0,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> WorkerResult:
+    """Train on this rank's rows; the same call runs on every rank.
+
+    Parameters
+    ----------
+    comm : Communicator
+        This rank's handle on the group.
+    rows : LocalRows
+        The training rows this rank owns.
+    cfg : EngineConfig
+        Settings, identical on all ranks.
+    test_rows : LocalRows, optional
+        This rank's share of a held-out set, scored each epoch.
+    n_test : int
+        Global number of held-out rows.
+    on_epoch : callable, optional
+        Called on rank 0 with each epoch's record (progress display).
+
+    Returns
+    -------
+    WorkerResult
+        The block this rank holds at the end (its home block ``rank``) and the history.
+    """
+    kernel = get_kernel(cfg.kernel)
+    P, p = comm.size, comm.rank
+    blocks = class_blocks(cfg.n_classes, P)
+    home = blocks[p]
+    W = np.zeros((cfg.n_columns, home[1] - home[0]), dtype=cfg.dtype)
+    acc = np.zeros(cfg.n_columns, dtype=np.float64)
+    partials = _initial_partials(rows.n_rows, blocks)
+    b = np.full(rows.n_rows, -np.log(cfg.n_classes))
+    rng = np.random.default_rng([cfg.seed, p])
+    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
+    clock = _Clock()
+    total_sq = comm.allreduce_sum(np.array([_sum_sq_norms(rows)]))[0]
+    curvature = max(float(total_sq) / cfg.n_samples, 1e-12)
+    history: list[EpochRecord] = []
+    converged = False
+    backoff = 1.0
+    start = time.perf_counter()
+
+    for epoch in range(1, cfg.max_epochs + 1):
+        step = _step_config(cfg, epoch, curvature, backoff)
+        order = rng.permutation(rows.n_rows)
+        # SVRG's anchor gradient helps little far from the optimum: the first epoch is
+        # a plain stochastic pass, which gets there faster.
+        svrg = cfg.optimizer == "svrg" and epoch > 1
+        if svrg:
+            # Anchor at the current W, whose exact b the last scoring ring computed.
+            b_anchor = b.copy()
+            mean_grad = np.zeros(W.shape, dtype=np.float64)
+            for r in range(P):
+                k0 = blocks[ring_block(p, r, P)][0]
+                clock.timed(
+                    "compute", kernel.gradient_pass, rows, W, k0, b_anchor, 1.0 / cfg.n_samples,
+                    mean_grad,
+                )  # fmt: skip
+                W, mean_grad = clock.timed("comm", comm.ring_shift, [W, mean_grad])
+            W_anchor = W.copy()
+        for r in range(P):
+            q = ring_block(p, r, P)
+            snapshot = (
+                Snapshot(W_anchor, mean_grad, b_anchor, partials[:, q].copy()) if svrg else None
+            )
+            clock.timed(
+                "compute", kernel.update_pass, rows, W, blocks[q][0], acc, partials, q, b, order,
+                step, snapshot,
+            )  # fmt: skip
+            if svrg:
+                W, W_anchor, mean_grad = clock.timed(
+                    "comm", comm.ring_shift, [W, W_anchor, mean_grad]
+                )
+            else:
+                W, acc = clock.timed("comm", comm.ring_shift, [W, acc])
+
+        t_eval = time.perf_counter()
+        train = _Scorer(rows, P)
+        test = _Scorer(test_rows, P) if test_rows is not None else None
+        penalty = 0.0
+        for r in range(P):
+            q = ring_block(p, r, P)
+            train.visit(kernel, W, blocks[q][0], q)
+            if test is not None:
+                test.visit(kernel, W, blocks[q][0], q)
+            if r == 0:
+                # Each block is some rank's round-0 block exactly once.
+                penalty = 0.5 * cfg.lam * float(np.sum(np.square(W[: cfg.n_features], dtype=float)))
+            W, acc = clock.timed("comm", comm.ring_shift, [W, acc])
+        lse, loss, correct = train.sums()
+        partials = train.partials
+        b = -lse
+        t_loss, t_correct = test.sums()[1:] if test is not None else (0.0, 0.0)
+        totals = comm.allreduce_sum(
+            np.array([loss, correct, penalty, t_loss, t_correct, float(comm.bytes_sent)])
+        )
+        eval_seconds = time.perf_counter() - t_eval
+        objective = totals[0] / cfg.n_samples + totals[2]
+        if not np.isfinite(objective):
+            raise NumericalError(
+                f"objective became {objective} at epoch {epoch}: the step size eta={cfg.eta} "
+                "is too large for this data (or the data holds huge values); lower --eta or "
+                "rescale the features"
+            )
+        record = EpochRecord(
+            epoch=epoch,
+            time=time.perf_counter() - start,
+            objective=float(objective),
+            train_accuracy=float(totals[1] / cfg.n_samples),
+            compute_seconds=clock.compute,
+            comm_seconds=clock.comm,
+            eval_seconds=eval_seconds,
+            bytes_sent=int(totals[5] / P),
+        )
+        if test_rows is not None and n_test > 0:
+            record.test_objective = float(totals[3] / n_test + totals[2])
+            record.test_accuracy = float(totals[4] / n_test)
+        history.append(record)
+        if on_epoch is not None and p == 0:
+            on_epoch(record)
+        if len(history) > 1 and record.objective > history[-2].objective:
+            # A rising objective means the step is too long for this data; every rank
+            # sees the same allreduced objective, so all shorten it together.
+            backoff *= 0.5
+        if stopper.update(record.objective):
+            converged = True
+            break
+
+    return WorkerResult(rank=p, block=home, W_block=W, history=history, converged=converged)

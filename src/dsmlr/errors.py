@@ -1,0 +1,41 @@
+"""Exceptions raised by dsmlr.
+
+Everything a user can cause with bad input surfaces as a :class:`DataError`
+whose message is one line of the form ``file:line: what is wrong`` (or just
+``what is wrong`` when no file is involved).  The command-line interface prints
+that line and exits with status 1; it never shows a traceback for them.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DataError", "NumericalError"]
+
+
+class DataError(ValueError):
+    """Invalid input data (a file, an array or a model directory).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, in words a user can act on.
+    path : str, optional
+        The file the problem was found in.
+    line : int, optional
+        1-based line number inside ``path``.
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        self.problem = message
+        self.path = path
+        self.line = line
+        if path is not None and line is not None:
+            text = f"{path}:{line}: {message}"
+        elif path is not None:
+            text = f"{path}: {message}"
+        else:
+            text = message
+        super().__init__(text)
+
+
+class NumericalError(ArithmeticError):
+    """Training produced non-finite values (overflow, NaN) that cannot be recovered."""

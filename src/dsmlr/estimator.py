@@ -1,0 +1,351 @@
+"""scikit-learn compatible estimator: wiring between arrays, the engine and model files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from dsmlr.engines import ENGINES, EngineConfig, EpochRecord
+from dsmlr.errors import DataError
+from dsmlr.io.model_files import ModelData, read_model, write_model
+from dsmlr.kernels import KERNELS
+from dsmlr.training import train_embedded
+
+__all__ = ["DSMLRClassifier", "load_model"]
+
+OPTIMIZERS = ("svrg", "adagrad", "sgd")
+
+
+class DSMLRClassifier(ClassifierMixin, BaseEstimator):
+    """Multinomial logistic regression trained by DS-MLR (data and model parallel).
+
+    Minimises ``lam/2 ||W||^2 + (1/N) sum_i [log sum_k exp(w_k . x_i + c_k) - w_{y_i} .
+    x_i - c_{y_i}]``, i.e. scikit-learn's ``LogisticRegression(C=1/(lam*N))``, by the
+    doubly-separable reformulation: ``n_workers`` workers each own a shard of rows while
+    class blocks circulate among them.
+
+    Parameters
+    ----------
+    lam : float, default=1e-4
+        L2 regularisation strength (per example-averaged loss).
+    fit_intercept : bool, default=True
+        Learn an unpenalised per-class intercept.
+    max_epochs : int, default=100
+        Maximum passes over the data.
+    tol : float, default=1e-5
+        Stop when the relative decrease of the objective stays below ``tol`` for
+        ``n_iter_no_change`` epochs.
+    n_iter_no_change : int, default=2
+        See ``tol``.
+    n_workers : int or None, default=None
+        In-process workers (threads); None uses every available core.
+    engine : {"sync"}, default="sync"
+        Training engine.
+    optimizer : {"svrg", "adagrad", "sgd"}, default="svrg"
+        Per-block update rule: variance-reduced steps (after one plain warm-up epoch),
+        AdaGrad, or the DS-MLR paper's decaying-step SGD.
+    eta : float, default=2.0
+        Step size in units of ``1 / mean_i ||x_i||^2`` (for AdaGrad: its raw scale).
+        It is halved automatically whenever an epoch raises the objective.
+    batch_size : int, default=1
+        Rows per stochastic step.
+    dtype : {"float64", "float32"}, default="float64"
+        Storage type of data and weights.
+    kernel : str, default="numba"
+        Compute kernel (``"numba"`` fast CPU, ``"reference"`` numpy oracle).
+    random_state : int or None, default=None
+        Seed for the row shuffles.
+    verbose : int, default=0
+        Print one line per epoch when > 0.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_classes, n_features)
+    intercept_ : ndarray of shape (n_classes,)
+        Zeros when ``fit_intercept=False``.
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    n_iter_ : int
+        Epochs run.
+    converged_ : bool
+    history_ : list of dict
+        One entry per epoch: ``epoch``, ``time`` (seconds since the start),
+        ``objective`` (exact), ``train_accuracy``, timings and bytes sent, and
+        ``test_objective``/``test_accuracy`` when a validation set was given.
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "lam": [Interval(Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, None, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_workers": [Interval(Integral, 1, None, closed="left"), None],
+        "engine": [StrOptions(set(ENGINES))],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "eta": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float64", "float32"})],
+        "kernel": [StrOptions(set(KERNELS))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        lam: float = 1e-4,
+        *,
+        fit_intercept: bool = True,
+        max_epochs: int = 100,
+        tol: float = 1e-5,
+        n_iter_no_change: int = 2,
+        n_workers: int | None = None,
+        engine: str = "sync",
+        optimizer: str = "svrg",
+        eta: float = 2.0,
+        batch_size: int = 1,
+        dtype: str = "float64",
+        kernel: str = "numba",
+        random_state: int | None = None,
+        verbose: int = 0,
+    ):
+        self.lam = lam
+        self.fit_intercept = fit_intercept
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.n_workers = n_workers
+        self.engine = engine
+        self.optimizer = optimizer
+        self.eta = eta
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.kernel = kernel
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- data preparation -------------------------------------------------------------
+
+    def _prepare(self, X, *, reset: bool):
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32],
+            reset=reset,
+        )  # fmt: skip
+        dtype = np.dtype(getattr(self, "dtype", "float64"))
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=dtype)
+            X.sum_duplicates()
+            X.sort_indices()
+        else:
+            X = np.ascontiguousarray(X, dtype=dtype)
+        return X
+
+    def _seed(self) -> int:
+        if isinstance(self.random_state, (int, np.integer)):
+            return int(self.random_state)
+        rng = self.random_state if isinstance(self.random_state, np.random.RandomState) else None
+        rng = rng or np.random.mtrand._rand
+        return int(rng.randint(np.iinfo(np.int32).max))
+
+    def _resolved_workers(self, n_samples: int) -> int:
+        workers = self.n_workers or (os.cpu_count() or 1)
+        return max(1, min(workers, n_samples))
+
+    # -- training ---------------------------------------------------------------------
+
+    def fit(
+        self,
+        X,
+        y,
+        *,
+        X_val=None,
+        y_val=None,
+        callback: Callable[[dict], None] | None = None,
+    ):
+        """Train on ``X`` (dense or sparse, (N, D)) and labels ``y`` (any hashable).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        X_val, y_val : optional
+            Held-out data scored every epoch (``test_*`` entries of ``history_``);
+            labels not seen in ``y`` count as errors.
+        callback : callable, optional
+            Called with each epoch's history entry (a dict) as training proceeds.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        X = self._prepare(X, reset=True)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != X.shape[0]:
+            raise ValueError(f"y must be 1-D with {X.shape[0]} entries, got shape {y.shape}")
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(
+                "DSMLRClassifier needs samples of at least 2 classes in the data, but the "
+                f"data contains only one class: {self.classes_[0]!r}"
+            )
+        y_idx = y_idx.astype(np.int64)
+        X_test = y_test = None
+        if X_val is not None and y_val is not None:
+            X_test = self._prepare(X_val, reset=False)
+            y_test = self._encode_known(np.asarray(y_val))
+
+        cfg = EngineConfig(
+            n_samples=X.shape[0],
+            n_features=X.shape[1],
+            n_classes=n_classes,
+            fit_intercept=bool(self.fit_intercept),
+            lam=float(self.lam),
+            max_epochs=int(self.max_epochs),
+            tol=float(self.tol),
+            n_iter_no_change=int(self.n_iter_no_change),
+            eta=float(self.eta),
+            batch_size=int(self.batch_size),
+            optimizer=self.optimizer,
+            dtype=np.dtype(self.dtype).type,
+            seed=self._seed(),
+            kernel=self.kernel,
+        )
+
+        def on_epoch(record: EpochRecord) -> None:
+            entry = record.as_dict()
+            if self.verbose:
+                print(_format_record(entry), flush=True)
+            if callback is not None:
+                callback(entry)
+
+        result = train_embedded(
+            X, y_idx, cfg, self._resolved_workers(X.shape[0]), self.engine, X_test, y_test,
+            on_epoch,
+        )  # fmt: skip
+        self._set_weights(result.W)
+        self.history_ = [r.as_dict() for r in result.history]
+        self.n_iter_ = len(result.history)
+        self.converged_ = result.converged
+        return self
+
+    def _encode_known(self, y: np.ndarray) -> np.ndarray:
+        """Class indices of ``y``; labels unknown to the model become -1 (never correct)."""
+        pos = np.searchsorted(self.classes_, y)
+        pos = np.clip(pos, 0, len(self.classes_) - 1)
+        known = self.classes_[pos] == y
+        return np.where(known, pos, -1).astype(np.int64)
+
+    def _set_weights(self, W: np.ndarray) -> None:
+        n_features = W.shape[1] - int(self.fit_intercept)
+        self.coef_ = np.ascontiguousarray(W[:, :n_features])
+        if self.fit_intercept:
+            self.intercept_ = np.ascontiguousarray(W[:, n_features])
+        else:
+            self.intercept_ = np.zeros(W.shape[0], dtype=W.dtype)
+
+    # -- prediction -------------------------------------------------------------------
+
+    def decision_function(self, X) -> np.ndarray:
+        """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_classes)."""
+        check_is_fitted(self)
+        X = self._prepare(X, reset=False)
+        return np.asarray(X @ self.coef_.T) + self.intercept_
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Softmax class probabilities, shape (n_samples, n_classes)."""
+        S = self.decision_function(X)
+        return np.exp(S - logsumexp(S, axis=1, keepdims=True))
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """Log of :meth:`predict_proba`."""
+        S = self.decision_function(X)
+        return S - logsumexp(S, axis=1, keepdims=True)
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class label per row."""
+        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+
+    def predict_top_k(self, X, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most probable labels per row, best first, and their probabilities."""
+        k = max(1, min(int(k), len(self.classes_)))
+        S = self.decision_function(X)
+        lse = logsumexp(S, axis=1, keepdims=True)
+        top = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(S, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        proba = np.exp(np.take_along_axis(S, top, axis=1) - lse)
+        return self.classes_[top], proba
+
+    def objective(self, X, y) -> float:
+        """The training objective ``L(W)`` on ``(X, y)`` (rows with unknown labels skipped)."""
+        y_idx = self._encode_known(np.asarray(y))
+        S = self.decision_function(X)
+        known = y_idx >= 0
+        rows = np.flatnonzero(known)
+        loss = logsumexp(S[rows], axis=1) - S[rows, y_idx[rows]]
+        penalty = 0.5 * self.lam * float(np.sum(np.square(self.coef_, dtype=np.float64)))
+        return float(np.mean(loss)) + penalty if len(rows) else float("nan")
+
+    # -- persistence ------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike, n_blocks: int = 1) -> None:
+        """Write the fitted model to directory ``path`` (JSON manifest + ``.npy`` blocks)."""
+        check_is_fitted(self)
+        W = self.coef_
+        if self.fit_intercept:
+            W = np.hstack([self.coef_, self.intercept_[:, None]])
+        params = {k: v for k, v in self.get_params().items() if _jsonable(v)}
+        write_model(
+            path, ModelData(W, self.classes_, self.fit_intercept, params, self.history_), n_blocks
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _jsonable(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _format_record(entry: dict) -> str:
+    text = (
+        f"epoch {entry['epoch']:4d}  time {entry['time']:8.2f}s  "
+        f"objective {entry['objective']:.6g}  train acc {entry['train_accuracy']:.4f}"
+    )
+    if "test_accuracy" in entry:
+        text += f"  test acc {entry['test_accuracy']:.4f}"
+    return text
+
+
+def load_model(path: str | os.PathLike) -> DSMLRClassifier:
+    """Load a model directory written by :meth:`DSMLRClassifier.save` as a fitted estimator."""
+    data = read_model(path)
+    names = DSMLRClassifier().get_params()
+    params = {k: v for k, v in data.params.items() if k in names}
+    try:
+        clf = DSMLRClassifier(**params)
+    except TypeError as exc:
+        raise DataError(f"invalid parameters in manifest ({exc})", str(path)) from None
+    clf.fit_intercept = data.fit_intercept
+    clf.classes_ = data.classes
+    clf.n_features_in_ = data.W.shape[1] - int(data.fit_intercept)
+    clf._set_weights(data.W)
+    clf.history_ = data.history
+    clf.n_iter_ = len(data.history)
+    clf.converged_ = None
+    return clf

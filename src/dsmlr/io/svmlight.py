@@ -1,0 +1,476 @@
+"""Reading and writing LIBSVM / svmlight text files.
+
+Each data line is ``label idx:val idx:val ... [# comment]``.  Reading goes through
+scikit-learn's compiled loader first because it is an order of magnitude faster than
+Python on files of millions of lines; scikit-learn is stricter in some places (it
+rejects unsorted indices) and laxer in others (it accepts ``nan``), so every result is
+post-checked, and whenever scikit-learn raises or a post-check fails the file is
+re-read by the pure-Python parser here, which either succeeds or raises a
+:class:`~dsmlr.errors.DataError` naming the exact line.  Both paths end in the same
+finishing step, so they give identical results on valid input.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import lzma
+import os
+import warnings
+import zlib
+from array import array
+from dataclasses import dataclass
+from typing import IO, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.datasets import load_svmlight_file
+
+from dsmlr.errors import DataError
+
+__all__ = ["SvmlightData", "read_svmlight", "write_svmlight"]
+
+# Detected by content, not by file name, because data files are often renamed.
+_OPENERS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+_READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
+_BOM = b"\xef\xbb\xbf"
+_TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\x0b\x0c"
+# Far beyond any real feature space, but keeps indices inside int64 arithmetic.
+_MAX_INDEX = 2**40
+_WRITE_CHUNK = 65536
+
+
+@dataclass(frozen=True, eq=False)
+class SvmlightData:
+    """The contents of an svmlight file.
+
+    Attributes
+    ----------
+    X : scipy.sparse.csr_matrix of shape (n_samples, n_features)
+        Canonical CSR (sorted indices, no duplicates) of the requested dtype.
+    y : ndarray of shape (n_samples,)
+        ``int64`` if every label is integral, else ``float64``.
+    zero_based : bool
+        The index convention the file was read with.
+    path : str
+        The file that was read.
+    """
+
+    X: sp.csr_matrix
+    y: np.ndarray
+    zero_based: bool
+    path: str
+
+
+class _NeedsLineNumber(Exception):
+    """A post-check on the fast path failed; the Python parser will locate the line."""
+
+
+def read_svmlight(
+    path: str | os.PathLike[str],
+    *,
+    zero_based: bool | str = "auto",
+    n_features: int | None = None,
+    dtype: npt.DTypeLike = np.float64,
+    allow_extra_features: bool = False,
+) -> SvmlightData:
+    """Read an svmlight / LIBSVM file (plain, gzip, bzip2 or xz compressed).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to read.  Compression is recognised by its magic bytes.
+    zero_based : bool or "auto", default "auto"
+        Whether feature indices start at 0.  ``"auto"`` reads the file as one-based
+        unless some index 0 occurs.  A zero-based file whose column 0 is never
+        non-zero is indistinguishable from a one-based one, so pass ``True`` for it.
+    n_features : int, optional
+        Number of columns of ``X``; usually the training data's feature count when
+        reading a test file.  An index beyond it is an error.
+    dtype : floating dtype, default float64
+        dtype of ``X``.
+    allow_extra_features : bool, default False
+        With ``n_features``, drop (with a warning) entries beyond it instead of failing.
+
+    Returns
+    -------
+    SvmlightData
+
+    Raises
+    ------
+    DataError
+        For anything wrong with the file, naming the file and the 1-based line.
+    """
+    opts = _check_options(zero_based, n_features, dtype, allow_extra_features)
+    path = os.fsdecode(os.fspath(path))
+    try:
+        return _parse_fast(path, opts)
+    except (DataError, MemoryError):
+        raise
+    except Exception:
+        # Unsorted indices are legal here and other failures need a line number.
+        pass
+    return _parse_lines(path, opts)
+
+
+class _Options(NamedTuple):
+    zero_based: bool | str
+    n_features: int | None
+    dtype: np.dtype
+    allow_extra_features: bool
+
+
+def _check_options(zero_based, n_features, dtype, allow_extra_features) -> _Options:
+    if zero_based not in (True, False, "auto"):
+        raise ValueError(f"zero_based must be True, False or 'auto', not {zero_based!r}")
+    if n_features is not None and (int(n_features) != n_features or n_features < 1):
+        raise ValueError(f"n_features must be a positive integer, not {n_features!r}")
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise ValueError(f"dtype must be a floating-point type, not {dt}")
+    return _Options(zero_based, n_features, dt, bool(allow_extra_features))
+
+
+def _open(path: str) -> IO[bytes]:
+    if os.path.isdir(path):
+        raise DataError("is a directory, not a data file", path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError("no such file", path) from None
+    except OSError as exc:
+        raise DataError(f"cannot open file: {exc.strerror or exc}", path) from None
+    try:
+        head = f.read(8)
+    except OSError as exc:
+        f.close()
+        raise DataError(f"cannot read file: {exc.strerror or exc}", path) from None
+    for magic, opener in _OPENERS.items():
+        if head.startswith(magic):
+            f.close()
+            return opener(path, "rb")
+    f.seek(0)
+    return f
+
+
+def _parse_fast(path: str, opts: _Options) -> SvmlightData:
+    with _open(path) as f:
+        # zero_based=True makes scikit-learn keep the raw indices, so the convention
+        # is decided by our rule, not by its slightly different "auto".
+        X, y = load_svmlight_file(
+            f, zero_based=True, dtype=np.float32 if opts.dtype == np.float32 else np.float64
+        )
+    return _finish(path, y, X.data, X.indices.astype(np.int64), X.indptr, None, opts)
+
+
+def _parse_python(
+    path: str | os.PathLike[str],
+    *,
+    zero_based: bool | str = "auto",
+    n_features: int | None = None,
+    dtype: npt.DTypeLike = np.float64,
+    allow_extra_features: bool = False,
+) -> SvmlightData:
+    """The pure-Python reader; same contract as :func:`read_svmlight`."""
+    opts = _check_options(zero_based, n_features, dtype, allow_extra_features)
+    return _parse_lines(os.fsdecode(os.fspath(path)), opts)
+
+
+def _parse_lines(path: str, opts: _Options) -> SvmlightData:
+    zero_based, n_features = opts.zero_based, opts.n_features
+    labels, values, indices = array("d"), array("d"), array("q")
+    indptr, row_lines = array("q", [0]), array("q")
+    lo = 1 if zero_based is False else 0
+    if n_features is None or opts.allow_extra_features:
+        hi = _MAX_INDEX
+    else:
+        # In "auto" mode index n_features is legal only if the file is one-based;
+        # _finish re-checks once the convention is known.
+        hi = n_features - 1 if zero_based is True else n_features
+    lineno = 0
+    with _open(path) as f:
+        try:
+            for lineno, line in enumerate(f, 1):
+                if lineno == 1 and line.startswith(_BOM):
+                    line = line[3:]
+                cut = line.find(b"#")
+                if cut >= 0:
+                    line = line[:cut]
+                parts = line.split()
+                if not parts:
+                    continue
+                try:
+                    label = float(parts[0])
+                except ValueError:
+                    raise DataError(_label_problem(parts[0], line), path, lineno) from None
+                if label - label != 0.0:
+                    raise DataError(f"non-finite label {_q(parts[0])}", path, lineno)
+                start, prev, unsorted = len(indices), -1, False
+                for k in range(1, len(parts)):
+                    tok = parts[k]
+                    i_s, sep, v_s = tok.partition(b":")
+                    try:
+                        idx, val = int(i_s), float(v_s)
+                    except ValueError:
+                        if sep and i_s.startswith(b"qid"):
+                            continue
+                        raise DataError(_token_problem(tok, line), path, lineno) from None
+                    if idx <= prev or idx < lo or idx > hi:
+                        _check_index(idx, tok, lo, hi, n_features, path, lineno)
+                        unsorted = True
+                    if val - val != 0.0:
+                        raise DataError(f"non-finite value in token {_q(tok)}", path, lineno)
+                    prev = idx
+                    indices.append(idx)
+                    values.append(val)
+                if unsorted:
+                    _sort_line(indices, values, start, path, lineno)
+                labels.append(label)
+                indptr.append(len(indices))
+                row_lines.append(lineno)
+        except _READ_ERRORS as exc:
+            raise DataError(
+                f"cannot read (corrupt or truncated?): {exc}", path, lineno + 1
+            ) from None
+    return _finish(
+        path,
+        np.frombuffer(labels, np.float64),
+        np.frombuffer(values, np.float64),
+        np.frombuffer(indices, np.int64),
+        np.frombuffer(indptr, np.int64),
+        np.frombuffer(row_lines, np.int64),
+        opts,
+    )
+
+
+def _check_index(idx, tok, lo, hi, n_features, path, lineno) -> None:
+    if idx < 0:
+        raise DataError(f"negative feature index in token {_q(tok)}", path, lineno)
+    if idx < lo:
+        raise DataError(
+            "feature index 0 in a one-based file (pass zero_based=True if it is zero-based)",
+            path,
+            lineno,
+        )
+    if idx > hi:
+        if hi == _MAX_INDEX:
+            raise DataError(f"feature index {idx} is implausibly large", path, lineno)
+        raise DataError(_range_problem(idx, n_features, lo == 0 and hi < n_features), path, lineno)
+
+
+def _range_problem(idx: int, n_features: int, zero_based: bool) -> str:
+    if zero_based:
+        return (
+            f"feature index {idx} exceeds n_features={n_features} of the training data "
+            f"(zero-based indices must be below {n_features})"
+        )
+    return f"feature index {idx} exceeds n_features={n_features} of the training data"
+
+
+def _sort_line(indices: array, values: array, start: int, path: str, lineno: int) -> None:
+    seg, vals = indices[start:], values[start:]
+    seen: set[int] = set()
+    for idx in seg:
+        if idx in seen:
+            raise DataError(f"duplicate feature index {idx}", path, lineno)
+        seen.add(idx)
+    order = sorted(range(len(seg)), key=seg.__getitem__)
+    indices[start:] = array("q", [seg[i] for i in order])
+    values[start:] = array("d", [vals[i] for i in order])
+
+
+def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> SvmlightData:
+    """Checks and conversions shared by both parsers; ``row_lines`` is None on the fast path."""
+
+    def fail(pos: int, problem: str, *, row: int | None = None):
+        if row_lines is None:
+            raise _NeedsLineNumber(problem)
+        if row is None:
+            row = int(np.searchsorted(indptr, pos, side="right")) - 1
+        raise DataError(problem, path, int(row_lines[row]))
+
+    zero_based, n_features, dtype = opts.zero_based, opts.n_features, opts.dtype
+    n = labels.shape[0]
+    if n == 0:
+        raise DataError("no data lines", path)
+    if not np.isfinite(labels).all():
+        # Only scikit-learn lets these through; the Python parser rejects them per token.
+        fail(0, "non-finite label", row=int(np.argmin(np.isfinite(labels))))
+    indptr = np.asarray(indptr, dtype=np.int64)
+    has_zero = bool(indices.size) and bool(indices.min() == 0)
+    zb = has_zero if zero_based == "auto" else bool(zero_based)
+    if has_zero and not zb:
+        fail(int(np.argmin(indices)), "feature index 0 in a one-based file")
+    cols = indices if zb else indices - 1
+    dropped = 0
+    if n_features is not None:
+        over = cols >= n_features
+        if over.any():
+            if not opts.allow_extra_features:
+                pos = int(np.argmax(over))
+                fail(pos, _range_problem(int(indices[pos]), n_features, zb))
+            keep = ~over
+            dropped = int(over.size - np.count_nonzero(keep))
+            indptr = np.concatenate(([0], np.cumsum(keep)))[indptr]
+            cols, data = cols[keep], data[keep]
+        n_cols = n_features
+    else:
+        n_cols = int(cols.max()) + 1 if cols.size else 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = data.astype(dtype)
+    bad = ~np.isfinite(cast)
+    if bad.any():
+        pos = int(np.argmax(bad))
+        value = float(data[pos])
+        if np.isfinite(value):
+            fail(pos, f"value {value!r} overflows {dtype.name}")
+        fail(pos, "non-finite value")
+    X = sp.csr_matrix((cast, cols, indptr), shape=(n, n_cols))
+    if not X.has_sorted_indices:
+        X.sort_indices()
+    if dropped:
+        warnings.warn(
+            f"{path}: dropped {dropped} value(s) with feature index beyond n_features={n_features}",
+            stacklevel=4,
+        )
+    return SvmlightData(X=X, y=_label_array(labels), zero_based=zb, path=path)
+
+
+def _label_array(labels: np.ndarray) -> np.ndarray:
+    integral = np.all(labels == np.rint(labels)) and np.all(np.abs(labels) <= 2**53)
+    return labels.astype(np.int64) if integral else np.array(labels, dtype=np.float64)
+
+
+def _q(tok: bytes) -> str:
+    text = tok.decode("ascii", "backslashreplace")
+    return f"'{text[:37]}...'" if len(text) > 40 else f"'{text}'"
+
+
+def _is_text(line: bytes) -> bool:
+    return not line.translate(None, _TEXT_BYTES)
+
+
+def _label_problem(head: bytes, line: bytes) -> str:
+    if not _is_text(line):
+        return "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
+    if b":" in head:
+        return f"missing label: line starts with feature {_q(head)}"
+    if b"," in head:
+        return f"multi-label line (labels {_q(head)}) is not supported; use one label per line"
+    return f"non-numeric label {_q(head)}"
+
+
+def _token_problem(tok: bytes, line: bytes) -> str:
+    if not _is_text(line):
+        return "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
+    i_s, sep, v_s = tok.partition(b":")
+    if not sep:
+        return f"malformed token {_q(tok)}: expected index:value"
+    if b":" in v_s:
+        return f"malformed token {_q(tok)}: more than one ':'"
+    try:
+        int(i_s)
+    except ValueError:
+        return f"malformed token {_q(tok)}: feature index is not an integer"
+    if not v_s:
+        return f"missing value in token {_q(tok)}"
+    return f"non-numeric value in token {_q(tok)}"
+
+
+def write_svmlight(
+    path: str | os.PathLike[str],
+    X: object,
+    y: object,
+    *,
+    zero_based: bool = False,
+) -> None:
+    """Write ``X`` and ``y`` as an svmlight file, atomically.
+
+    Values are written with ``repr`` so that reading the file back returns exactly the
+    same float64 numbers; explicit zeros are not written.  The file is first written to
+    ``path + ".tmp"`` and then renamed, so readers never see a partial file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file.
+    X : array-like or sparse matrix of shape (n_samples, n_features)
+        Finite real values.
+    y : array-like of shape (n_samples,)
+        Finite numeric labels; integral ones are written as integers.
+    zero_based : bool, default False
+        Write indices starting at 0 instead of 1.  Read such files back with
+        ``zero_based=True``: auto-detection cannot tell if column 0 is all zero.
+
+    Raises
+    ------
+    DataError
+        If ``X`` or ``y`` cannot be written, or the file cannot be created.
+    """
+    path = os.fsdecode(os.fspath(path))
+    X = _as_csr(X, path)
+    labels = _format_labels(y, X.shape[0], path)
+    off = 0 if zero_based else 1
+    ip = X.indptr.tolist()
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="ascii", newline="\n") as f:
+            for start in range(0, X.shape[0], _WRITE_CHUNK):
+                stop = min(X.shape[0], start + _WRITE_CHUNK)
+                a, b = ip[start], ip[stop]
+                cols = (X.indices[a:b].astype(np.int64) + off).tolist()
+                vals = X.data[a:b].astype(np.float64).tolist()
+                # repr of a Python float is the shortest text that reads back exactly.
+                toks = [f"{c}:{v!r}" for c, v in zip(cols, vals, strict=True)]
+                lines = [
+                    " ".join([labels[r], *toks[ip[r] - a : ip[r + 1] - a]])
+                    for r in range(start, stop)
+                ]
+                f.write("\n".join(lines))
+                f.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise DataError(f"cannot write file: {exc.strerror or exc}", path) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _as_csr(X: object, path: str) -> sp.csr_matrix:
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, copy=True)
+    else:
+        arr = np.asarray(X)
+        if arr.ndim != 2:
+            raise DataError(f"X must be 2-dimensional, got shape {arr.shape}", path)
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"X must hold real numbers, not {arr.dtype}", path)
+        X = sp.csr_matrix(arr)
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"X must hold real numbers, not {X.dtype}", path)
+    X.sum_duplicates()
+    X.eliminate_zeros()
+    if not np.isfinite(X.data).all():
+        raise DataError("X contains non-finite values (NaN or inf), which cannot be written", path)
+    return X
+
+
+def _format_labels(y: object, n: int, path: str) -> list[str]:
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(f"y must have shape ({n},), got {y.shape}", path)
+    if y.dtype.kind in "biu":
+        return [str(int(v)) for v in y.tolist()]
+    if y.dtype.kind != "f":
+        raise DataError(f"y must hold numbers, not {y.dtype}", path)
+    if not np.isfinite(y).all():
+        raise DataError("y contains non-finite labels (NaN or inf), which cannot be written", path)
+    return [
+        str(int(v)) if v.is_integer() and abs(v) <= 2**53 else repr(v)
+        for v in y.astype(np.float64).tolist()
+    ]

@@ -1,0 +1,175 @@
+"""What every kernel receives: a worker's rows and the optimiser settings.
+
+A kernel is pure local numerics: it never communicates.  All kernels implement the same
+two passes over one worker's rows and one class block (feature-major ``W_block`` of
+shape ``(D_fit, K_q)``, see :mod:`dsmlr.objective`):
+
+``score_pass``
+    scores every local row against the block; writes the block's partial log-sum-exp
+    into ``partials[:, q]`` and merges the true-class score and the running arg-max.
+``update_pass``
+    one pass of mini-batch stochastic steps on ``L(W, b)`` for the block over the local
+    rows in the given order.  Before each mini-batch step the rows' ``b_i`` are refreshed
+    from the cached per-block partial normalisers, with the block's own partial
+    recomputed at the current weights (see :class:`UpdateConfig`).  With a
+    :class:`Snapshot` the steps are SVRG steps (variance-reduced by the anchor) and
+    ``b_i`` comes from the anchor instead (see :class:`Snapshot`); ``partials`` is then
+    left untouched.
+``gradient_pass``
+    adds ``scale * sum_i (exp(w_k . x_i + b_i) - [y_i = k]) x_i`` over the local rows to
+    ``out`` (the data gradient of the block, for the SVRG anchor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["Kernel", "LocalRows", "Snapshot", "UpdateConfig"]
+
+
+@dataclass(frozen=True)
+class LocalRows:
+    """The rows one worker owns.
+
+    Attributes
+    ----------
+    X : csr_matrix or ndarray of shape (n_local, D)
+        Features; CSR with sorted indices or a C-contiguous dense array.
+    y : ndarray of int64, shape (n_local,)
+        Class indices in ``0..K-1``.
+    fit_intercept : bool
+        Whether an implicit feature equal to 1 follows the D real ones (column ``D`` of
+        the block, never penalised).
+    """
+
+    X: sp.csr_matrix | np.ndarray
+    y: np.ndarray
+    fit_intercept: bool
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.X)
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """Settings of one block-update pass.
+
+    Attributes
+    ----------
+    eta : float
+        Step size.  With ``adaptive`` it scales AdaGrad's per-feature step
+        ``eta / sqrt(acc_j + delta)``; otherwise it is the plain SGD step.
+    lam : float
+        L2 strength.
+    n_penalized : int
+        Columns ``0..n_penalized-1`` are penalised (the intercept column is not).
+    batch_size : int
+        Rows per stochastic step.
+    adaptive : bool
+        AdaGrad per-feature steps (accumulator shared by the block's classes and carried
+        with the block) instead of plain SGD.  Ignored by SVRG steps, which use the
+        constant step ``eta``.
+    delta : float
+        AdaGrad's floor inside the square root.
+
+    Notes
+    -----
+    The penalty's gradient ``lam * w_j`` (and, for SVRG, the anchor's full gradient
+    ``mu_j``) is applied to every column at every step.  A column no row of the
+    mini-batch touches follows a fixed linear recurrence, ``w <- (1 - a lam) w - a mu``,
+    so fast kernels apply it lazily in closed form (when the column is next touched, and
+    at the end of the pass); the reference kernel applies it eagerly, step by step.
+    """
+
+    eta: float
+    lam: float
+    n_penalized: int
+    batch_size: int
+    adaptive: bool = True
+    delta: float = 1e-12
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """SVRG anchor for one block: the weights, exact b and full gradient at the anchor.
+
+    Attributes
+    ----------
+    W_block : ndarray of shape (D_fit, K_q)
+        Block weights at the anchor point ``W~``.
+    mean_grad : ndarray of shape (D_fit, K_q), float64
+        Full data gradient of the block at the anchor,
+        ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term).
+    b : ndarray of shape (n_local,)
+        Exact ``b~_i = -log sum_k exp(w~_k . x_i)`` of the local rows at the anchor.
+    partial : ndarray of shape (n_local,)
+        The block's own share at the anchor, ``log sum_{k in K_q} exp(w~_k . x_i)``.
+
+    Notes
+    -----
+    During an SVRG pass a row's ``b_i`` is the anchor's normaliser with only this
+    block's share replaced by its current value:
+    ``-b_i = log(exp(-b~_i) - exp(partial_i) + exp(s_i))``.  Every block then optimises
+    against the same, consistent anchor (refreshing from other blocks' newer shares
+    instead makes the variance-reduced steps inconsistent and stalls multi-worker runs).
+    """
+
+    W_block: np.ndarray
+    mean_grad: np.ndarray
+    b: np.ndarray
+    partial: np.ndarray
+
+
+class Kernel(Protocol):
+    """The two local passes every kernel provides (see module docstring)."""
+
+    name: str
+
+    def score_pass(
+        self,
+        rows: LocalRows,
+        W_block: np.ndarray,
+        k0: int,
+        partials: np.ndarray,
+        q: int,
+        true_score: np.ndarray,
+        best_score: np.ndarray,
+        best_class: np.ndarray,
+    ) -> None: ...
+
+    def update_pass(
+        self,
+        rows: LocalRows,
+        W_block: np.ndarray,
+        k0: int,
+        acc: np.ndarray,
+        partials: np.ndarray,
+        q: int,
+        b: np.ndarray,
+        order: np.ndarray,
+        config: UpdateConfig,
+        snapshot: Snapshot | None = None,
+    ) -> None: ...
+
+    def gradient_pass(
+        self,
+        rows: LocalRows,
+        W_block: np.ndarray,
+        k0: int,
+        b: np.ndarray,
+        scale: float,
+        out: np.ndarray,
+    ) -> None: ...

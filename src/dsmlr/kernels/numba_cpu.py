@@ -1,0 +1,487 @@
+"""Fast CPU kernel: numba-compiled loops over CSR or dense rows.
+
+Compiled lazily on first use (one specialisation per dtype and index type, cached on
+disk) and with ``nogil=True``, so the in-process engine's worker threads run them in
+parallel.  Scratch memory is per mini-batch (``batch_size x K_q`` scores and a compact
+gradient over the columns the mini-batch touches); nothing of size N x K or K x D is
+allocated.  Penalty decays of untouched columns are applied lazily (see
+:class:`dsmlr.kernels.base.UpdateConfig`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from dsmlr.kernels.base import LocalRows, Snapshot, UpdateConfig
+
+__all__ = ["NumbaKernel"]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _logsumexp_row(v, n):
+    top = -np.inf
+    for k in range(n):
+        if v[k] > top:
+            top = v[k]
+    if top == -np.inf:
+        return top
+    total = 0.0
+    for k in range(n):
+        total += math.exp(v[k] - top)
+    return top + math.log(total)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _init_scores(s, W, intercept_row, fit_intercept):
+    """Start a row's scores at the intercept (the implicit feature 1), or at zero."""
+    for k in range(s.shape[0]):
+        s[k] = W[intercept_row, k] if fit_intercept else 0.0
+
+
+@njit(nogil=True, cache=True)
+def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_class):
+    n_block = s.shape[0]
+    partials[r, q] = _logsumexp_row(s, n_block)
+    local = y[r] - k0
+    if 0 <= local < n_block:
+        true_score[r] = s[local]
+    for k in range(n_block):
+        # Ties go to the lower class index, so the merge is independent of visit order.
+        if s[k] > best_score[r] or (s[k] == best_score[r] and k + k0 < best_class[r]):
+            best_score[r] = s[k]
+            best_class[r] = k + k0
+
+
+@njit(nogil=True, cache=True)
+def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
+    n_cols, n_block = W.shape
+    s = np.empty(n_block, dtype=np.float64)
+    for r in range(len(indptr) - 1):
+        _init_scores(s, W, n_cols - 1, fit_intercept)
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            x = data[p]
+            for k in range(n_block):
+                s[k] += x * W[j, k]
+        _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
+
+
+@njit(nogil=True, cache=True)
+def _score_dense(X, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
+    n_rows, n_feat = X.shape
+    n_block = W.shape[1]
+    s = np.empty(n_block, dtype=np.float64)
+    for r in range(n_rows):
+        _init_scores(s, W, n_feat, fit_intercept)
+        for j in range(n_feat):
+            x = X[r, j]
+            if x != 0.0:
+                for k in range(n_block):
+                    s[k] += x * W[j, k]
+        _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
+
+
+@njit(nogil=True, cache=True)
+def _residuals(S, rows, y, k0, partials, q, b):
+    """Refresh b from the partials, then turn scores into residuals (p - y) / m in place."""
+    m = len(rows)
+    n_block = S.shape[1]
+    n_parts = partials.shape[1]
+    for bi in range(m):
+        r = rows[bi]
+        s = S[bi]
+        partials[r, q] = _logsumexp_row(s, n_block)
+        b[r] = -_logsumexp_row(partials[r], n_parts)
+        for k in range(n_block):
+            s[k] = math.exp(s[k] + b[r]) / m
+        local = y[r] - k0
+        if 0 <= local < n_block:
+            s[local] -= 1.0 / m
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _step_size(acc_j, eta, adaptive, delta):
+    return eta / math.sqrt(acc_j + delta) if adaptive else eta
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta):
+    if n_steps > 0:
+        factor = max(0.0, 1.0 - _step_size(acc_j, eta, adaptive, delta) * lam) ** n_steps
+        for k in range(W.shape[1]):
+            W[j, k] *= factor
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
+    n_block = W.shape[1]
+    if j < n_pen:
+        for k in range(n_block):
+            g[k] += lam * W[j, k]
+    if adaptive:
+        sq = 0.0
+        for k in range(n_block):
+            sq += g[k] * g[k]
+        acc[j] += sq / n_block
+    step = _step_size(acc[j], eta, adaptive, delta)
+    for k in range(n_block):
+        W[j, k] -= step * g[k]
+
+
+@njit(nogil=True, cache=True)
+def _update_csr(
+    indptr, indices, data, y, fit_intercept, W, k0, acc, partials, q, b, order,
+    batch_size, max_touched, eta, lam, n_pen, adaptive, delta,
+):  # fmt: skip
+    n_cols, n_block = W.shape
+    S = np.empty((batch_size, n_block), dtype=np.float64)
+    G = np.empty((max_touched, n_block), dtype=np.float64)
+    touched = np.empty(max_touched, dtype=np.int64)
+    slot = np.full(n_cols, -1, dtype=np.int64)
+    last = np.full(n_cols, -1, dtype=np.int64)
+    lazy = lam > 0.0
+    n_batches = (len(order) + batch_size - 1) // batch_size
+    for t in range(n_batches):
+        rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
+        # Gather the touched columns and bring their pending decays up to date.
+        n_t = 0
+        for r in rows:
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                if slot[j] < 0:
+                    slot[j] = n_t
+                    touched[n_t] = j
+                    n_t += 1
+                    if lazy and j < n_pen:
+                        _catch_up(W, j, t - 1 - last[j], acc[j], eta, lam, adaptive, delta)
+        if fit_intercept:
+            slot[n_cols - 1] = n_t
+            touched[n_t] = n_cols - 1
+            n_t += 1
+        for bi in range(len(rows)):
+            r = rows[bi]
+            _init_scores(S[bi], W, n_cols - 1, fit_intercept)
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                x = data[p]
+                for k in range(n_block):
+                    S[bi, k] += x * W[j, k]
+        _residuals(S[: len(rows)], rows, y, k0, partials, q, b)
+        G[:n_t, :] = 0.0
+        for bi in range(len(rows)):
+            r = rows[bi]
+            for p in range(indptr[r], indptr[r + 1]):
+                sj = slot[indices[p]]
+                x = data[p]
+                for k in range(n_block):
+                    G[sj, k] += x * S[bi, k]
+            if fit_intercept:
+                for k in range(n_block):
+                    G[n_t - 1, k] += S[bi, k]
+        for s in range(n_t):
+            j = touched[s]
+            _apply_step(W, G[s], j, acc, eta, lam, n_pen, adaptive, delta)
+            last[j] = t
+            slot[j] = -1
+    if lazy:
+        for j in range(n_pen):
+            _catch_up(W, j, n_batches - 1 - last[j], acc[j], eta, lam, adaptive, delta)
+
+
+@njit(nogil=True, cache=True)
+def _update_dense(
+    X, y, fit_intercept, W, k0, acc, partials, q, b, order, batch_size, eta, lam, n_pen,
+    adaptive, delta,
+):  # fmt: skip
+    n_feat = X.shape[1]
+    n_block = W.shape[1]
+    S = np.empty((batch_size, n_block), dtype=np.float64)
+    g = np.empty(n_block, dtype=np.float64)
+    n_batches = (len(order) + batch_size - 1) // batch_size
+    for t in range(n_batches):
+        rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
+        for bi in range(len(rows)):
+            r = rows[bi]
+            _init_scores(S[bi], W, n_feat, fit_intercept)
+            for j in range(n_feat):
+                x = X[r, j]
+                if x != 0.0:
+                    for k in range(n_block):
+                        S[bi, k] += x * W[j, k]
+        _residuals(S[: len(rows)], rows, y, k0, partials, q, b)
+        # Every column is touched by a dense mini-batch, so no decay is ever pending.
+        for j in range(n_feat + fit_intercept):
+            g[:] = 0.0
+            for bi in range(len(rows)):
+                x = 1.0 if j == n_feat else X[rows[bi], j]
+                if x != 0.0:
+                    for k in range(n_block):
+                        g[k] += x * S[bi, k]
+            _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta)
+
+
+@njit(nogil=True, cache=True)
+def _svrg_residuals(S, S0, rows, b, b0, partial0):
+    """Set b from the anchor (this block's share swapped), then ``(p(W) - p(W~)) / m``.
+
+    ``-b = log Z~ + log(1 - exp(a - log Z~) + exp(c - log Z~))`` with ``a``/``c`` the
+    block's anchor/current share; ``-expm1`` keeps the first difference exact when the
+    block holds almost all of the mass.
+    """
+    m = len(rows)
+    n_block = S.shape[1]
+    for bi in range(m):
+        r = rows[bi]
+        log_z0 = -b0[r]
+        c = _logsumexp_row(S[bi], n_block)
+        rest = max(-math.expm1(partial0[r] - log_z0), 0.0)
+        b[r] = -(log_z0 + math.log(rest + math.exp(c - log_z0)))
+        for k in range(n_block):
+            S[bi, k] = (math.exp(S[bi, k] + b[r]) - math.exp(S0[bi, k] + b0[r])) / m
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized):
+    """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
+    if n_steps <= 0:
+        return
+    if penalized and lam > 0.0:
+        a = eta * lam
+        if a < 1.0:
+            log_c = math.log1p(-a)
+            power = math.exp(n_steps * log_c)
+            geometric = -math.expm1(n_steps * log_c) / a  # (1 - c^n) / (1 - c)
+        else:
+            power = (1.0 - a) ** n_steps
+            geometric = (1.0 - power) / a
+        for k in range(W.shape[1]):
+            W[j, k] = power * W[j, k] - eta * mu[j, k] * geometric
+    else:
+        for k in range(W.shape[1]):
+            W[j, k] -= n_steps * eta * mu[j, k]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _svrg_step(W, g, mu, j, eta, lam, penalized):
+    for k in range(W.shape[1]):
+        total = g[k] + mu[j, k]
+        if penalized:
+            total += lam * W[j, k]
+        W[j, k] -= eta * total
+
+
+@njit(nogil=True, cache=True)
+def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
+    n_cols = W.shape[0]
+    _init_scores(s, W, n_cols - 1, fit_intercept)
+    for p in range(indptr[r], indptr[r + 1]):
+        j = indices[p]
+        x = data[p]
+        for k in range(W.shape[1]):
+            s[k] += x * W[j, k]
+
+
+@njit(nogil=True, cache=True)
+def _row_scores_dense(X, r, W, fit_intercept, s):
+    n_feat = X.shape[1]
+    _init_scores(s, W, n_feat, fit_intercept)
+    for j in range(n_feat):
+        x = X[r, j]
+        if x != 0.0:
+            for k in range(W.shape[1]):
+                s[k] += x * W[j, k]
+
+
+@njit(nogil=True, cache=True)
+def _svrg_csr(
+    indptr, indices, data, fit_intercept, W, W0, mu, b0, partial0, b, order, batch_size,
+    max_touched, eta, lam, n_pen,
+):  # fmt: skip
+    n_cols, n_block = W.shape
+    S = np.empty((batch_size, n_block), dtype=np.float64)
+    S0 = np.empty((batch_size, n_block), dtype=np.float64)
+    G = np.empty((max_touched, n_block), dtype=np.float64)
+    touched = np.empty(max_touched, dtype=np.int64)
+    slot = np.full(n_cols, -1, dtype=np.int64)
+    last = np.full(n_cols, -1, dtype=np.int64)
+    n_batches = (len(order) + batch_size - 1) // batch_size
+    for t in range(n_batches):
+        rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
+        n_t = 0
+        for r in rows:
+            for p in range(indptr[r], indptr[r + 1]):
+                j = indices[p]
+                if slot[j] < 0:
+                    slot[j] = n_t
+                    touched[n_t] = j
+                    n_t += 1
+                    _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen)
+        if fit_intercept:
+            j = n_cols - 1
+            slot[j] = n_t
+            touched[n_t] = j
+            n_t += 1
+            _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen)
+        for bi in range(len(rows)):
+            _row_scores_csr(indptr, indices, data, rows[bi], W, fit_intercept, S[bi])
+            _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
+        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partial0)
+        G[:n_t, :] = 0.0
+        for bi in range(len(rows)):
+            r = rows[bi]
+            for p in range(indptr[r], indptr[r + 1]):
+                sj = slot[indices[p]]
+                x = data[p]
+                for k in range(n_block):
+                    G[sj, k] += x * S[bi, k]
+            if fit_intercept:
+                for k in range(n_block):
+                    G[n_t - 1, k] += S[bi, k]
+        for s in range(n_t):
+            j = touched[s]
+            _svrg_step(W, G[s], mu, j, eta, lam, j < n_pen)
+            last[j] = t
+            slot[j] = -1
+    for j in range(n_cols):
+        _svrg_catch_up(W, mu, j, n_batches - 1 - last[j], eta, lam, j < n_pen)
+
+
+@njit(nogil=True, cache=True)
+def _svrg_dense(
+    X, fit_intercept, W, W0, mu, b0, partial0, b, order, batch_size, eta, lam, n_pen,
+):  # fmt: skip
+    n_feat = X.shape[1]
+    n_block = W.shape[1]
+    S = np.empty((batch_size, n_block), dtype=np.float64)
+    S0 = np.empty((batch_size, n_block), dtype=np.float64)
+    g = np.empty(n_block, dtype=np.float64)
+    n_batches = (len(order) + batch_size - 1) // batch_size
+    for t in range(n_batches):
+        rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
+        for bi in range(len(rows)):
+            _row_scores_dense(X, rows[bi], W, fit_intercept, S[bi])
+            _row_scores_dense(X, rows[bi], W0, fit_intercept, S0[bi])
+        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partial0)
+        for j in range(n_feat + fit_intercept):
+            g[:] = 0.0
+            for bi in range(len(rows)):
+                x = 1.0 if j == n_feat else X[rows[bi], j]
+                if x != 0.0:
+                    for k in range(n_block):
+                        g[k] += x * S[bi, k]
+            _svrg_step(W, g, mu, j, eta, lam, j < n_pen)
+
+
+@njit(nogil=True, cache=True)
+def _grad_csr(indptr, indices, data, y, fit_intercept, W, k0, b, scale, out):
+    n_cols, n_block = W.shape
+    s = np.empty(n_block, dtype=np.float64)
+    for r in range(len(indptr) - 1):
+        _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
+        for k in range(n_block):
+            s[k] = scale * math.exp(s[k] + b[r])
+        local = y[r] - k0
+        if 0 <= local < n_block:
+            s[local] -= scale
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            x = data[p]
+            for k in range(n_block):
+                out[j, k] += x * s[k]
+        if fit_intercept:
+            for k in range(n_block):
+                out[n_cols - 1, k] += s[k]
+
+
+@njit(nogil=True, cache=True)
+def _grad_dense(X, y, fit_intercept, W, k0, b, scale, out):
+    n_rows, n_feat = X.shape
+    n_block = W.shape[1]
+    s = np.empty(n_block, dtype=np.float64)
+    for r in range(n_rows):
+        _row_scores_dense(X, r, W, fit_intercept, s)
+        for k in range(n_block):
+            s[k] = scale * math.exp(s[k] + b[r])
+        local = y[r] - k0
+        if 0 <= local < n_block:
+            s[local] -= scale
+        for j in range(n_feat):
+            x = X[r, j]
+            if x != 0.0:
+                for k in range(n_block):
+                    out[j, k] += x * s[k]
+        if fit_intercept:
+            for k in range(n_block):
+                out[n_feat, k] += s[k]
+
+
+class NumbaKernel:
+    """numba implementation of the kernel passes (CSR and dense, float32 and float64)."""
+
+    name = "numba"
+
+    def score_pass(self, rows: LocalRows, W_block, k0, partials, q, true_score, best_score,
+                   best_class):  # fmt: skip
+        if W_block.shape[1] == 0:
+            partials[:, q] = -np.inf
+            return
+        args = (W_block, k0, partials, q, true_score, best_score, best_class)
+        if rows.is_sparse:
+            X = rows.X
+            _score_csr(X.indptr, X.indices, X.data, rows.y, rows.fit_intercept, *args)
+        else:
+            _score_dense(rows.X, rows.y, rows.fit_intercept, *args)
+
+    def gradient_pass(self, rows: LocalRows, W_block, k0, b, scale, out):
+        if W_block.shape[1] == 0 or rows.n_rows == 0:
+            return
+        if rows.is_sparse:
+            X = rows.X
+            _grad_csr(X.indptr, X.indices, X.data, rows.y, rows.fit_intercept, W_block, k0, b,
+                      float(scale), out)  # fmt: skip
+        else:
+            _grad_dense(rows.X, rows.y, rows.fit_intercept, W_block, k0, b, float(scale), out)
+
+    def update_pass(self, rows: LocalRows, W_block, k0, acc, partials, q, b, order,
+                    config: UpdateConfig, snapshot: Snapshot | None = None):  # fmt: skip
+        if W_block.shape[1] == 0:
+            partials[:, q] = -np.inf
+            return
+        if len(order) == 0:
+            return
+        m = int(config.batch_size)
+        eta, lam, n_pen = float(config.eta), float(config.lam), int(config.n_penalized)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        X = rows.X
+        if rows.is_sparse:
+            row_nnz = np.diff(X.indptr)
+            max_touched = min(W_block.shape[0], int(row_nnz.max(initial=0)) * m + 1)
+        if snapshot is not None:
+            anchor = (
+                snapshot.W_block,
+                snapshot.mean_grad,
+                snapshot.b,
+                snapshot.partial,
+                b,
+                order,
+                m,
+            )
+            if rows.is_sparse:
+                _svrg_csr(X.indptr, X.indices, X.data, rows.fit_intercept, W_block, *anchor,
+                          max_touched, eta, lam, n_pen)  # fmt: skip
+            else:
+                _svrg_dense(X, rows.fit_intercept, W_block, *anchor, eta, lam, n_pen)
+            return
+        tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta))
+        if rows.is_sparse:
+            _update_csr(
+                X.indptr, X.indices, X.data, rows.y, rows.fit_intercept, W_block, k0, acc,
+                partials, q, b, order, m, max_touched, *tail,
+            )  # fmt: skip
+        else:
+            _update_dense(
+                X, rows.y, rows.fit_intercept, W_block, k0, acc, partials, q, b, order, m, *tail
+            )  # fmt: skip

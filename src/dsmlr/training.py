@@ -1,0 +1,114 @@
+"""Embedded training: shard the rows, run the engine on in-process workers, assemble W.
+
+This is the single-process default.  The full ``(K, D_fit)`` model is assembled only
+here, at the end, because in one process it fits by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from dsmlr.comm import run_workers
+from dsmlr.engines import EngineConfig, EpochRecord, get_engine
+from dsmlr.kernels import LocalRows
+from dsmlr.partition import row_shards
+
+__all__ = ["TrainingResult", "shard_rows", "train_embedded"]
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of a training run.
+
+    Attributes
+    ----------
+    W : ndarray of shape (K, D_fit)
+        Weights, intercept in the last column when fitted.
+    history : list of EpochRecord
+        One record per epoch.
+    converged : bool
+        Whether the stopping rule fired before ``max_epochs``.
+    """
+
+    W: np.ndarray
+    history: list[EpochRecord]
+    converged: bool
+
+
+def _row_slice(X, start: int, stop: int):
+    """Rows ``start:stop`` without copying the CSR data and index arrays."""
+    if not sp.issparse(X):
+        return X[start:stop]
+    lo, hi = X.indptr[start], X.indptr[stop]
+    return sp.csr_matrix(
+        (X.data[lo:hi], X.indices[lo:hi], X.indptr[start : stop + 1] - lo),
+        shape=(stop - start, X.shape[1]),
+    )
+
+
+def shard_rows(X, y: np.ndarray, n_shards: int, fit_intercept: bool) -> list[LocalRows]:
+    """Split rows into ``n_shards`` non-zero-balanced contiguous shards (views, no copy)."""
+    if sp.issparse(X):
+        indptr = X.indptr
+    else:
+        indptr = np.arange(X.shape[0] + 1, dtype=np.int64) * X.shape[1]
+    return [
+        LocalRows(_row_slice(X, a, b), y[a:b], fit_intercept)
+        for a, b in row_shards(indptr, n_shards)
+    ]
+
+
+def train_embedded(
+    X,
+    y: np.ndarray,
+    cfg: EngineConfig,
+    n_workers: int,
+    engine: str = "sync",
+    X_test=None,
+    y_test: np.ndarray | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainingResult:
+    """Train with ``n_workers`` in-process workers.
+
+    Parameters
+    ----------
+    X : csr_matrix (sorted indices) or C-contiguous ndarray, shape (N, D)
+        Training rows, already in the training dtype.
+    y : ndarray of int64, shape (N,)
+        Class indices ``0..K-1``.
+    cfg : EngineConfig
+        Engine settings.
+    n_workers : int
+        Number of workers P.
+    engine : str
+        Name in :data:`dsmlr.engines.ENGINES`.
+    X_test, y_test : optional
+        Held-out rows scored every epoch.
+    on_epoch : callable, optional
+        Progress callback, called once per epoch.
+    """
+    run = get_engine(engine)
+    shards = shard_rows(X, y, n_workers, cfg.fit_intercept)
+    tests: list[LocalRows | None] = [None] * n_workers
+    if X_test is not None and y_test is not None:
+        tests = list(shard_rows(X_test, y_test, n_workers, cfg.fit_intercept))
+    n_test = 0 if y_test is None else len(y_test)
+
+    results = run_workers(
+        n_workers,
+        lambda comm: run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, on_epoch),
+    )
+    W = np.zeros((cfg.n_classes, cfg.n_columns), dtype=cfg.dtype)
+    for res in results:
+        lo, hi = res.block
+        W[lo:hi] = res.W_block.T
+    if cfg.fit_intercept:
+        # Softmax is unchanged by a shift common to all intercepts and the intercepts are
+        # unpenalised, so the optimum fixes them only up to that shift: report the
+        # centred (sum-zero) representative, as scikit-learn does.
+        W[:, -1] -= W[:, -1].mean()
+    return TrainingResult(W=W, history=results[0].history, converged=results[0].converged)

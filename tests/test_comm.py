@@ -1,0 +1,49 @@
+"""The in-process communicator: ring shifts, reductions, and no hang on failure."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dsmlr.comm import run_workers
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_ring_shift_receives_from_right_neighbour(size):
+    def body(comm):
+        got = comm.ring_shift([np.array([comm.rank]), np.array([10 * comm.rank])])
+        return int(got[0][0]), int(got[1][0]), comm.bytes_sent
+
+    out = run_workers(size, body)
+    for rank, (a, b, sent) in enumerate(out):
+        assert (a, b) == ((rank + 1) % size, 10 * ((rank + 1) % size))
+        assert sent == (0 if size == 1 else 16)
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_allreduce_and_allgather(size):
+    def body(comm):
+        total = comm.allreduce_sum(np.array([1.0, comm.rank]))
+        return total, comm.allgather(comm.rank * 2)
+
+    for total, gathered in run_workers(size, body):
+        np.testing.assert_array_equal(total, [size, sum(range(size))])
+        assert gathered == [2 * r for r in range(size)]
+
+
+def test_a_failing_worker_does_not_hang_the_others():
+    def body(comm):
+        if comm.rank == 2:
+            raise RuntimeError("worker 2 broke")
+        for _ in range(3):
+            comm.ring_shift([np.zeros(3)])
+        return comm.rank
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="worker 2 broke"):
+        run_workers(4, body)
+    assert time.monotonic() - start < 10
+    assert not [t for t in threading.enumerate() if t.name.startswith("dsmlr-worker")]

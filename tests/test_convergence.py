@@ -1,0 +1,90 @@
+"""Training reaches scikit-learn's optimum (lbfgs, tol=1e-10) of the same objective."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from conftest import planted_sparse_problem, sklearn_optimum
+from dsmlr import DSMLRClassifier
+
+
+def _reference_objective(clf_sk, X, y, lam, fit_intercept):
+    ref = DSMLRClassifier(lam=lam, fit_intercept=fit_intercept)
+    ref.coef_ = clf_sk.coef_
+    ref.intercept_ = clf_sk.intercept_ if fit_intercept else np.zeros(len(clf_sk.classes_))
+    ref.classes_ = clf_sk.classes_
+    ref.n_features_in_ = X.shape[1]
+    return ref.objective(X, y)
+
+
+@pytest.fixture(scope="module")
+def split_problem():
+    X, y = planted_sparse_problem(n_samples=2000, n_features=400, n_classes=9)
+    return train_test_split(X, y, test_size=0.25, random_state=0)
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 4])
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_reaches_sklearn_optimum_on_sparse_problem(split_problem, n_workers, fit_intercept):
+    Xtr, Xte, ytr, yte = split_problem
+    lam = 1e-4
+    sk = sklearn_optimum(Xtr, ytr, lam, fit_intercept)
+    f_opt = _reference_objective(sk, Xtr, ytr, lam, fit_intercept)
+    clf = DSMLRClassifier(
+        lam=lam, fit_intercept=fit_intercept, n_workers=n_workers, max_epochs=60, tol=1e-9,
+        random_state=0,
+    ).fit(Xtr, ytr)  # fmt: skip
+    f = clf.objective(Xtr, ytr)
+    assert f == pytest.approx(clf.history_[-1]["objective"], rel=1e-9)
+    assert (f - f_opt) / f_opt < 1e-4
+    assert abs(clf.score(Xte, yte) - sk.score(Xte, yte)) <= 0.005
+    rel_coef = np.linalg.norm(clf.coef_ - sk.coef_) / np.linalg.norm(sk.coef_)
+    assert rel_coef < 1e-2
+    if fit_intercept:
+        np.testing.assert_allclose(clf.intercept_, sk.intercept_, atol=0.05)
+
+
+def test_float32_reaches_the_optimum(split_problem):
+    Xtr, _, ytr, _ = split_problem
+    lam = 1e-4
+    sk = sklearn_optimum(Xtr, ytr, lam, True)
+    f_opt = _reference_objective(sk, Xtr, ytr, lam, True)
+    clf = DSMLRClassifier(lam=lam, dtype="float32", max_epochs=30, tol=1e-7, random_state=0)
+    clf.fit(Xtr, ytr)
+    assert clf.coef_.dtype == np.float32
+    assert (clf.objective(Xtr, ytr) - f_opt) / f_opt < 1e-3
+
+
+@pytest.mark.parametrize("n_workers", [1, 3])
+def test_reaches_sklearn_optimum_on_digits(n_workers):
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X / 16.0, y, test_size=0.3, random_state=0)
+    lam = 1e-3
+    sk = sklearn_optimum(Xtr, ytr, lam, True)
+    f_opt = _reference_objective(sk, Xtr, ytr, lam, True)
+    clf = DSMLRClassifier(lam=lam, n_workers=n_workers, max_epochs=150, tol=1e-9, random_state=0)
+    clf.fit(Xtr, ytr)
+    assert (clf.objective(Xtr, ytr) - f_opt) / f_opt < 5e-3
+    assert abs(clf.score(Xte, yte) - sk.score(Xte, yte)) <= 0.005
+    assert np.linalg.norm(clf.coef_ - sk.coef_) / np.linalg.norm(sk.coef_) < 0.05
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])
+def test_paper_style_optimizers_make_progress(split_problem, optimizer):
+    """The simpler update rules stay available; they descend, if more slowly."""
+    Xtr, _, ytr, _ = split_problem
+    clf = DSMLRClassifier(lam=1e-4, optimizer=optimizer, eta=0.5, max_epochs=8, tol=-1.0,
+                          random_state=0).fit(Xtr, ytr)  # fmt: skip
+    objectives = [h["objective"] for h in clf.history_]
+    assert objectives[-1] < 0.8 * np.log(9)  # log K is the objective at W = 0
+    assert objectives[-1] < objectives[0]
+
+
+def test_same_seed_same_model(split_problem):
+    Xtr, _, ytr, _ = split_problem
+    a = DSMLRClassifier(max_epochs=3, n_workers=2, random_state=7).fit(Xtr, ytr)
+    b = DSMLRClassifier(max_epochs=3, n_workers=2, random_state=7).fit(Xtr, ytr)
+    np.testing.assert_array_equal(a.coef_, b.coef_)

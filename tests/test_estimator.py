@@ -1,0 +1,135 @@
+"""The estimator's contract: labels, attributes, prediction, persistence, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+
+from conftest import planted_sparse_problem
+from dsmlr import DSMLRClassifier, load_model
+from dsmlr.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = planted_sparse_problem(n_samples=600, n_features=120, n_classes=5, seed=3)
+    labels = np.array(["ant", "bee", "cat", "dog", "eel"])[y]
+    clf = DSMLRClassifier(lam=1e-3, max_epochs=15, n_workers=2, random_state=0).fit(X, labels)
+    return clf, X, labels
+
+
+def test_attributes_and_history(fitted):
+    clf, X, labels = fitted
+    assert list(clf.classes_) == ["ant", "bee", "cat", "dog", "eel"]
+    assert clf.coef_.shape == (5, 120) and clf.intercept_.shape == (5,)
+    assert clf.n_iter_ == len(clf.history_) <= 15
+    for key in ("epoch", "time", "objective", "train_accuracy"):
+        assert key in clf.history_[0]
+    assert clf.history_[-1]["objective"] < clf.history_[0]["objective"]
+    assert clf.history_[-1]["train_accuracy"] == pytest.approx(clf.score(X, labels))
+
+
+def test_predictions_are_consistent(fitted):
+    clf, X, _ = fitted
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    top, top_p = clf.predict_top_k(X, 3)
+    np.testing.assert_array_equal(top[:, 0], clf.predict(X))
+    assert np.all(np.diff(top_p, axis=1) <= 0)
+    np.testing.assert_allclose(top_p[:, 0], proba.max(axis=1), rtol=1e-12)
+
+
+def test_dense_csr_and_csc_inputs_give_the_same_model():
+    X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=4, seed=5)
+    models = [
+        DSMLRClassifier(max_epochs=3, n_workers=1, random_state=1).fit(data, y)
+        for data in (X, X.tocsc(), X.toarray())
+    ]
+    for other in models[1:]:
+        np.testing.assert_allclose(other.coef_, models[0].coef_, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_does_not_mutate_input():
+    X, y = planted_sparse_problem(n_samples=200, n_features=30, n_classes=3, seed=6)
+    before = X.copy()
+    DSMLRClassifier(max_epochs=2).fit(X, y)
+    assert (X != before).nnz == 0
+
+
+def test_validation_set_is_scored_each_epoch():
+    X, y = planted_sparse_problem(n_samples=400, n_features=50, n_classes=4, seed=8)
+    clf = DSMLRClassifier(max_epochs=4, tol=-1, n_workers=2, random_state=0)
+    clf.fit(X[:300], y[:300], X_val=X[300:], y_val=y[300:])
+    last = clf.history_[-1]
+    assert last["test_accuracy"] == pytest.approx(clf.score(X[300:], y[300:]))
+    assert last["test_objective"] == pytest.approx(clf.objective(X[300:], y[300:]), rel=1e-9)
+
+
+def test_save_and_load_round_trip(fitted, tmp_path):
+    clf, X, _ = fitted
+    clf.save(tmp_path / "model", n_blocks=3)
+    assert len(list((tmp_path / "model").glob("block_*.npy"))) == 3
+    loaded = load_model(tmp_path / "model")
+    np.testing.assert_array_equal(loaded.coef_, clf.coef_)
+    np.testing.assert_array_equal(loaded.intercept_, clf.intercept_)
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    assert loaded.get_params() == clf.get_params()
+    assert loaded.history_ == json.loads(json.dumps(clf.history_))
+
+
+def test_corrupted_model_files_are_named(fitted, tmp_path):
+    clf, _, _ = fitted
+    clf.save(tmp_path / "m")
+    block = tmp_path / "m" / "block_00000.npy"
+    block.write_bytes(block.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"block_00000\.npy.*truncated or altered"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "manifest.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"manifest\.json.*corrupted"):
+        load_model(tmp_path / "m")
+    with pytest.raises(DataError, match="no such model directory"):
+        load_model(tmp_path / "missing")
+
+
+def test_model_files_never_unpickle(fitted, tmp_path):
+    """A block replaced by a pickled object array must be refused, not executed."""
+    clf, _, _ = fitted
+    clf.save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    evil = tmp_path / "m" / "block_00000.npy"
+    np.save(evil, np.array([object()], dtype=object), allow_pickle=True)
+    import hashlib
+
+    manifest["blocks"][0]["sha256"] = hashlib.sha256(evil.read_bytes()).hexdigest()
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises((DataError, ValueError)):
+        load_model(tmp_path / "m")
+
+
+def test_single_class_is_refused():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        DSMLRClassifier().fit(np.eye(3), [1, 1, 1])
+
+
+def test_bad_parameters_are_refused():
+    X, y = np.eye(4), [0, 1, 0, 1]
+    with pytest.raises(ValueError, match="optimizer"):
+        DSMLRClassifier(optimizer="newton").fit(X, y)
+    with pytest.raises(ValueError, match="lam"):
+        DSMLRClassifier(lam=-1.0).fit(X, y)
+
+
+def test_clone_keeps_parameters():
+    clf = DSMLRClassifier(lam=0.5, n_workers=3, dtype="float32")
+    assert clone(clf).get_params() == clf.get_params()
+
+
+def test_more_workers_than_rows_still_trains():
+    X = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    clf = DSMLRClassifier(n_workers=8, max_epochs=3).fit(X, [0, 1, 2])
+    assert clf.coef_.shape == (3, 2)

@@ -1,0 +1,138 @@
+"""Every fast kernel equals the reference kernel; the reference equals the mathematics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dsmlr.kernels import LocalRows, UpdateConfig, get_kernel
+from dsmlr.kernels.base import Snapshot
+from dsmlr.objective import add_intercept_column, closed_form_b, ds_gradient
+
+N, D, K = 120, 25, 7
+BLOCK = (2, 6)  # classes 2..5: a block in the middle, so k0 offsets matter
+
+
+def _rows(sparse: bool, fit_intercept: bool, dtype, seed: int = 0) -> LocalRows:
+    rng = np.random.default_rng(seed)
+    X = sp.random(N, D, density=0.15, random_state=seed, format="csr", dtype=np.float64)
+    X.data = rng.normal(size=X.nnz)
+    X = X.astype(dtype)
+    y = rng.integers(0, K, size=N).astype(np.int64)
+    data = X if sparse else np.ascontiguousarray(X.toarray())
+    return LocalRows(data, y, fit_intercept)
+
+
+def _tolerance(dtype):
+    return {"rtol": 1e-10, "atol": 1e-12} if dtype == np.float64 else {"rtol": 2e-4, "atol": 2e-5}
+
+
+def _initial_state(rows: LocalRows, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    n_cols = D + rows.fit_intercept
+    W = (0.3 * rng.normal(size=(n_cols, BLOCK[1] - BLOCK[0]))).astype(dtype)
+    partials = np.log(np.array([2.0, 4.0, 1.0]))[None, :] + 0.1 * rng.normal(size=(N, 3))
+    b = -np.log(np.exp(partials).sum(axis=1))
+    return W, np.zeros(n_cols), partials, b
+
+
+CASES = [
+    (sparse, fi, dtype)
+    for sparse in (True, False)
+    for fi in (False, True)
+    for dtype in (np.float64, np.float32)
+]
+
+
+def _run_update(kernel_name, rows, dtype, config, svrg: bool):
+    kernel = get_kernel(kernel_name)
+    W, acc, partials, b = _initial_state(rows, dtype)
+    snapshot = None
+    if svrg:
+        W0 = W.copy()
+        b0 = b.copy()
+        mu = np.random.default_rng(5).normal(scale=0.01, size=W.shape)
+        snapshot = Snapshot(W0, mu, b0, partials[:, 1].copy())
+    order = np.random.default_rng(7).permutation(N)
+    for _ in range(3):
+        kernel.update_pass(rows, W, BLOCK[0], acc, partials, 1, b, order, config, snapshot)
+    return W, acc, partials, b
+
+
+@pytest.mark.parametrize(("sparse", "fit_intercept", "dtype"), CASES)
+@pytest.mark.parametrize(
+    ("method", "batch_size"), [("adagrad", 1), ("adagrad", 8), ("sgd", 5), ("svrg", 1), ("svrg", 4)]
+)
+def test_update_pass_matches_reference(sparse, fit_intercept, dtype, method, batch_size):
+    rows = _rows(sparse, fit_intercept, dtype)
+    config = UpdateConfig(
+        eta=0.3, lam=0.05, n_penalized=D, batch_size=batch_size, adaptive=method == "adagrad"
+    )
+    ref = _run_update("reference", rows, dtype, config, svrg=method == "svrg")
+    fast = _run_update("numba", rows, dtype, config, svrg=method == "svrg")
+    for a, c in zip(ref, fast, strict=True):
+        np.testing.assert_allclose(c, a, **_tolerance(dtype))
+    W_start = _initial_state(rows, dtype)[0]
+    assert not np.allclose(fast[0], W_start), "the update pass did not move the weights"
+
+
+@pytest.mark.parametrize(("sparse", "fit_intercept", "dtype"), CASES)
+def test_score_pass_matches_reference(sparse, fit_intercept, dtype):
+    rows = _rows(sparse, fit_intercept, dtype, seed=1)
+    out = []
+    for name in ("reference", "numba"):
+        W, _, partials, _ = _initial_state(rows, dtype)
+        stats = (np.zeros(N), np.full(N, -np.inf), np.full(N, -1, dtype=np.int64))
+        get_kernel(name).score_pass(rows, W, BLOCK[0], partials, 1, *stats)
+        out.append((partials, *stats))
+    for a, c in zip(*out, strict=True):
+        np.testing.assert_allclose(c, a, **_tolerance(dtype))
+
+
+@pytest.mark.parametrize("kernel_name", ["reference", "numba"])
+@pytest.mark.parametrize(("sparse", "fit_intercept"), [(True, False), (False, True)])
+def test_gradient_pass_equals_mathematical_gradient(kernel_name, sparse, fit_intercept):
+    rows = _rows(sparse, fit_intercept, np.float64, seed=2)
+    rng = np.random.default_rng(4)
+    n_cols = D + fit_intercept
+    W_full = 0.2 * rng.normal(size=(K, n_cols))
+    X = rows.X.toarray() if sparse else rows.X
+    Xa = add_intercept_column(X) if fit_intercept else X
+    b = closed_form_b(W_full, Xa) + 0.05 * rng.normal(size=N)
+    gW, _ = ds_gradient(W_full, b, Xa, rows.y, 0.0)
+    out = np.zeros((n_cols, BLOCK[1] - BLOCK[0]))
+    W_block = np.ascontiguousarray(W_full[BLOCK[0] : BLOCK[1]].T)
+    get_kernel(kernel_name).gradient_pass(rows, W_block, BLOCK[0], b, 1.0 / N, out)
+    np.testing.assert_allclose(out, gW[BLOCK[0] : BLOCK[1]].T, rtol=1e-10, atol=1e-14)
+
+
+def test_update_refreshes_b_to_closed_form_with_one_block():
+    """With a single block holding every class, b after a step is the exact -log Z."""
+    rows = _rows(True, True, np.float64)
+    W = np.zeros((D + 1, K))
+    partials = np.full((N, 1), np.log(K))
+    b = np.full(N, -np.log(K))
+    config = UpdateConfig(eta=0.5, lam=0.0, n_penalized=D, batch_size=N, adaptive=False)
+    W_before = W.copy()
+    get_kernel("numba").update_pass(
+        rows, W, 0, np.zeros(D + 1), partials, 0, b, np.arange(N), config
+    )
+    Xa = add_intercept_column(rows.X.toarray())
+    np.testing.assert_allclose(b, closed_form_b(W_before.T, Xa), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_name", ["reference", "numba"])
+def test_empty_block_contributes_nothing(kernel_name):
+    rows = _rows(True, False, np.float64)
+    partials = np.zeros((N, 2))
+    W = np.zeros((D, 0))
+    get_kernel(kernel_name).score_pass(
+        rows, W, 3, partials, 1, np.zeros(N), np.full(N, -np.inf), np.full(N, -1)
+    )
+    assert np.all(partials[:, 1] == -np.inf)
+
+
+def test_unknown_kernel_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown kernel 'gpu9'"):
+        get_kernel("gpu9")
