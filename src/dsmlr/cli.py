@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -90,18 +89,22 @@ def _read_aligned(path: str, n_features: int, zero_based, dtype):
 
 
 def _atomic_write_text(path: str, write: Callable) -> None:
-    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it into place."""
-    target = Path(path)
+    """Call ``write(fh)`` on a temporary file next to ``path``, then rename it into place
+    (directly into ``path`` when it is a device or pipe such as ``/dev/stdout``)."""
+    if Path(path).exists() and not Path(path).is_file():
+        with open(path, "w", encoding="utf-8", newline="\n") as fh:
+            write(fh)
+        return
+    target = Path(path).resolve()  # through a symlink: replace the file, not the link
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DataError(f"cannot write: {exc.strerror or exc}", path) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
             write(fh)
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise DataError(f"cannot write: {exc.strerror or exc}", path) from None
         raise
 
 
@@ -361,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dsmlr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (piped into head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (DataError, NumericalError, OSError, ValueError) as exc:
         print(f"dsmlr: error: {_one_line(exc)}", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@
 The features look like bag-of-words text: feature popularity is Zipf-like, values are
 tf-idf-like and rows are L2-normalised.  Labels are *sampled* from the planted model
 ``P(y = k | x) ∝ prior_k · exp(W_true[k] · x)``, so the data are not separable and
-multinomial logistic regression has a finite optimum close to ``W_true``.
+multinomial logistic regression has a finite optimum near ``W_true`` (with intercepts
+``log prior``).
 
 Everything is vectorised and processed in blocks of rows, so no ``N x K`` or ``N x D``
 dense array is ever built.  Because ``W_true`` and ``x`` are non-negative, a row's
@@ -43,7 +44,8 @@ class GeneratedProblem:
     y : ndarray of shape (n_samples,)
         int64 labels in ``[0, n_classes)``.
     W_true : ndarray of shape (n_classes, n_features)
-        The planted non-negative weights (dense float64).
+        The planted non-negative weights, dense float64 like the model being fitted
+        (8 * K * D bytes), with about ``2 * D`` non-zeros.
     class_prior : ndarray of shape (n_classes,)
         Labels follow ``softmax(W_true @ x + log(class_prior))``.  It is tuned so that
         the expected class frequencies follow the Zipf law of ``class_power``.

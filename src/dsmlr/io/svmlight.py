@@ -261,12 +261,8 @@ def _check_index(idx, tok, lo, hi, n_features, path, lineno) -> None:
 
 
 def _range_problem(idx: int, n_features: int, zero_based: bool) -> str:
-    if zero_based:
-        return (
-            f"feature index {idx} exceeds n_features={n_features} of the training data "
-            f"(zero-based indices must be below {n_features})"
-        )
-    return f"feature index {idx} exceeds n_features={n_features} of the training data"
+    why = f" (zero-based indices must be below {n_features})" if zero_based else ""
+    return f"feature index {idx} exceeds n_features={n_features} of the training data{why}"
 
 
 def _sort_line(indices: array, values: array, start: int, path: str, lineno: int) -> None:
@@ -348,13 +344,12 @@ def _q(tok: bytes) -> str:
     return f"'{text[:37]}...'" if len(text) > 40 else f"'{text}'"
 
 
-def _is_text(line: bytes) -> bool:
-    return not line.translate(None, _TEXT_BYTES)
+_NOT_TEXT = "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
 
 
 def _label_problem(head: bytes, line: bytes) -> str:
-    if not _is_text(line):
-        return "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
+    if line.translate(None, _TEXT_BYTES):
+        return _NOT_TEXT
     if b":" in head:
         return f"missing label: line starts with feature {_q(head)}"
     if b"," in head:
@@ -363,8 +358,8 @@ def _label_problem(head: bytes, line: bytes) -> str:
 
 
 def _token_problem(tok: bytes, line: bytes) -> str:
-    if not _is_text(line):
-        return "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
+    if line.translate(None, _TEXT_BYTES):  # anything left is neither printable nor space
+        return _NOT_TEXT
     i_s, sep, v_s = tok.partition(b":")
     if not sep:
         return f"malformed token {_q(tok)}: expected index:value"
@@ -431,13 +426,11 @@ def write_svmlight(
                 f.write("\n".join(lines))
                 f.write("\n")
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise DataError(f"cannot write file: {exc.strerror or exc}", path) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+        if isinstance(exc, OSError):
+            raise DataError(f"cannot write file: {exc.strerror or exc}", path) from None
         raise
 
 
