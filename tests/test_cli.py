@@ -166,3 +166,26 @@ def test_unknown_flag_is_usage_error(tmp_path):
     proc = run_cli("train", tmp_path / "x.svm", "--no-such-flag")
     assert proc.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in proc.stderr
+
+
+def test_zero_based_training_is_remembered(tmp_path, capsys):
+    """A 0-based file whose rows never use feature 0 is read 0-based again at prediction."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(60):
+        label = i % 3
+        feats = sorted({0, 1 + label} | {int(j) for j in rng.integers(1, 6, size=2)})
+        lines.append(f"{label} " + " ".join(f"{j}:1" for j in feats))
+    (tmp_path / "train.svm").write_text("\n".join(lines) + "\n")
+    # No feature 0 here: auto-detection alone would take it as 1-based and shift it.
+    (tmp_path / "test.svm").write_text("1 2:1\n2 3:1\n")
+    model_dir = tmp_path / "model"
+    argv = ["train", str(tmp_path / "train.svm"), "--epochs", "30", "--quiet"]
+    assert main([*argv, "--model", str(model_dir), "--workers", "1"]) == 0
+    assert dsmlr.load_model(model_dir).metadata_ == {"zero_based": True}
+    out = tmp_path / "pred.tsv"
+    assert main(["predict", "--model", str(model_dir), str(tmp_path / "test.svm"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    predicted = [line.split("\t")[1] for line in out.read_text().splitlines()[1:]]
+    assert predicted == ["1", "2"]
+    capsys.readouterr()

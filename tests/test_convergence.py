@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from conftest import planted_sparse_problem, sklearn_optimum
-from dsmlr import DSMLRClassifier
+from dsmlr import DSMLRClassifier, make_extreme_multiclass
 
 
 def _reference_objective(clf_sk, X, y, lam, fit_intercept):
@@ -88,3 +88,26 @@ def test_same_seed_same_model(split_problem):
     a = DSMLRClassifier(max_epochs=3, n_workers=2, random_state=7).fit(Xtr, ytr)
     b = DSMLRClassifier(max_epochs=3, n_workers=2, random_state=7).fit(Xtr, ytr)
     np.testing.assert_array_equal(a.coef_, b.coef_)
+
+
+def test_two_workers_do_not_oscillate():
+    """Two workers hold two blocks each: with one each, mass shifting between the two
+    blocks is over-corrected by exactly 100% every epoch and training stalls ~2e-3 above
+    the optimum on this problem (checked by hand with one block per worker)."""
+    prob = make_extreme_multiclass(6000, 2000, 50, nnz_per_row=30, random_state=0)
+    objectives = {}
+    for n_workers in (1, 2):
+        clf = DSMLRClassifier(lam=1e-4, n_workers=n_workers, max_epochs=12, tol=-1.0,
+                              random_state=0).fit(prob.X, prob.y)  # fmt: skip
+        objectives[n_workers] = clf.history_[-1]["objective"]
+    assert objectives[2] == pytest.approx(objectives[1], rel=1e-5)
+
+
+def test_more_blocks_than_classes():
+    """Two workers make four blocks; with three classes one of them is empty."""
+    X, y = planted_sparse_problem(n_samples=400, n_features=40, n_classes=3, seed=4)
+    sk = sklearn_optimum(X, y, 1e-3, True)
+    f_opt = _reference_objective(sk, X, y, 1e-3, True)
+    clf = DSMLRClassifier(lam=1e-3, n_workers=2, max_epochs=60, tol=1e-10, random_state=0)
+    clf.fit(X, y)
+    assert (clf.objective(X, y) - f_opt) / f_opt < 1e-4

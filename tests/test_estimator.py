@@ -133,3 +133,20 @@ def test_more_workers_than_rows_still_trains():
     X = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
     clf = DSMLRClassifier(n_workers=8, max_epochs=3).fit(X, [0, 1, 2])
     assert clf.coef_.shape == (3, 2)
+
+
+def test_manifest_must_cover_every_class(fitted, tmp_path):
+    clf, _, _ = fitted
+    clf.save(tmp_path / "m", n_blocks=2)
+    manifest_path = tmp_path / "m" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["blocks"] = manifest["blocks"][:1]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"manifest\.json: blocks cover classes 0\.\.2 of 5"):
+        load_model(tmp_path / "m")
+
+
+def test_metadata_round_trips(fitted, tmp_path):
+    clf, _, _ = fitted
+    clf.save(tmp_path / "m", metadata={"zero_based": True, "source": "x.svm"})
+    assert load_model(tmp_path / "m").metadata_ == {"zero_based": True, "source": "x.svm"}

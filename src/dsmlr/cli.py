@@ -18,16 +18,19 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
 from dsmlr import __version__
 from dsmlr.datagen import make_extreme_multiclass
-from dsmlr.engines import ENGINES
+from dsmlr.engines import ENGINES, OPTIMIZERS
 from dsmlr.errors import DataError, NumericalError
-from dsmlr.estimator import OPTIMIZERS, DSMLRClassifier, load_model
 from dsmlr.io import read_svmlight, write_svmlight
+
+if TYPE_CHECKING:
+    from dsmlr.estimator import DSMLRClassifier
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -130,7 +133,8 @@ def _finite_or_none(value: float) -> float | None:
 def _add_zero_based(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--zero-based", choices=sorted(ZERO_BASED), default="auto",
-        help="feature indices start at 0 (yes), 1 (no) or detect (auto, the default)",
+        help="feature indices start at 0 (yes), 1 (no) or auto (the default: detect from "
+        "the training file; evaluate/predict use the base the model was trained with)",
     )  # fmt: skip
 
 
@@ -168,6 +172,8 @@ def _run_train(args: argparse.Namespace) -> int:
     X_test = y_test = None
     if args.test:
         X_test, y_test = _read_aligned(args.test, X.shape[1], train.zero_based, dtype)
+    from dsmlr.estimator import DSMLRClassifier  # scikit-learn: only when training
+
     model = DSMLRClassifier(
         args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
@@ -196,7 +202,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if X_test is not None:
         top5 = _top_k_accuracy(model, X_test, y_test, 5)
         print(f"test accuracy {last['test_accuracy']:.4f}  test top-5 accuracy {top5:.4f}")
-    model.save(args.model)
+    # The index base travels with the model, so evaluate/predict read later files alike.
+    model.save(args.model, metadata={"zero_based": bool(train.zero_based)})
     print(f"model saved to {args.model}")
     return 0
 
@@ -211,9 +218,15 @@ def _configure_model_input(p: argparse.ArgumentParser) -> None:
 
 
 def _load_model_and_data(args: argparse.Namespace):
+    from dsmlr.estimator import load_model  # scikit-learn: only when needed
+
     model = load_model(args.model)
     dtype = DTYPES.get(str(model.coef_.dtype), np.float64)
-    X, y = _read_aligned(args.data, model.n_features_in_, ZERO_BASED[args.zero_based], dtype)
+    zero_based = ZERO_BASED[args.zero_based]
+    if zero_based == "auto":
+        # Detecting per file would shift every index of a 0-based file that lacks feature 0.
+        zero_based = model.metadata_.get("zero_based", "auto")
+    X, y = _read_aligned(args.data, model.n_features_in_, zero_based, dtype)
     return model, X, y
 
 

@@ -11,19 +11,18 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from dsmlr.engines import ENGINES, EngineConfig, EpochRecord
+from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
 from dsmlr.training import train_embedded
 
 __all__ = ["DSMLRClassifier", "load_model"]
-
-OPTIMIZERS = ("svrg", "adagrad", "sgd")
 
 
 class DSMLRClassifier(ClassifierMixin, BaseEstimator):
@@ -153,9 +152,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     def _seed(self) -> int:
         if isinstance(self.random_state, (int, np.integer)):
             return int(self.random_state)
-        rng = self.random_state if isinstance(self.random_state, np.random.RandomState) else None
-        rng = rng or np.random.mtrand._rand
-        return int(rng.randint(np.iinfo(np.int32).max))
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
     def _resolved_workers(self, n_samples: int) -> int:
         workers = self.n_workers or (os.cpu_count() or 1)
@@ -301,15 +298,23 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
     # -- persistence ------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike, n_blocks: int = 1) -> None:
-        """Write the fitted model to directory ``path`` (JSON manifest + ``.npy`` blocks)."""
+    def save(
+        self, path: str | os.PathLike, n_blocks: int = 1, metadata: dict | None = None
+    ) -> None:
+        """Write the fitted model to directory ``path`` (JSON manifest + ``.npy`` blocks).
+
+        ``metadata`` (JSON values) is stored beside the model and comes back as
+        ``metadata_`` from :func:`load_model`.
+        """
         check_is_fitted(self)
         W = self.coef_
         if self.fit_intercept:
             W = np.hstack([self.coef_, self.intercept_[:, None]])
         params = {k: v for k, v in self.get_params().items() if _jsonable(v)}
         write_model(
-            path, ModelData(W, self.classes_, self.fit_intercept, params, self.history_), n_blocks
+            path,
+            ModelData(W, self.classes_, self.fit_intercept, params, self.history_, metadata),
+            n_blocks,
         )
 
     def __sklearn_tags__(self):
@@ -348,4 +353,5 @@ def load_model(path: str | os.PathLike) -> DSMLRClassifier:
     clf.history_ = data.history
     clf.n_iter_ = len(data.history)
     clf.converged_ = None
+    clf.metadata_ = data.metadata
     return clf

@@ -104,8 +104,8 @@ def train_embedded(
     )
     W = np.zeros((cfg.n_classes, cfg.n_columns), dtype=cfg.dtype)
     for res in results:
-        lo, hi = res.block
-        W[lo:hi] = res.W_block.T
+        for (lo, hi), W_block in res.blocks:
+            W[lo:hi] = W_block.T
     if cfg.fit_intercept:
         # Softmax is unchanged by a shift common to all intercepts and the intercepts are
         # unpenalised, so the optimum fixes them only up to that shift: report the

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dsmlr.engines.base import EngineConfig, EpochRecord, StoppingRule, WorkerResult
+from dsmlr.engines.base import OPTIMIZERS, EngineConfig, EpochRecord, StoppingRule, WorkerResult
 from dsmlr.engines.sync_ring import sync_ring_worker
 
 __all__ = [
     "ENGINES",
+    "OPTIMIZERS",
     "EngineConfig",
     "EpochRecord",
     "StoppingRule",

@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["EngineConfig", "EpochRecord", "StoppingRule", "WorkerResult"]
+__all__ = ["OPTIMIZERS", "EngineConfig", "EpochRecord", "StoppingRule", "WorkerResult"]
+
+#: Per-block update rules (see :class:`EngineConfig`).
+OPTIMIZERS = ("svrg", "adagrad", "sgd")
 
 
 @dataclass(frozen=True)
@@ -33,11 +36,13 @@ class EngineConfig:
     n_iter_no_change : int
         See ``tol``.
     eta : float
-        Step size (AdaGrad scale, or initial plain-SGD step).
+        Step size.  For ``"svrg"`` and ``"sgd"`` in units of ``1 / mean_i ||x_i||^2``
+        (``"sgd"`` decays it as ``1/sqrt(epoch)``); for ``"adagrad"`` its raw scale.
     batch_size : int
         Rows per stochastic step.
     optimizer : str
-        ``"adagrad"`` (default) or ``"sgd"`` (the paper's decaying-step SGD).
+        ``"svrg"`` (default: variance-reduced steps after one plain epoch),
+        ``"adagrad"`` or ``"sgd"`` (the paper's decaying-step SGD).
     dtype : numpy dtype
         Storage type of the weights (float32 or float64).
     seed : int
@@ -92,11 +97,13 @@ class EpochRecord:
 
 @dataclass
 class WorkerResult:
-    """What one rank returns: the class block it holds at the end, and the history."""
+    """What one rank returns: the class blocks it holds at the end, and the history.
+
+    ``blocks`` lists ``((k0, k1), W_block)`` pairs, ``W_block`` feature-major.
+    """
 
     rank: int
-    block: tuple[int, int]
-    W_block: np.ndarray
+    blocks: list[tuple[tuple[int, int], np.ndarray]]
     history: list[EpochRecord] = field(default_factory=list)
     converged: bool = False
 
@@ -111,8 +118,13 @@ class StoppingRule:
         self._quiet = 0
 
     def update(self, objective: float) -> bool:
-        """Record an epoch's objective; return True when training should stop."""
+        """Record an epoch's objective; return True when training should stop.
+
+        Only a small *decrease* counts towards stopping: an epoch that ends above the
+        best objective so far is instability (the engine shortens its step), not
+        convergence, and resets the count.
+        """
         gain = (self._best - objective) / max(abs(objective), 1e-300)
         self._best = min(self._best, objective)
-        self._quiet = self._quiet + 1 if gain < self.tol else 0
+        self._quiet = self._quiet + 1 if 0.0 <= gain < self.tol else 0
         return self._quiet >= self.patience

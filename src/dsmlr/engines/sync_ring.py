@@ -1,27 +1,38 @@
 """Synchronous ring engine (bulk-synchronous DS-MLR).
 
 Each of P ranks owns a row shard ``I_p`` with its ``b_{I_p}`` and a table of per-block
-partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``; the classes
-are split into B = P blocks that travel.  An epoch is P update rounds: in round ``r``
-rank ``p`` holds block ``(p + r) mod P``, runs one pass of mini-batch steps of it over
-its own rows (refreshing each row's ``b_i`` from the partials as it goes), and passes
-the block to rank ``p - 1``.  Then P scoring rounds compute the exact objective and
-accuracy, refresh every ``b_i`` in closed form, and one small allreduce combines the
-ranks' sums.  Every decision (stopping, errors) is taken on allreduced values, so all
-ranks take it together.
+partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``.  The classes
+are split into B blocks, gathered into P groups that travel whole (B = P, except
+B = 4 for two ranks: see :func:`blocks_per_worker`).  An epoch is P update rounds: in
+round ``r`` rank ``p`` holds group ``(p + r) mod P``, runs one pass of stochastic steps
+of each of its blocks over its own rows, and passes the group to rank ``p - 1``.  With
+SVRG (the default, from the second epoch on) a gradient ring first computes each block's
+full gradient at the anchor.  Then P scoring rounds compute the exact objective and
+accuracy and refresh every ``b_i`` in closed form, and one small allreduce combines the
+ranks' sums.  Every decision (stopping, step halving, errors) is taken on allreduced
+values, so all ranks take it together.
 
 Communication
 -------------
-Per epoch each rank sends 2P block messages to its left neighbour (P update rounds and
-P scoring rounds), together ``2 * (K * D_fit * itemsize + P * D_fit * 8)`` bytes: twice
-the model plus the blocks' AdaGrad accumulators.  Plus one allreduce of 6 float64s.
-``b`` and the rows never move.
+Every round each rank sends its group to its left neighbour.  Per epoch and rank, with
+``M = K * D_fit * itemsize`` the model's size:
+
+* scoring ring: ``M`` (the weights);
+* update ring: ``M`` for plain SGD, ``M + P * D_fit * 8`` for AdaGrad (its accumulators),
+  ``M * (1 + 1 + 8 / itemsize)`` for SVRG (weights, anchor weights, float64 anchor
+  gradient);
+* gradient ring (SVRG only): ``M * (1 + 8 / itemsize)``;
+* one allreduce of 6 float64s.
+
+So an SVRG epoch in float64 moves about ``6 M`` per rank, a plain one ``2 M``.  ``b``
+and the rows never move.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import logsumexp
@@ -48,6 +59,38 @@ class _Clock:
         out = fn(*args)
         setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
         return out
+
+
+def blocks_per_worker(n_workers: int) -> int:
+    """Class blocks each worker holds at a time.
+
+    One block per worker, except that two workers hold two each: with B blocks updated
+    in the same epoch against one anchor, shifts of probability mass between blocks are
+    over-corrected by a factor ``1/(B-1)`` (see :class:`~dsmlr.kernels.base.Snapshot`),
+    which never dies out for B = 2.
+    """
+    return 2 if n_workers == 2 else 1
+
+
+def _group_blocks(gid: int, n_workers: int, per_group: int) -> list[int]:
+    """Blocks of group ``gid``: ``gid, gid + P, gid + 2P, ...`` (groups travel whole)."""
+    return [gid + j * n_workers for j in range(per_group)]
+
+
+@dataclass
+class _Block:
+    """One class block as a rank holds it: weights, optimiser state, SVRG anchor."""
+
+    q: int
+    classes: tuple[int, int]
+    W: np.ndarray
+    acc: np.ndarray
+    W_anchor: np.ndarray | None = None
+    mean_grad: np.ndarray | None = None
+
+    @property
+    def k0(self) -> int:
+        return self.classes[0]
 
 
 def _initial_partials(n_rows: int, blocks: list[tuple[int, int]]) -> np.ndarray:
@@ -140,14 +183,21 @@ def sync_ring_worker(
     Returns
     -------
     WorkerResult
-        The block this rank holds at the end (its home block ``rank``) and the history.
+        The blocks this rank holds at the end (its starting group ``rank``) and the
+        history.
     """
     kernel = get_kernel(cfg.kernel)
     P, p = comm.size, comm.rank
-    blocks = class_blocks(cfg.n_classes, P)
-    home = blocks[p]
-    W = np.zeros((cfg.n_columns, home[1] - home[0]), dtype=cfg.dtype)
-    acc = np.zeros(cfg.n_columns, dtype=np.float64)
+    per_group = blocks_per_worker(P)
+    n_blocks = P * per_group
+    blocks = class_blocks(cfg.n_classes, n_blocks)
+    # Worker p starts with (and ends with) group p: blocks p, p + P, p + 2P, ...
+    carry = ("acc",) if cfg.optimizer == "adagrad" else ()
+    group = [
+        _Block(q, blocks[q], np.zeros((cfg.n_columns, blocks[q][1] - blocks[q][0]), cfg.dtype),
+               np.zeros(cfg.n_columns))
+        for q in _group_blocks(p, P, per_group)
+    ]  # fmt: skip
     partials = _initial_partials(rows.n_rows, blocks)
     b = np.full(rows.n_rows, -np.log(cfg.n_classes))
     rng = np.random.default_rng([cfg.seed, p])
@@ -160,6 +210,22 @@ def sync_ring_worker(
     backoff = 1.0
     start = time.perf_counter()
 
+    gid = p  # the group this rank holds now
+    scratch_acc = np.zeros(cfg.n_columns)  # AdaGrad state, unused by the other optimisers
+
+    def shift(fields: tuple[str, ...]) -> None:
+        """Hand the held group, with the named arrays of each block, to the left."""
+        nonlocal group, gid
+        sent = [getattr(blk, f) for blk in group for f in fields]
+        got = iter(clock.timed("comm", comm.ring_shift, sent))
+        gid = ring_block(gid, 1, P)  # the right neighbour held the next group
+        group = []
+        for q in _group_blocks(gid, P, per_group):
+            blk = _Block(q, blocks[q], W=np.empty(0), acc=scratch_acc)
+            for f in fields:
+                setattr(blk, f, next(got))
+            group.append(blk)
+
     for epoch in range(1, cfg.max_epochs + 1):
         step = _step_config(cfg, epoch, curvature, backoff)
         order = rng.permutation(rows.n_rows)
@@ -169,44 +235,48 @@ def sync_ring_worker(
         if svrg:
             # Anchor at the current W, whose exact b the last scoring ring computed.
             b_anchor = b.copy()
-            mean_grad = np.zeros(W.shape, dtype=np.float64)
-            for r in range(P):
-                k0 = blocks[ring_block(p, r, P)][0]
-                clock.timed(
-                    "compute", kernel.gradient_pass, rows, W, k0, b_anchor, 1.0 / cfg.n_samples,
-                    mean_grad,
-                )  # fmt: skip
-                W, mean_grad = clock.timed("comm", comm.ring_shift, [W, mean_grad])
-            W_anchor = W.copy()
-        for r in range(P):
-            q = ring_block(p, r, P)
-            snapshot = (
-                Snapshot(W_anchor, mean_grad, b_anchor, partials[:, q].copy()) if svrg else None
-            )
-            clock.timed(
-                "compute", kernel.update_pass, rows, W, blocks[q][0], acc, partials, q, b, order,
-                step, snapshot,
-            )  # fmt: skip
-            if svrg:
-                W, W_anchor, mean_grad = clock.timed(
-                    "comm", comm.ring_shift, [W, W_anchor, mean_grad]
+            for blk in group:
+                blk.mean_grad = np.zeros(blk.W.shape)
+            for _ in range(P):
+                for blk in group:
+                    clock.timed(
+                        "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b_anchor,
+                        1.0 / cfg.n_samples, blk.mean_grad,
+                    )  # fmt: skip
+                shift(("W", "mean_grad", *carry))
+            for blk in group:
+                blk.W_anchor = blk.W.copy()
+        fields = ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
+        for _ in range(P):
+            for blk in group:
+                snapshot = (
+                    Snapshot(blk.W_anchor, blk.mean_grad, b_anchor, partials[:, blk.q].copy())
+                    if svrg
+                    else None
                 )
-            else:
-                W, acc = clock.timed("comm", comm.ring_shift, [W, acc])
+                clock.timed(
+                    "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials,
+                    blk.q, b, order, step, snapshot,
+                )  # fmt: skip
+            shift(fields)
 
         t_eval = time.perf_counter()
-        train = _Scorer(rows, P)
-        test = _Scorer(test_rows, P) if test_rows is not None else None
+        train = _Scorer(rows, n_blocks)
+        test = _Scorer(test_rows, n_blocks) if test_rows is not None else None
         penalty = 0.0
         for r in range(P):
-            q = ring_block(p, r, P)
-            train.visit(kernel, W, blocks[q][0], q)
-            if test is not None:
-                test.visit(kernel, W, blocks[q][0], q)
-            if r == 0:
-                # Each block is some rank's round-0 block exactly once.
-                penalty = 0.5 * cfg.lam * float(np.sum(np.square(W[: cfg.n_features], dtype=float)))
-            W, acc = clock.timed("comm", comm.ring_shift, [W, acc])
+            for blk in group:
+                train.visit(kernel, blk.W, blk.k0, blk.q)
+                if test is not None:
+                    test.visit(kernel, blk.W, blk.k0, blk.q)
+                if r == 0:
+                    # Each block is in some rank's round-0 group exactly once.
+                    penalty += (
+                        0.5
+                        * cfg.lam
+                        * float(np.sum(np.square(blk.W[: cfg.n_features], dtype=float)))
+                    )
+            shift(("W", *carry))
         lse, loss, correct = train.sums()
         partials = train.partials
         b = -lse
@@ -246,4 +316,9 @@ def sync_ring_worker(
             converged = True
             break
 
-    return WorkerResult(rank=p, block=home, W_block=W, history=history, converged=converged)
+    return WorkerResult(
+        rank=p,
+        blocks=[(blk.classes, blk.W) for blk in group],
+        history=history,
+        converged=converged,
+    )

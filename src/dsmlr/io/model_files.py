@@ -14,6 +14,7 @@ Layout of ``DIR``::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -40,14 +41,17 @@ class ModelData:
     params : dict
         Estimator parameters used for training (JSON values).
     history : list of dict
+    metadata : dict
+        Free-form JSON facts about the training input (e.g. its feature index base).
     """
 
-    def __init__(self, W, classes, fit_intercept, params=None, history=None):
+    def __init__(self, W, classes, fit_intercept, params=None, history=None, metadata=None):
         self.W = W
         self.classes = classes
         self.fit_intercept = bool(fit_intercept)
         self.params = dict(params or {})
         self.history = list(history or [])
+        self.metadata = dict(metadata or {})
 
 
 def _encode_classes(classes: np.ndarray) -> dict:
@@ -74,6 +78,10 @@ def _decode_classes(spec: dict) -> np.ndarray:
     return np.array(values, dtype=dtype)
 
 
+def _sha256(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(payload)
@@ -97,12 +105,11 @@ def write_model(path: str | os.PathLike, model: ModelData, n_blocks: int = 1) ->
     blocks = []
     for q, (lo, hi) in enumerate(class_blocks(W.shape[0], n_blocks)):
         name = f"block_{q:05d}.npy"
-        tmp = out / (name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.save(fh, W[lo:hi], allow_pickle=False)
-        os.replace(tmp, out / name)
-        digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
-        blocks.append({"file": name, "classes": [lo, hi], "sha256": digest})
+        buffer = io.BytesIO()
+        np.save(buffer, W[lo:hi], allow_pickle=False)
+        payload = buffer.getvalue()
+        _atomic_write_bytes(out / name, payload)
+        blocks.append({"file": name, "classes": [lo, hi], "sha256": _sha256(payload)})
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -114,6 +121,7 @@ def write_model(path: str | os.PathLike, model: ModelData, n_blocks: int = 1) ->
         "blocks": blocks,
         "params": model.params,
         "history": model.history,
+        "metadata": model.metadata,
     }
     _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
 
@@ -143,27 +151,43 @@ def read_model(path: str | os.PathLike) -> ModelData:
         classes = _decode_classes(manifest["classes"])
         dtype = np.dtype(manifest["dtype"])
         blocks = manifest["blocks"]
+        for block in blocks:
+            _ = (block["file"], block["sha256"], int(block["classes"][0]), int(block["classes"][1]))
     except DataError as exc:
         raise DataError(exc.problem, str(manifest_path)) from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise DataError(f"corrupted manifest ({exc})", str(manifest_path)) from None
     if dtype.kind != "f" or len(classes) != n_classes:
         raise DataError("inconsistent manifest", str(manifest_path))
     W = np.empty((n_classes, n_cols), dtype=dtype)
-    for block in blocks:
+    covered = 0
+    for block in sorted(blocks, key=lambda blk: blk["classes"][0]):
         file = src / str(block["file"])
         lo, hi = (int(v) for v in block["classes"])
+        if lo != covered or hi < lo:
+            raise DataError(
+                f"blocks do not cover the classes: expected one starting at class {covered}",
+                str(manifest_path),
+            )
+        covered = hi
         try:
             payload = file.read_bytes()
         except OSError:
             raise DataError("block file missing or unreadable", str(file)) from None
-        if hashlib.sha256(payload).hexdigest() != block["sha256"]:
+        if _sha256(payload) != block["sha256"]:
             raise DataError("block file is truncated or altered (checksum mismatch)", str(file))
-        with open(file, "rb") as fh:
-            part = np.load(fh, allow_pickle=False)
+        try:
+            part = np.load(io.BytesIO(payload), allow_pickle=False)
+        except ValueError as exc:
+            raise DataError(f"not a plain numeric array ({exc})", str(file)) from None
         if part.shape != (hi - lo, n_cols):
             raise DataError(
                 f"block has shape {part.shape}, expected {(hi - lo, n_cols)}", str(file)
             )
         W[lo:hi] = part
-    return ModelData(W, classes, fit_intercept, manifest.get("params"), manifest.get("history"))
+    if covered != n_classes:
+        raise DataError(f"blocks cover classes 0..{covered - 1} of {n_classes}", str(manifest_path))
+    return ModelData(
+        W, classes, fit_intercept, manifest.get("params"), manifest.get("history"),
+        manifest.get("metadata"),
+    )  # fmt: skip

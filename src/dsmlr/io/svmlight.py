@@ -26,7 +26,6 @@ from typing import IO, NamedTuple
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.datasets import load_svmlight_file
 
 from dsmlr.errors import DataError
 
@@ -159,6 +158,9 @@ def _parse_fast(path: str, opts: _Options) -> SvmlightData:
     with _open(path) as f:
         # zero_based=True makes scikit-learn keep the raw indices, so the convention
         # is decided by our rule, not by its slightly different "auto".
+        # Imported here: scikit-learn's import costs seconds the CLI's --help should not pay.
+        from sklearn.datasets import load_svmlight_file
+
         X, y = load_svmlight_file(
             f, zero_based=True, dtype=np.float32 if opts.dtype == np.float32 else np.float64
         )

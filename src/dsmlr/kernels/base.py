@@ -122,9 +122,13 @@ class Snapshot:
     -----
     During an SVRG pass a row's ``b_i`` is the anchor's normaliser with only this
     block's share replaced by its current value:
-    ``-b_i = log(exp(-b~_i) - exp(partial_i) + exp(s_i))``.  Every block then optimises
-    against the same, consistent anchor (refreshing from other blocks' newer shares
-    instead makes the variance-reduced steps inconsistent and stalls multi-worker runs).
+    ``-b_i = log(exp(-b~_i) - exp(partial_i) + exp(s_i))``, with ``s_i`` the block's
+    current log-sum-exp.  It equals ``b~_i`` at the anchor, so the variance-reduced steps
+    are unbiased there, and every block optimises against the same anchor.  Blocks
+    updated in the same epoch each make up for a shift of mass between them as if the
+    others stood still, which overshoots by a factor ``1/(B-1)`` for B equal blocks:
+    with two blocks it would oscillate for ever, so engines use one block or at least
+    three.
     """
 
     W_block: np.ndarray
