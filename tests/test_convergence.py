@@ -111,3 +111,18 @@ def test_more_blocks_than_classes():
     clf = DSMLRClassifier(lam=1e-3, n_workers=2, max_epochs=60, tol=1e-10, random_state=0)
     clf.fit(X, y)
     assert (clf.objective(X, y) - f_opt) / f_opt < 1e-4
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_reaches_sklearn_optimum_on_generated_problem(n_workers):
+    """The project's own generator: power-law features and classes, sampled labels."""
+    prob = make_extreme_multiclass(3000, 1000, 20, nnz_per_row=20, random_state=1)
+    Xtr, Xte, ytr, yte = train_test_split(prob.X, prob.y, test_size=0.25, random_state=0)
+    lam = 1e-4
+    sk = sklearn_optimum(Xtr, ytr, lam, True)
+    f_opt = _reference_objective(sk, Xtr, ytr, lam, True)
+    clf = DSMLRClassifier(lam=lam, n_workers=n_workers, max_epochs=60, tol=1e-9, random_state=0)
+    clf.fit(Xtr, ytr)
+    assert (clf.objective(Xtr, ytr) - f_opt) / f_opt < 1e-6
+    assert abs(clf.score(Xte, yte) - sk.score(Xte, yte)) <= 0.005
+    assert np.linalg.norm(clf.coef_ - sk.coef_) / np.linalg.norm(sk.coef_) < 1e-3

@@ -150,3 +150,14 @@ def test_metadata_round_trips(fitted, tmp_path):
     clf, _, _ = fitted
     clf.save(tmp_path / "m", metadata={"zero_based": True, "source": "x.svm"})
     assert load_model(tmp_path / "m").metadata_ == {"zero_based": True, "source": "x.svm"}
+
+
+@pytest.mark.parametrize(("dtype", "svrg_factor"), [("float64", 6), ("float32", 8)])
+def test_bytes_sent_per_epoch_match_the_documented_volume(dtype, svrg_factor):
+    """Per rank and epoch: the model once per ring (see the engine's docstring)."""
+    X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
+    clf = DSMLRClassifier(max_epochs=2, tol=-1, n_workers=3, dtype=dtype).fit(X, y)
+    model_bytes = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
+    first, second = (h["bytes_sent"] for h in clf.history_)
+    assert first == 2 * model_bytes  # plain update ring + scoring ring
+    assert second == svrg_factor * model_bytes  # + gradient ring, anchors, f64 gradients

@@ -77,7 +77,10 @@ class EpochRecord:
     """One epoch of training, as all ranks agree on it.
 
     ``objective`` is the exact ``L(W)`` on the training rows at the end of the epoch
-    (a scoring pass, not the running stochastic estimate).
+    (a scoring pass, not the running stochastic estimate); ``time`` is wall seconds
+    since training started.  ``compute_seconds`` (kernels), ``comm_seconds`` (ring
+    passes, waiting included), ``eval_seconds`` (the scoring ring) and ``bytes_sent``
+    (payload per rank, averaged over ranks) are this epoch's alone.
     """
 
     epoch: int

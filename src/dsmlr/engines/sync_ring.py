@@ -155,6 +155,89 @@ def _step_config(cfg: EngineConfig, epoch: int, curvature: float, backoff: float
     )  # fmt: skip
 
 
+class _Ring:
+    """This rank's view of the ring: the group of blocks it holds, and how to pass it on."""
+
+    def __init__(self, comm: Communicator, cfg: EngineConfig, clock: _Clock):
+        self.comm = comm
+        self.clock = clock
+        self.size = comm.size
+        self.per_group = blocks_per_worker(comm.size)
+        self.blocks = class_blocks(cfg.n_classes, self.size * self.per_group)
+        self.gid = comm.rank  # rank p starts, and ends every ring, with group p
+        self.scratch_acc = np.zeros(cfg.n_columns)  # for optimisers without AdaGrad state
+        self.group = [
+            _Block(q, self.blocks[q], np.zeros((cfg.n_columns, hi - lo), cfg.dtype),
+                   np.zeros(cfg.n_columns))
+            for q in _group_blocks(self.gid, self.size, self.per_group)
+            for lo, hi in [self.blocks[q]]
+        ]  # fmt: skip
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def shift(self, fields: tuple[str, ...]) -> None:
+        """Hand the held group, with the named arrays of each block, to the left."""
+        sent = [getattr(blk, f) for blk in self.group for f in fields]
+        got = iter(self.clock.timed("comm", self.comm.ring_shift, sent))
+        self.gid = ring_block(self.gid, 1, self.size)  # the right neighbour held the next
+        self.group = []
+        for q in _group_blocks(self.gid, self.size, self.per_group):
+            blk = _Block(q, self.blocks[q], W=np.empty(0), acc=self.scratch_acc)
+            for f in fields:
+                setattr(blk, f, next(got))
+            self.group.append(blk)
+
+
+def _gradient_ring(ring: _Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, cfg, carry):
+    """Give every block its full data gradient at the current weights (the SVRG anchor)."""
+    for blk in ring.group:
+        blk.mean_grad = np.zeros(blk.W.shape)
+    for _ in range(ring.size):
+        for blk in ring.group:
+            ring.clock.timed(
+                "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b, 1.0 / cfg.n_samples,
+                blk.mean_grad,
+            )  # fmt: skip
+        ring.shift(("W", "mean_grad", *carry))
+    for blk in ring.group:
+        blk.W_anchor = blk.W.copy()
+
+
+def _update_ring(ring, kernel, rows, partials, b, b_anchor, order, step, carry) -> None:
+    """One stochastic pass of every block over this rank's rows (SVRG if anchored)."""
+    svrg = b_anchor is not None
+    fields = ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
+    for _ in range(ring.size):
+        for blk in ring.group:
+            snapshot = (
+                Snapshot(blk.W_anchor, blk.mean_grad, b_anchor, partials[:, blk.q].copy())
+                if svrg
+                else None
+            )
+            ring.clock.timed(
+                "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials, blk.q, b,
+                order, step, snapshot,
+            )  # fmt: skip
+        ring.shift(fields)
+
+
+def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
+    """Score every set of rows against every block; return this rank's penalty share."""
+    penalty = 0.0
+    for r in range(ring.size):
+        for blk in ring.group:
+            for scorer in scorers:
+                scorer.visit(kernel, blk.W, blk.k0, blk.q)
+            if r == 0:
+                # Each block is in exactly one rank's round-0 group.
+                sq = np.sum(np.square(blk.W[: cfg.n_features], dtype=np.float64))
+                penalty += 0.5 * cfg.lam * float(sq)
+        ring.shift(("W", *carry))
+    return penalty
+
+
 def sync_ring_worker(
     comm: Communicator,
     rows: LocalRows,
@@ -187,22 +270,13 @@ def sync_ring_worker(
         history.
     """
     kernel = get_kernel(cfg.kernel)
-    P, p = comm.size, comm.rank
-    per_group = blocks_per_worker(P)
-    n_blocks = P * per_group
-    blocks = class_blocks(cfg.n_classes, n_blocks)
-    # Worker p starts with (and ends with) group p: blocks p, p + P, p + 2P, ...
-    carry = ("acc",) if cfg.optimizer == "adagrad" else ()
-    group = [
-        _Block(q, blocks[q], np.zeros((cfg.n_columns, blocks[q][1] - blocks[q][0]), cfg.dtype),
-               np.zeros(cfg.n_columns))
-        for q in _group_blocks(p, P, per_group)
-    ]  # fmt: skip
-    partials = _initial_partials(rows.n_rows, blocks)
-    b = np.full(rows.n_rows, -np.log(cfg.n_classes))
-    rng = np.random.default_rng([cfg.seed, p])
-    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     clock = _Clock()
+    ring = _Ring(comm, cfg, clock)
+    carry = ("acc",) if cfg.optimizer == "adagrad" else ()
+    partials = _initial_partials(rows.n_rows, ring.blocks)
+    b = np.full(rows.n_rows, -np.log(cfg.n_classes))
+    rng = np.random.default_rng([cfg.seed, comm.rank])
+    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     total_sq = comm.allreduce_sum(np.array([_sum_sq_norms(rows)]))[0]
     curvature = max(float(total_sq) / cfg.n_samples, 1e-12)
     history: list[EpochRecord] = []
@@ -210,80 +284,29 @@ def sync_ring_worker(
     backoff = 1.0
     start = time.perf_counter()
 
-    gid = p  # the group this rank holds now
-    scratch_acc = np.zeros(cfg.n_columns)  # AdaGrad state, unused by the other optimisers
-
-    def shift(fields: tuple[str, ...]) -> None:
-        """Hand the held group, with the named arrays of each block, to the left."""
-        nonlocal group, gid
-        sent = [getattr(blk, f) for blk in group for f in fields]
-        got = iter(clock.timed("comm", comm.ring_shift, sent))
-        gid = ring_block(gid, 1, P)  # the right neighbour held the next group
-        group = []
-        for q in _group_blocks(gid, P, per_group):
-            blk = _Block(q, blocks[q], W=np.empty(0), acc=scratch_acc)
-            for f in fields:
-                setattr(blk, f, next(got))
-            group.append(blk)
-
     for epoch in range(1, cfg.max_epochs + 1):
+        clock.compute = clock.comm = 0.0
+        bytes_before = comm.bytes_sent
         step = _step_config(cfg, epoch, curvature, backoff)
         order = rng.permutation(rows.n_rows)
         # SVRG's anchor gradient helps little far from the optimum: the first epoch is
         # a plain stochastic pass, which gets there faster.
-        svrg = cfg.optimizer == "svrg" and epoch > 1
-        if svrg:
+        b_anchor = None
+        if cfg.optimizer == "svrg" and epoch > 1:
             # Anchor at the current W, whose exact b the last scoring ring computed.
             b_anchor = b.copy()
-            for blk in group:
-                blk.mean_grad = np.zeros(blk.W.shape)
-            for _ in range(P):
-                for blk in group:
-                    clock.timed(
-                        "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b_anchor,
-                        1.0 / cfg.n_samples, blk.mean_grad,
-                    )  # fmt: skip
-                shift(("W", "mean_grad", *carry))
-            for blk in group:
-                blk.W_anchor = blk.W.copy()
-        fields = ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
-        for _ in range(P):
-            for blk in group:
-                snapshot = (
-                    Snapshot(blk.W_anchor, blk.mean_grad, b_anchor, partials[:, blk.q].copy())
-                    if svrg
-                    else None
-                )
-                clock.timed(
-                    "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials,
-                    blk.q, b, order, step, snapshot,
-                )  # fmt: skip
-            shift(fields)
+            _gradient_ring(ring, kernel, rows, b_anchor, cfg, carry)
+        _update_ring(ring, kernel, rows, partials, b, b_anchor, order, step, carry)
 
         t_eval = time.perf_counter()
-        train = _Scorer(rows, n_blocks)
-        test = _Scorer(test_rows, n_blocks) if test_rows is not None else None
-        penalty = 0.0
-        for r in range(P):
-            for blk in group:
-                train.visit(kernel, blk.W, blk.k0, blk.q)
-                if test is not None:
-                    test.visit(kernel, blk.W, blk.k0, blk.q)
-                if r == 0:
-                    # Each block is in some rank's round-0 group exactly once.
-                    penalty += (
-                        0.5
-                        * cfg.lam
-                        * float(np.sum(np.square(blk.W[: cfg.n_features], dtype=float)))
-                    )
-            shift(("W", *carry))
+        train = _Scorer(rows, ring.n_blocks)
+        test = _Scorer(test_rows, ring.n_blocks) if test_rows is not None else None
+        penalty = _scoring_ring(ring, kernel, [s for s in (train, test) if s], cfg, carry)
         lse, loss, correct = train.sums()
-        partials = train.partials
-        b = -lse
+        partials, b = train.partials, -lse
         t_loss, t_correct = test.sums()[1:] if test is not None else (0.0, 0.0)
-        totals = comm.allreduce_sum(
-            np.array([loss, correct, penalty, t_loss, t_correct, float(comm.bytes_sent)])
-        )
+        sent = float(comm.bytes_sent - bytes_before)
+        totals = comm.allreduce_sum(np.array([loss, correct, penalty, t_loss, t_correct, sent]))
         eval_seconds = time.perf_counter() - t_eval
         objective = totals[0] / cfg.n_samples + totals[2]
         if not np.isfinite(objective):
@@ -300,13 +323,13 @@ def sync_ring_worker(
             compute_seconds=clock.compute,
             comm_seconds=clock.comm,
             eval_seconds=eval_seconds,
-            bytes_sent=int(totals[5] / P),
+            bytes_sent=int(totals[5] / comm.size),
         )
-        if test_rows is not None and n_test > 0:
+        if test is not None and n_test > 0:
             record.test_objective = float(totals[3] / n_test + totals[2])
             record.test_accuracy = float(totals[4] / n_test)
         history.append(record)
-        if on_epoch is not None and p == 0:
+        if on_epoch is not None and comm.rank == 0:
             on_epoch(record)
         if len(history) > 1 and record.objective > history[-2].objective:
             # A rising objective means the step is too long for this data; every rank
@@ -317,8 +340,8 @@ def sync_ring_worker(
             break
 
     return WorkerResult(
-        rank=p,
-        blocks=[(blk.classes, blk.W) for blk in group],
+        rank=comm.rank,
+        blocks=[(blk.classes, blk.W) for blk in ring.group],
         history=history,
         converged=converged,
     )
