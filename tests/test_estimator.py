@@ -11,7 +11,7 @@ from sklearn.base import clone
 
 from conftest import planted_sparse_problem
 from dsmlr import DSMLRClassifier, load_model
-from dsmlr.errors import DataError
+from dsmlr.errors import DataError, NumericalError
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +161,10 @@ def test_bytes_sent_per_epoch_match_the_documented_volume(dtype, svrg_factor):
     first, second = (h["bytes_sent"] for h in clf.history_)
     assert first == 2 * model_bytes  # plain update ring + scoring ring
     assert second == svrg_factor * model_bytes  # + gradient ring, anchors, f64 gradients
+
+
+def test_non_finite_training_is_a_clear_error():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), rng.integers(0, 3, 50)
+    with pytest.raises(NumericalError, match=r"objective became nan at epoch 1.*lower --eta"):
+        DSMLRClassifier(max_epochs=3, optimizer="sgd", eta=1e308, n_workers=2).fit(X, y)
