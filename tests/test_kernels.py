@@ -53,7 +53,7 @@ def _run_update(kernel_name, rows, dtype, config, svrg: bool):
         W0 = W.copy()
         b0 = b.copy()
         mu = np.random.default_rng(5).normal(scale=0.01, size=W.shape)
-        snapshot = Snapshot(W0, mu, b0, partials[:, 1].copy())
+        snapshot = Snapshot(W0, mu, b0)
     order = np.random.default_rng(7).permutation(N)
     for _ in range(3):
         kernel.update_pass(rows, W, BLOCK[0], acc, partials, 1, b, order, config, snapshot)

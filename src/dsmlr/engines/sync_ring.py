@@ -66,8 +66,8 @@ def blocks_per_worker(n_workers: int) -> int:
 
     One block per worker, except that two workers hold two each: with B blocks updated
     in the same epoch against one anchor, shifts of probability mass between blocks are
-    over-corrected by a factor ``1/(B-1)`` (see :class:`~dsmlr.kernels.base.Snapshot`),
-    which never dies out for B = 2.
+    over-corrected (see :class:`~dsmlr.kernels.base.Snapshot`); with B = 2 the
+    over-correction never dies out and training stalls above the optimum.
     """
     return 2 if n_workers == 2 else 1
 
@@ -211,11 +211,7 @@ def _update_ring(ring, kernel, rows, partials, b, b_anchor, order, step, carry) 
     fields = ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
     for _ in range(ring.size):
         for blk in ring.group:
-            snapshot = (
-                Snapshot(blk.W_anchor, blk.mean_grad, b_anchor, partials[:, blk.q].copy())
-                if svrg
-                else None
-            )
+            snapshot = Snapshot(blk.W_anchor, blk.mean_grad, b_anchor) if svrg else None
             ring.clock.timed(
                 "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials, blk.q, b,
                 order, step, snapshot,

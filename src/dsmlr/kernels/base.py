@@ -12,9 +12,7 @@ shape ``(D_fit, K_q)``, see :mod:`dsmlr.objective`):
     rows in the given order.  Before each mini-batch step the rows' ``b_i`` are refreshed
     from the cached per-block partial normalisers, with the block's own partial
     recomputed at the current weights (see :class:`UpdateConfig`).  With a
-    :class:`Snapshot` the steps are SVRG steps (variance-reduced by the anchor) and
-    ``b_i`` comes from the anchor instead (see :class:`Snapshot`); ``partials`` is then
-    left untouched.
+    :class:`Snapshot` the steps are SVRG steps (variance-reduced by the anchor).
 ``gradient_pass``
     adds ``scale * sum_i (exp(w_k . x_i + b_i) - [y_i = k]) x_i`` over the local rows to
     ``out`` (the data gradient of the block, for the SVRG anchor).
@@ -115,26 +113,20 @@ class Snapshot:
         ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term).
     b : ndarray of shape (n_local,)
         Exact ``b~_i = -log sum_k exp(w~_k . x_i)`` of the local rows at the anchor.
-    partial : ndarray of shape (n_local,)
-        The block's own share at the anchor, ``log sum_{k in K_q} exp(w~_k . x_i)``.
 
     Notes
     -----
-    During an SVRG pass a row's ``b_i`` is the anchor's normaliser with only this
-    block's share replaced by its current value:
-    ``-b_i = log(exp(-b~_i) - exp(partial_i) + exp(s_i))``, with ``s_i`` the block's
-    current log-sum-exp.  It equals ``b~_i`` at the anchor, so the variance-reduced steps
-    are unbiased there, and every block optimises against the same anchor.  Blocks
-    updated in the same epoch each make up for a shift of mass between them as if the
-    others stood still, which overshoots by a factor ``1/(B-1)`` for B equal blocks:
-    with two blocks it would oscillate for ever, so engines use one block or at least
-    three.
+    An SVRG step uses ``b_i`` refreshed from the cached partials exactly like a plain
+    step; the anchor term uses the anchor's exact ``b~_i``.  Both gradients then agree
+    at the anchor, so the correction vanishes there.  Blocks updated in the same epoch
+    each make up for a shift of probability mass between them as if the others stood
+    still; with two blocks in a ring that over-correction never dies out (the engine
+    then uses four).
     """
 
     W_block: np.ndarray
     mean_grad: np.ndarray
     b: np.ndarray
-    partial: np.ndarray
 
 
 class Kernel(Protocol):

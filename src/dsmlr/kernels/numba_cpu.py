@@ -224,21 +224,15 @@ def _update_dense(
 
 
 @njit(nogil=True, cache=True)
-def _svrg_residuals(S, S0, rows, b, b0, partial0):
-    """Set b from the anchor (this block's share swapped), then ``(p(W) - p(W~)) / m``.
-
-    ``-b = log Z~ + log(1 - exp(a - log Z~) + exp(c - log Z~))`` with ``a``/``c`` the
-    block's anchor/current share; ``-expm1`` keeps the first difference exact when the
-    block holds almost all of the mass.
-    """
+def _svrg_residuals(S, S0, rows, b, b0, partials, q):
+    """Refresh b from the partials, then ``(p(W) - p(W~)) / m`` in S (labels cancel)."""
     m = len(rows)
     n_block = S.shape[1]
+    n_parts = partials.shape[1]
     for bi in range(m):
         r = rows[bi]
-        log_z0 = -b0[r]
-        c = _logsumexp_row(S[bi], n_block)
-        rest = max(-math.expm1(partial0[r] - log_z0), 0.0)
-        b[r] = -(log_z0 + math.log(rest + math.exp(c - log_z0)))
+        partials[r, q] = _logsumexp_row(S[bi], n_block)
+        b[r] = -_logsumexp_row(partials[r], n_parts)
         for k in range(n_block):
             S[bi, k] = (math.exp(S[bi, k] + b[r]) - math.exp(S0[bi, k] + b0[r])) / m
 
@@ -297,7 +291,7 @@ def _row_scores_dense(X, r, W, fit_intercept, s):
 
 @njit(nogil=True, cache=True)
 def _svrg_csr(
-    indptr, indices, data, fit_intercept, W, W0, mu, b0, partial0, b, order, batch_size,
+    indptr, indices, data, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size,
     max_touched, eta, lam, n_pen,
 ):  # fmt: skip
     n_cols, n_block = W.shape
@@ -328,7 +322,7 @@ def _svrg_csr(
         for bi in range(len(rows)):
             _row_scores_csr(indptr, indices, data, rows[bi], W, fit_intercept, S[bi])
             _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
-        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partial0)
+        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partials, q)
         G[:n_t, :] = 0.0
         for bi in range(len(rows)):
             r = rows[bi]
@@ -351,7 +345,7 @@ def _svrg_csr(
 
 @njit(nogil=True, cache=True)
 def _svrg_dense(
-    X, fit_intercept, W, W0, mu, b0, partial0, b, order, batch_size, eta, lam, n_pen,
+    X, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
@@ -364,7 +358,7 @@ def _svrg_dense(
         for bi in range(len(rows)):
             _row_scores_dense(X, rows[bi], W, fit_intercept, S[bi])
             _row_scores_dense(X, rows[bi], W0, fit_intercept, S0[bi])
-        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partial0)
+        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partials, q)
         for j in range(n_feat + fit_intercept):
             g[:] = 0.0
             for bi in range(len(rows)):
@@ -464,7 +458,8 @@ class NumbaKernel:
                 snapshot.W_block,
                 snapshot.mean_grad,
                 snapshot.b,
-                snapshot.partial,
+                partials,
+                q,
                 b,
                 order,
                 m,

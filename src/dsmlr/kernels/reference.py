@@ -80,13 +80,8 @@ class ReferenceKernel:
             batch = order[lo : lo + m]
             Xb = Xa[batch]
             S = Xb @ W_block.astype(np.float64)
-            if snapshot is None:
-                partials[batch, q] = logsumexp(S, axis=1)
-                b[batch] = -logsumexp(partials[batch], axis=1)
-            else:
-                # The anchor's normaliser with this block's share swapped for its current one.
-                Z = np.exp(-snapshot.b[batch]) - np.exp(snapshot.partial[batch])
-                b[batch] = -np.log(np.maximum(Z, 0.0) + np.exp(logsumexp(S, axis=1)))
+            partials[batch, q] = logsumexp(S, axis=1)
+            b[batch] = -logsumexp(partials[batch], axis=1)
             R = np.exp(S + b[batch, None])
             if snapshot is None:
                 local = rows.y[batch] - k0
