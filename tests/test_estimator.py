@@ -168,3 +168,11 @@ def test_non_finite_training_is_a_clear_error():
     X, y = rng.normal(size=(50, 3)), rng.integers(0, 3, 50)
     with pytest.raises(NumericalError, match=r"objective became nan at epoch 1.*lower --eta"):
         DSMLRClassifier(max_epochs=3, optimizer="sgd", eta=1e308, n_workers=2).fit(X, y)
+
+
+@pytest.mark.parametrize(("n_classes", "expected"), [(3, 1), (99, 1), (250, 2)])
+def test_default_workers_follow_cores_and_classes(monkeypatch, n_classes, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert DSMLRClassifier()._resolved_workers(10_000, n_classes) == expected
+    assert DSMLRClassifier(n_workers=3)._resolved_workers(10_000, n_classes) == 3
+    assert DSMLRClassifier(n_workers=3)._resolved_workers(2, n_classes) == 2

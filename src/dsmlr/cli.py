@@ -147,7 +147,12 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=nonnegative_float, default=1e-4, help="L2 strength (1e-4)")
     p.add_argument("--epochs", type=positive_int, default=100, metavar="E", help="max epochs (100)")
     p.add_argument("--tol", type=float, default=1e-5, help="stop at this relative gain (1e-5)")
-    p.add_argument("--workers", type=positive_int, metavar="P", help="workers (all cores)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="P",
+        help="workers (auto: one per core, at most one per 100 classes)",
+    )
     p.add_argument("--engine", choices=sorted(ENGINES), default="sync", help="engine (sync)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="svrg", help="update rule (svrg)")
     p.add_argument("--eta", type=positive_float, default=2.0, help="step size scale (2.0)")
