@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from dsmlr import __version__
 from dsmlr.datagen import make_extreme_multiclass
-from dsmlr.engines import ENGINES, OPTIMIZERS
+from dsmlr.engines import ENGINES, OPTIMIZERS, format_epoch
 from dsmlr.errors import DataError, NumericalError
 from dsmlr.io import read_svmlight, write_svmlight
 
@@ -116,16 +116,6 @@ def _top_k_accuracy(model: DSMLRClassifier, X, y: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(labels == y[:, None], axis=1))) if len(y) else float("nan")
 
 
-def _format_epoch(entry: dict) -> str:
-    text = (
-        f"epoch {entry['epoch']:4d}  time {entry['time']:8.2f}s  "
-        f"objective {entry['objective']:.6g}  train acc {entry['train_accuracy']:.4f}"
-    )
-    if "test_accuracy" in entry:
-        text += f"  test acc {entry['test_accuracy']:.4f}"
-    return text
-
-
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -188,7 +178,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
         def on_epoch(entry: dict) -> None:
             if not args.quiet:
-                print(_format_epoch(entry), flush=True)
+                print(format_epoch(entry), flush=True)
             if metrics is not None:
                 metrics.write(json.dumps(entry) + "\n")
                 metrics.flush()

@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord
+from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord, format_epoch
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
@@ -233,7 +233,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         def on_epoch(record: EpochRecord) -> None:
             entry = record.as_dict()
             if self.verbose:
-                print(_format_record(entry), flush=True)
+                print(format_epoch(entry), flush=True)
             if callback is not None:
                 callback(entry)
 
@@ -334,16 +334,6 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
 def _jsonable(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
-
-
-def _format_record(entry: dict) -> str:
-    text = (
-        f"epoch {entry['epoch']:4d}  time {entry['time']:8.2f}s  "
-        f"objective {entry['objective']:.6g}  train acc {entry['train_accuracy']:.4f}"
-    )
-    if "test_accuracy" in entry:
-        text += f"  test acc {entry['test_accuracy']:.4f}"
-    return text
 
 
 def load_model(path: str | os.PathLike) -> DSMLRClassifier:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dsmlr.engines.base import OPTIMIZERS, EngineConfig, EpochRecord, StoppingRule, WorkerResult
+from dsmlr.engines.base import (
+    OPTIMIZERS,
+    EngineConfig,
+    EpochRecord,
+    StoppingRule,
+    WorkerResult,
+    format_epoch,
+)
 from dsmlr.engines.sync_ring import sync_ring_worker
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "EpochRecord",
     "StoppingRule",
     "WorkerResult",
+    "format_epoch",
     "get_engine",
 ]
 

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["OPTIMIZERS", "EngineConfig", "EpochRecord", "StoppingRule", "WorkerResult"]
+__all__ = [
+    "OPTIMIZERS",
+    "EngineConfig",
+    "EpochRecord",
+    "StoppingRule",
+    "WorkerResult",
+    "format_epoch",
+]
 
 #: Per-block update rules (see :class:`EngineConfig`).
 OPTIMIZERS = ("svrg", "adagrad", "sgd")
@@ -131,3 +138,14 @@ class StoppingRule:
         self._best = min(self._best, objective)
         self._quiet = self._quiet + 1 if 0.0 <= gain < self.tol else 0
         return self._quiet >= self.patience
+
+
+def format_epoch(entry: dict) -> str:
+    """One progress line for an epoch's history entry (:meth:`EpochRecord.as_dict`)."""
+    text = (
+        f"epoch {entry['epoch']:4d}  time {entry['time']:8.2f}s  "
+        f"objective {entry['objective']:.6g}  train acc {entry['train_accuracy']:.4f}"
+    )
+    if "test_accuracy" in entry:
+        text += f"  test acc {entry['test_accuracy']:.4f}"
+    return text

@@ -84,17 +84,22 @@ def _score_dense(X, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
         _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _refresh_b(s, r, partials, q, b):
+    """Store the block's partial for row r at scores s, then b_r = -log sum of partials."""
+    partials[r, q] = _logsumexp_row(s, s.shape[0])
+    b[r] = -_logsumexp_row(partials[r], partials.shape[1])
+
+
 @njit(nogil=True, cache=True)
 def _residuals(S, rows, y, k0, partials, q, b):
     """Refresh b from the partials, then turn scores into residuals (p - y) / m in place."""
     m = len(rows)
     n_block = S.shape[1]
-    n_parts = partials.shape[1]
     for bi in range(m):
         r = rows[bi]
         s = S[bi]
-        partials[r, q] = _logsumexp_row(s, n_block)
-        b[r] = -_logsumexp_row(partials[r], n_parts)
+        _refresh_b(s, r, partials, q, b)
         for k in range(n_block):
             s[k] = math.exp(s[k] + b[r]) / m
         local = y[r] - k0
@@ -228,11 +233,9 @@ def _svrg_residuals(S, S0, rows, b, b0, partials, q):
     """Refresh b from the partials, then ``(p(W) - p(W~)) / m`` in S (labels cancel)."""
     m = len(rows)
     n_block = S.shape[1]
-    n_parts = partials.shape[1]
     for bi in range(m):
         r = rows[bi]
-        partials[r, q] = _logsumexp_row(S[bi], n_block)
-        b[r] = -_logsumexp_row(partials[r], n_parts)
+        _refresh_b(S[bi], r, partials, q, b)
         for k in range(n_block):
             S[bi, k] = (math.exp(S[bi, k] + b[r]) - math.exp(S0[bi, k] + b0[r])) / m
 
