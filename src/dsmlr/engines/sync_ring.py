@@ -64,10 +64,10 @@ class _Clock:
 def blocks_per_worker(n_workers: int) -> int:
     """Class blocks each worker holds at a time.
 
-    One block per worker, except that two workers hold two each: with B blocks updated
-    in the same epoch against one anchor, shifts of probability mass between blocks are
-    over-corrected (see :class:`~dsmlr.kernels.base.Snapshot`); with B = 2 the
-    over-correction never dies out and training stalls above the optimum.
+    One block per worker, except that two workers hold two each: blocks updated in the
+    same epoch over-correct shifts of probability mass between them (see
+    :class:`~dsmlr.kernels.base.Snapshot`); with B = 2 the over-correction never dies out
+    and training stalls above the optimum.
     """
     return 2 if n_workers == 2 else 1
 
@@ -166,12 +166,11 @@ class _Ring:
         self.blocks = class_blocks(cfg.n_classes, self.size * self.per_group)
         self.gid = comm.rank  # rank p starts, and ends every ring, with group p
         self.scratch_acc = np.zeros(cfg.n_columns)  # for optimisers without AdaGrad state
-        self.group = [
-            _Block(q, self.blocks[q], np.zeros((cfg.n_columns, hi - lo), cfg.dtype),
-                   np.zeros(cfg.n_columns))
-            for q in _group_blocks(self.gid, self.size, self.per_group)
-            for lo, hi in [self.blocks[q]]
-        ]  # fmt: skip
+        self.group = []
+        for q in _group_blocks(self.gid, self.size, self.per_group):
+            lo, hi = self.blocks[q]
+            W = np.zeros((cfg.n_columns, hi - lo), dtype=cfg.dtype)
+            self.group.append(_Block(q, (lo, hi), W, np.zeros(cfg.n_columns)))
 
     @property
     def n_blocks(self) -> int:
@@ -182,12 +181,10 @@ class _Ring:
         sent = [getattr(blk, f) for blk in self.group for f in fields]
         got = iter(self.clock.timed("comm", self.comm.ring_shift, sent))
         self.gid = ring_block(self.gid, 1, self.size)  # the right neighbour held the next
-        self.group = []
-        for q in _group_blocks(self.gid, self.size, self.per_group):
-            blk = _Block(q, self.blocks[q], W=np.empty(0), acc=self.scratch_acc)
-            for f in fields:
-                setattr(blk, f, next(got))
-            self.group.append(blk)
+        self.group = [
+            _Block(q, self.blocks[q], **{"acc": self.scratch_acc, **{f: next(got) for f in fields}})
+            for q in _group_blocks(self.gid, self.size, self.per_group)
+        ]
 
 
 def _gradient_ring(ring: _Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, cfg, carry):
@@ -297,7 +294,9 @@ def sync_ring_worker(
         t_eval = time.perf_counter()
         train = _Scorer(rows, ring.n_blocks)
         test = _Scorer(test_rows, ring.n_blocks) if test_rows is not None else None
-        penalty = _scoring_ring(ring, kernel, [s for s in (train, test) if s], cfg, carry)
+        penalty = _scoring_ring(
+            ring, kernel, [s for s in (train, test) if s is not None], cfg, carry
+        )
         lse, loss, correct = train.sums()
         partials, b = train.partials, -lse
         t_loss, t_correct = test.sums()[1:] if test is not None else (0.0, 0.0)

@@ -150,9 +150,11 @@ def read_model(path: str | os.PathLike) -> ModelData:
         n_cols = int(manifest["n_features"]) + fit_intercept
         classes = _decode_classes(manifest["classes"])
         dtype = np.dtype(manifest["dtype"])
-        blocks = manifest["blocks"]
-        for block in blocks:
-            _ = (block["file"], block["sha256"], int(block["classes"][0]), int(block["classes"][1]))
+        # (first class, end class, file, checksum) per block, in class order.
+        blocks = sorted(
+            (int(blk["classes"][0]), int(blk["classes"][1]), str(blk["file"]), str(blk["sha256"]))
+            for blk in manifest["blocks"]
+        )
     except DataError as exc:
         raise DataError(exc.problem, str(manifest_path)) from None
     except (ValueError, KeyError, TypeError, IndexError) as exc:
@@ -161,9 +163,8 @@ def read_model(path: str | os.PathLike) -> ModelData:
         raise DataError("inconsistent manifest", str(manifest_path))
     W = np.empty((n_classes, n_cols), dtype=dtype)
     covered = 0
-    for block in sorted(blocks, key=lambda blk: blk["classes"][0]):
-        file = src / str(block["file"])
-        lo, hi = (int(v) for v in block["classes"])
+    for lo, hi, name, digest in blocks:
+        file = src / name
         if lo != covered or hi < lo:
             raise DataError(
                 f"blocks do not cover the classes: expected one starting at class {covered}",
@@ -174,7 +175,7 @@ def read_model(path: str | os.PathLike) -> ModelData:
             payload = file.read_bytes()
         except OSError:
             raise DataError("block file missing or unreadable", str(file)) from None
-        if _sha256(payload) != block["sha256"]:
+        if _sha256(payload) != digest:
             raise DataError("block file is truncated or altered (checksum mismatch)", str(file))
         try:
             part = np.load(io.BytesIO(payload), allow_pickle=False)
