@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import scipy.sparse as sp
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import normalize
 
+from problems import planted_sparse_problem, sklearn_optimum
 
-def planted_sparse_problem(n_samples=1500, n_features=400, n_classes=9, density=0.03, seed=0):
-    """Text-like rows (non-negative, L2-normalised) with labels drawn from a softmax."""
-    rng = np.random.default_rng(seed)
-    X = sp.random(n_samples, n_features, density=density, random_state=seed, format="csr")
-    X = normalize(X).tocsr()
-    W = rng.normal(scale=3.0, size=(n_classes, n_features))
-    S = np.asarray(X @ W.T)
-    P = np.exp(S - S.max(axis=1, keepdims=True))
-    P /= P.sum(axis=1, keepdims=True)
-    y = (P.cumsum(axis=1) > rng.random((n_samples, 1))).argmax(axis=1)
-    return X, y
-
-
-def sklearn_optimum(X, y, lam, fit_intercept):
-    """scikit-learn's lbfgs optimum of the same objective: (coef, intercept)."""
-    clf = LogisticRegression(
-        C=1.0 / (lam * X.shape[0]), tol=1e-10, max_iter=20000, fit_intercept=fit_intercept
-    ).fit(X, y)
-    return clf
+__all__ = ["planted_sparse_problem", "sklearn_optimum"]
 
 
 @pytest.fixture(scope="session")

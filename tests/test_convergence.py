@@ -7,8 +7,8 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from conftest import planted_sparse_problem, sklearn_optimum
 from dsmlr import DSMLRClassifier, make_extreme_multiclass
+from problems import planted_sparse_problem, sklearn_optimum
 
 
 def _reference_objective(clf_sk, X, y, lam, fit_intercept):

@@ -9,9 +9,9 @@ import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from conftest import planted_sparse_problem
 from dsmlr import DSMLRClassifier, load_model
 from dsmlr.errors import DataError, NumericalError
+from problems import planted_sparse_problem
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,14 @@ def test_default_workers_follow_cores_and_classes(monkeypatch, n_classes, expect
     assert DSMLRClassifier()._resolved_workers(10_000, n_classes) == expected
     assert DSMLRClassifier(n_workers=3)._resolved_workers(10_000, n_classes) == 3
     assert DSMLRClassifier(n_workers=3)._resolved_workers(2, n_classes) == 2
+
+
+def test_plain_epochs_without_scoring_move_the_model_exactly_once():
+    """With the exact objective every 4th epoch, an SGD epoch sends the model once."""
+    X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
+    clf = DSMLRClassifier(max_epochs=8, tol=-1, n_workers=3, optimizer="sgd", eval_every=4).fit(
+        X, y
+    )
+    model_bytes = 6 * 41 * 8
+    assert [h["epoch"] for h in clf.history_] == [4, 8]
+    assert [h["bytes_sent"] for h in clf.history_] == [5 * model_bytes] * 2  # 4 updates + 1 score

@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr import __version__
+from dsmlr.comm.mpi import launched_by_mpi
 from dsmlr.datagen import make_extreme_multiclass
 from dsmlr.engines import ENGINES, OPTIMIZERS, format_epoch
 from dsmlr.errors import DataError, NumericalError
@@ -67,11 +68,35 @@ def fraction(text: str) -> float:
     return value
 
 
+def straggler(text: str) -> tuple[int, float]:
+    rank, sep, factor = text.partition(":")
+    try:
+        value = (int(rank), float(factor))
+    except ValueError:
+        value = None
+    if not sep or value is None or value[0] < 0 or not value[1] >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected RANK:FACTOR with FACTOR >= 1, got {text!r}")
+    return value
+
+
 # -- shared helpers ----------------------------------------------------------------------
 
 
 def _warn(message: str) -> None:
     print(f"dsmlr: warning: {message}", file=sys.stderr)
+
+
+def epoch_reporter(quiet: bool, metrics) -> Callable[[dict], None]:
+    """The per-epoch hook of ``train``: a progress line, and a JSON line in ``metrics``."""
+
+    def on_epoch(entry: dict) -> None:
+        if not quiet:
+            print(format_epoch(entry), flush=True)
+        if metrics is not None:
+            metrics.write(json.dumps(entry) + "\n")
+            metrics.flush()
+
+    return on_epoch
 
 
 def _read_aligned(path: str, n_features: int, zero_based, dtype):
@@ -150,15 +175,25 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                    help="rows a stochastic step (1)")  # fmt: skip
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
                    help="data and weights type (float64)")  # fmt: skip
+    p.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
+                   help="exact objective every N epochs (1); stopping is checked then")  # fmt: skip
     p.add_argument("--no-intercept", action="store_true", help="fit no per-class intercept")
     p.add_argument("--seed", type=int, metavar="S", help="seed of the row shuffles (random)")
     _add_zero_based(p)
     p.add_argument("--model", metavar="DIR", default="dsmlr-model", help="output (dsmlr-model)")
     p.add_argument("--metrics", metavar="FILE", help="write each epoch as a JSON line")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument(
+        "--straggler", type=straggler, metavar="RANK:FACTOR",
+        help="testing aid under mpiexec: make RANK compute FACTOR times slower",
+    )  # fmt: skip
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if launched_by_mpi():
+        from dsmlr.cli_mpi import train_mpi
+
+        return train_mpi(args)
     if Path(args.model).exists() and not Path(args.model).is_dir():  # fail before training
         raise DataError("exists and is not a directory (--model)", args.model)
     dtype = DTYPES[args.dtype]
@@ -173,16 +208,10 @@ def _run_train(args: argparse.Namespace) -> int:
         args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
         batch_size=args.batch_size, dtype=args.dtype, random_state=args.seed,
+        eval_every=args.eval_every,
     )  # fmt: skip
     with open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics:
-
-        def on_epoch(entry: dict) -> None:
-            if not args.quiet:
-                print(format_epoch(entry), flush=True)
-            if metrics is not None:
-                metrics.write(json.dumps(entry) + "\n")
-                metrics.flush()
-
+        on_epoch = epoch_reporter(args.quiet, metrics)
         if not args.quiet:
             print(
                 f"training on {X.shape[0]} rows, {X.shape[1]} features, "
@@ -232,6 +261,10 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    if launched_by_mpi():
+        from dsmlr.cli_mpi import evaluate_mpi
+
+        return evaluate_mpi(args)
     model, X, y = _load_model_and_data(args)
     n = X.shape[0]
     accuracy = float(np.mean(model.predict(X) == y)) if n else float("nan")
@@ -258,9 +291,8 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", required=True, help="output TSV file")
 
 
-def _run_predict(args: argparse.Namespace) -> int:
-    model, X, _ = _load_model_and_data(args)
-    labels, proba = model.predict_top_k(X, args.top_k)
+def _write_predictions(path: str, labels: np.ndarray, proba: np.ndarray) -> None:
+    """The predictions table: a header, then one row per data row (atomically)."""
     k = labels.shape[1]
     header = ["row", "label", "prob"] if k == 1 else ["row"]
     if k > 1:
@@ -274,8 +306,18 @@ def _run_predict(args: argparse.Namespace) -> int:
             pairs = zip(row_labels, row_proba, strict=True)
             fh.write("\t".join([str(i)] + [f"{a}\t{p:.6g}" for a, p in pairs]) + "\n")
 
-    _atomic_write_text(args.out, write)
-    print(f"wrote {args.out}: {X.shape[0]} rows, top {k} label(s) each")
+    _atomic_write_text(path, write)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    if launched_by_mpi():
+        from dsmlr.cli_mpi import predict_mpi
+
+        return predict_mpi(args, _write_predictions)
+    model, X, _ = _load_model_and_data(args)
+    labels, proba = model.predict_top_k(X, args.top_k)
+    _write_predictions(args.out, labels, proba)
+    print(f"wrote {args.out}: {X.shape[0]} rows, top {labels.shape[1]} label(s) each")
     return 0
 
 
@@ -364,9 +406,33 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _fail_under_mpi(exc: BaseException) -> int:
+    """End this rank after ``exc`` without leaving the other ranks waiting.
+
+    An error every rank raised alike (:func:`dsmlr.errors.on_all_ranks`) is printed once,
+    by rank 0, and every rank exits with status 1.  Any other exception happened on this
+    rank alone: print it with the rank, then abort the whole job.
+    """
+    from dsmlr.comm.mpi import abort_job, world_rank_and_size
+
+    rank, size = world_rank_and_size()
+    if getattr(exc, "all_ranks", False) or size == 1:
+        if rank == 0:
+            print(f"dsmlr: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    print(f"dsmlr: error: rank {rank}: {_one_line(exc)}", file=sys.stderr, flush=True)
+    abort_job(1)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     args = build_parser().parse_args(argv)
+    if launched_by_mpi():
+        try:
+            return args.run(args)
+        except BaseException as exc:  # no rank may be left waiting for this one
+            return _fail_under_mpi(exc)
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ that line and exits with status 1; it never shows a traceback for them.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "NumericalError"]
+__all__ = ["DataError", "NumericalError", "on_all_ranks"]
 
 
 class DataError(ValueError):
@@ -39,3 +39,14 @@ class DataError(ValueError):
 
 class NumericalError(ArithmeticError):
     """Training produced non-finite values (overflow, NaN) that cannot be recovered."""
+
+
+def on_all_ranks(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as raised identically on every rank of a distributed run.
+
+    Such an error ends the job cleanly (every rank exits with status 1, rank 0 prints
+    it); any other exception on one rank must abort the whole job instead, or the other
+    ranks would wait for it forever in their next collective call.
+    """
+    exc.all_ranks = True  # type: ignore[attr-defined]
+    return exc

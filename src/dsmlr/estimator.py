@@ -55,8 +55,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         and each block costs a pass over the rows' indices: at K = 60 two workers are no
         faster per epoch than one (and several blocks converge more slowly at the end),
         at K = 1000 they are 1.6x faster (2 cores).
-    engine : {"sync"}, default="sync"
-        Training engine.
+    engine : {"sync", "async"}, default="sync"
+        Training engine: the synchronous ring, or asynchronous token passing (blocks
+        flow around slow workers instead of waiting for them).
     optimizer : {"svrg", "adagrad", "sgd"}, default="svrg"
         Per-block update rule: variance-reduced steps (after one plain warm-up epoch),
         AdaGrad, or the DS-MLR paper's decaying-step SGD.
@@ -67,6 +68,10 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Rows per stochastic step.
     dtype : {"float64", "float32"}, default="float64"
         Storage type of data and weights.
+    eval_every : int, default=1
+        Compute the exact objective (one ring pass over all class blocks) every this
+        many epochs, and after the last; ``tol`` is checked at those epochs.  Larger
+        values save that pass's compute and communication.
     kernel : str, default="numba"
         Compute kernel (``"numba"`` fast CPU, ``"reference"`` numpy oracle).
     random_state : int or None, default=None
@@ -102,6 +107,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         "eta": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "dtype": [StrOptions({"float64", "float32"})],
+        "eval_every": [Interval(Integral, 1, None, closed="left")],
         "kernel": [StrOptions(set(KERNELS))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -121,6 +127,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         eta: float = 2.0,
         batch_size: int = 1,
         dtype: str = "float64",
+        eval_every: int = 1,
         kernel: str = "numba",
         random_state: int | None = None,
         verbose: int = 0,
@@ -136,6 +143,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self.eta = eta
         self.batch_size = batch_size
         self.dtype = dtype
+        self.eval_every = eval_every
         self.kernel = kernel
         self.random_state = random_state
         self.verbose = verbose
@@ -213,9 +221,25 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             X_test = self._prepare(X_val, reset=False)
             y_test = self._encode_known(np.asarray(y_val))
 
-        cfg = EngineConfig(
-            n_samples=X.shape[0],
-            n_features=X.shape[1],
+        cfg = self._engine_config(X.shape[0], X.shape[1], n_classes, self._seed())
+        on_epoch = self._progress(callback)
+        n_workers = self._resolved_workers(X.shape[0], n_classes)
+        result = train_embedded(
+            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, on_epoch
+        )  # fmt: skip
+        self._set_weights(result.W)
+        self.history_ = [r.as_dict() for r in result.history]
+        self.n_iter_ = len(result.history)
+        self.converged_ = result.converged
+        return self
+
+    def _engine_config(
+        self, n_samples: int, n_features: int, n_classes: int, seed: int
+    ) -> EngineConfig:
+        """The engine settings these parameters mean for a problem of this size."""
+        return EngineConfig(
+            n_samples=n_samples,
+            n_features=n_features,
             n_classes=n_classes,
             fit_intercept=bool(self.fit_intercept),
             lam=float(self.lam),
@@ -226,9 +250,13 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             batch_size=int(self.batch_size),
             optimizer=self.optimizer,
             dtype=np.dtype(self.dtype).type,
-            seed=self._seed(),
+            seed=seed,
             kernel=self.kernel,
+            eval_every=int(self.eval_every),
         )
+
+    def _progress(self, callback: Callable[[dict], None] | None) -> Callable[[EpochRecord], None]:
+        """The per-epoch hook: a line when verbose, and the user's callback."""
 
         def on_epoch(record: EpochRecord) -> None:
             entry = record.as_dict()
@@ -237,15 +265,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             if callback is not None:
                 callback(entry)
 
-        n_workers = self._resolved_workers(X.shape[0], n_classes)
-        result = train_embedded(
-            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, on_epoch
-        )  # fmt: skip
-        self._set_weights(result.W)
-        self.history_ = [r.as_dict() for r in result.history]
-        self.n_iter_ = len(result.history)
-        self.converged_ = result.converged
-        return self
+        return on_epoch
 
     def _encode_known(self, y: np.ndarray) -> np.ndarray:
         """Class indices of ``y``; labels unknown to the model become -1 (never correct)."""

@@ -109,6 +109,11 @@ def train_embedded(
     if cfg.fit_intercept:
         # Softmax is unchanged by a shift common to all intercepts and the intercepts are
         # unpenalised, so the optimum fixes them only up to that shift: report the
-        # centred (sum-zero) representative, as scikit-learn does.
-        W[:, -1] -= W[:, -1].mean()
+        # centred (sum-zero) representative, as scikit-learn does.  Summed per rank,
+        # then over ranks in order, exactly as the distributed path does, so both give
+        # the same bits.
+        total = 0.0
+        for res in results:
+            total += sum(float(Wb[-1].sum(dtype=np.float64)) for _, Wb in res.blocks)
+        W[:, -1] -= W.dtype.type(total / cfg.n_classes)
     return TrainingResult(W=W, history=results[0].history, converged=results[0].converged)

@@ -2,8 +2,10 @@
 
 Engines are written SPMD-style: the same function runs on every rank and talks to the
 others only through these calls, so one engine serves the in-process (threads) and the
-MPI (processes) implementations.  Every call is collective: all ranks of the group make
-it, in the same order.
+MPI (processes) implementations.  The collective calls (``ring_shift``, ``allreduce_sum``,
+``allgather``, ``barrier``, ``ibarrier``) are made by all ranks of the group in the same
+order; ``post`` and ``poll`` are point-to-point, for engines without lockstep (the
+asynchronous engine passes class blocks as tokens with them).
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Communicator"]
+__all__ = ["BarrierRequest", "Communicator"]
+
+
+class BarrierRequest(Protocol):
+    """A non-blocking barrier in progress (see :meth:`Communicator.ibarrier`)."""
+
+    def test(self) -> bool:
+        """True once every rank has entered the barrier (never blocks)."""
+        ...
 
 
 class Communicator(Protocol):
@@ -50,4 +60,28 @@ class Communicator(Protocol):
 
     def barrier(self) -> None:
         """Wait until every rank has arrived."""
+        ...
+
+    def ibarrier(self) -> BarrierRequest:
+        """Enter a barrier without waiting; the request tells when all ranks have entered.
+
+        Used for termination: a rank enters once it has nothing left to do but may still
+        serve messages from others; when the barrier completes nobody will send again.
+        """
+        ...
+
+    def post(self, dest: int, buffers: list[np.ndarray]) -> None:
+        """Send ``buffers`` to rank ``dest`` without waiting (``dest`` may be this rank).
+
+        The caller hands the arrays over and must not modify them afterwards.  Messages
+        from one rank to another arrive in the order they were posted.
+        """
+        ...
+
+    def poll(self, timeout: float = 0.0) -> list[np.ndarray] | None:
+        """One message posted to this rank, waiting up to ``timeout`` seconds; else None."""
+        ...
+
+    def flush(self) -> None:
+        """Wait until every message this rank posted has left its buffers."""
         ...

@@ -11,7 +11,9 @@ original exception is re-raised in the caller: no worker is left waiting forever
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,6 +31,25 @@ class _Group:
         self.size = size
         self.barrier = threading.Barrier(size)
         self.slots: list[object] = [None] * size
+        self.inboxes: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(size)]
+        self.lock = threading.Lock()
+        self.entered: dict[int, int] = {}  # non-blocking barrier generation -> ranks in
+
+    def check_alive(self) -> None:
+        """Raise in a worker whose group was aborted (another worker failed)."""
+        if self.barrier.broken:
+            raise threading.BrokenBarrierError
+
+
+class _InProcessBarrier:
+    def __init__(self, group: _Group, generation: int):
+        self._group = group
+        self._generation = generation
+
+    def test(self) -> bool:
+        self._group.check_alive()
+        with self._group.lock:
+            return self._group.entered[self._generation] >= self._group.size
 
 
 class InProcessComm:
@@ -39,6 +60,7 @@ class InProcessComm:
         self.rank = rank
         self.size = group.size
         self.bytes_sent = 0
+        self._generation = 0
 
     def _exchange(self, value: object) -> list[object]:
         g = self._group
@@ -76,6 +98,33 @@ class InProcessComm:
     def barrier(self) -> None:
         if self.size > 1:
             self._group.barrier.wait()
+
+    def ibarrier(self) -> _InProcessBarrier:
+        g = self._group
+        with g.lock:
+            g.entered[self._generation] = g.entered.get(self._generation, 0) + 1
+        self._generation += 1
+        return _InProcessBarrier(g, self._generation - 1)
+
+    def post(self, dest: int, buffers: list[np.ndarray]) -> None:
+        if dest != self.rank:
+            self.bytes_sent += sum(int(a.nbytes) for a in buffers)
+        self._group.inboxes[dest].put(buffers)
+
+    def poll(self, timeout: float = 0.0) -> list[np.ndarray] | None:
+        inbox = self._group.inboxes[self.rank]
+        deadline = time.monotonic() + timeout
+        while True:
+            self._group.check_alive()
+            try:
+                # Short waits, so a worker notices promptly when another one failed.
+                return inbox.get(timeout=min(0.05, max(deadline - time.monotonic(), 0.0)))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
+
+    def flush(self) -> None:
+        return None  # arrays move by reference: nothing stays in flight
 
 
 def run_workers(size: int, target: Callable[[InProcessComm], T]) -> list[T]:

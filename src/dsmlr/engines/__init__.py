@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dsmlr.engines.async_tokens import async_token_worker
 from dsmlr.engines.base import (
     OPTIMIZERS,
     EngineConfig,
@@ -29,7 +30,10 @@ __all__ = [
     "get_engine",
 ]
 
-ENGINES: dict[str, Callable[..., WorkerResult]] = {"sync": sync_ring_worker}
+ENGINES: dict[str, Callable[..., WorkerResult]] = {
+    "sync": sync_ring_worker,
+    "async": async_token_worker,
+}
 
 
 def get_engine(name: str) -> Callable[..., WorkerResult]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,10 +14,21 @@ __all__ = [
     "StoppingRule",
     "WorkerResult",
     "format_epoch",
+    "peak_rss_bytes",
 ]
 
 #: Per-block update rules (see :class:`EngineConfig`).
 OPTIMIZERS = ("svrg", "adagrad", "sgd")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far, in bytes (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS counts bytes
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,15 @@ class EngineConfig:
         Seed from which every rank derives its own random stream.
     kernel : str
         Name in :data:`dsmlr.kernels.KERNELS`.
+    blocks_per_rank : int or None
+        Class blocks per rank, B / P; None for the engine's default (sync: 1, or 2 with
+        two ranks; async: 4, so tokens can flow around a slow rank).
+    eval_every : int
+        Score the exact objective (a ring pass over all blocks) every this many epochs
+        and after the last; stopping is decided at those epochs.
+    straggler : (rank, factor) or None
+        Test-only knob: make ``rank`` compute ``factor`` times slower (it sleeps after
+        each kernel call), to measure how the engines cope with a slow machine.
     """
 
     n_samples: int
@@ -72,6 +93,9 @@ class EngineConfig:
     dtype: type = np.float64
     seed: int = 0
     kernel: str = "numba"
+    blocks_per_rank: int | None = None
+    eval_every: int = 1
+    straggler: tuple[int, float] | None = None
 
     @property
     def n_columns(self) -> int:
@@ -87,7 +111,10 @@ class EpochRecord:
     (a scoring pass, not the running stochastic estimate); ``time`` is wall seconds
     since training started.  ``compute_seconds`` (kernels), ``comm_seconds`` (ring
     passes, waiting included), ``eval_seconds`` (the scoring ring) and ``bytes_sent``
-    (payload per rank, averaged over ranks) are this epoch's alone.
+    (payload per rank, averaged over ranks) cover the epochs since the previous record
+    (one epoch unless :attr:`EngineConfig.eval_every` > 1).  ``peak_rss`` is
+    each rank's peak resident memory so far, in bytes, in rank order (in-process
+    workers share one process, so they report the same figure).
     """
 
     epoch: int
@@ -100,6 +127,7 @@ class EpochRecord:
     comm_seconds: float = 0.0
     eval_seconds: float = 0.0
     bytes_sent: int = 0
+    peak_rss: list[int] | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

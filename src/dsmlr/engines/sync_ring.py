@@ -1,16 +1,10 @@
 """Synchronous ring engine (bulk-synchronous DS-MLR).
 
-Each of P ranks owns a row shard ``I_p`` with its ``b_{I_p}`` and a table of per-block
-partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``.  The classes
-are split into B blocks, gathered into P groups that travel whole (B = P, except
-B = 4 for two ranks: see :func:`blocks_per_worker`).  An epoch is P update rounds: in
-round ``r`` rank ``p`` holds group ``(p + r) mod P``, runs one pass of stochastic steps
-of each of its blocks over its own rows, and passes the group to rank ``p - 1``.  With
-SVRG (the default, from the second epoch on) a gradient ring first computes each block's
-full gradient at the anchor.  Then P scoring rounds compute the exact objective and
-accuracy and refresh every ``b_i`` in closed form, and one small allreduce combines the
-ranks' sums.  Every decision (stopping, step halving, errors) is taken on allreduced
-values, so all ranks take it together.
+The update phase (see :mod:`dsmlr.engines.ring` for the rest of an epoch) is P rounds:
+in round ``r`` rank ``p`` holds group ``(p + r) mod P``, runs one pass of stochastic
+steps of each of its blocks over its own rows, and passes the group to rank ``p - 1``.
+B = P blocks, except B = 4 for two ranks (see :func:`blocks_per_worker`).  Every rank
+waits for its neighbour each round, so the slowest rank sets the pace.
 
 Communication
 -------------
@@ -30,35 +24,17 @@ and the rows never move.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines.base import EngineConfig, EpochRecord, StoppingRule, WorkerResult
-from dsmlr.errors import NumericalError
-from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
+from dsmlr.engines.base import EngineConfig, EpochRecord, WorkerResult
+from dsmlr.engines.ring import Ring, run_epochs
+from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
 from dsmlr.kernels.base import Snapshot
-from dsmlr.partition import class_blocks, ring_block
 
-__all__ = ["sync_ring_worker"]
-
-
-class _Clock:
-    """Splits wall time into compute and communication (which includes waiting)."""
-
-    def __init__(self) -> None:
-        self.compute = 0.0
-        self.comm = 0.0
-
-    def timed(self, bucket: str, fn, *args):
-        t0 = time.perf_counter()
-        out = fn(*args)
-        setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
-        return out
+__all__ = ["blocks_per_worker", "sync_ring_worker", "update_fields"]
 
 
 def blocks_per_worker(n_workers: int) -> int:
@@ -72,163 +48,39 @@ def blocks_per_worker(n_workers: int) -> int:
     return 2 if n_workers == 2 else 1
 
 
-def _group_blocks(gid: int, n_workers: int, per_group: int) -> list[int]:
-    """Blocks of group ``gid``: ``gid, gid + P, gid + 2P, ...`` (groups travel whole)."""
-    return [gid + j * n_workers for j in range(per_group)]
+def update_fields(svrg: bool, carry: tuple[str, ...]) -> tuple[str, ...]:
+    """The arrays of a block that travel during the update phase."""
+    return ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
 
 
-@dataclass
-class _Block:
-    """One class block as a rank holds it: weights, optimiser state, SVRG anchor."""
-
-    q: int
-    classes: tuple[int, int]
-    W: np.ndarray
-    acc: np.ndarray
-    W_anchor: np.ndarray | None = None
-    mean_grad: np.ndarray | None = None
-
-    @property
-    def k0(self) -> int:
-        return self.classes[0]
-
-
-def _initial_partials(n_rows: int, blocks: list[tuple[int, int]]) -> np.ndarray:
-    """Partials at W = 0: ``log |K_q|`` (``-inf`` for an empty block)."""
-    sizes = np.array([hi - lo for lo, hi in blocks], dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        row = np.log(sizes)
-    return np.tile(row, (n_rows, 1))
-
-
-class _Scorer:
-    """Accumulates one scoring ring's statistics for one set of rows."""
-
-    def __init__(self, rows: LocalRows, n_blocks: int):
-        n = rows.n_rows
-        self.rows = rows
-        self.partials = np.empty((n, n_blocks))
-        self.true_score = np.zeros(n)
-        self.best_score = np.full(n, -np.inf)
-        self.best_class = np.full(n, -1, dtype=np.int64)
-
-    def visit(self, kernel: Kernel, W_block: np.ndarray, k0: int, q: int) -> None:
-        kernel.score_pass(
-            self.rows, W_block, k0, self.partials, q, self.true_score, self.best_score,
-            self.best_class,
-        )  # fmt: skip
-
-    def sums(self) -> tuple[np.ndarray, float, float]:
-        """Log-partition per row, summed log-loss, number correct."""
-        lse = logsumexp(self.partials, axis=1) if self.rows.n_rows else np.zeros(0)
-        loss = float(np.sum(lse - self.true_score))
-        correct = float(np.sum(self.best_class == self.rows.y))
-        return lse, loss, correct
-
-
-def _sum_sq_norms(rows: LocalRows) -> float:
-    """Sum over local rows of ``||x_i||^2`` (plus 1 each for the intercept feature).
-
-    The mean of this over all rows is the typical curvature of one row's loss (softmax
-    probabilities are at most 1), so ``eta / mean`` is a step that needs no tuning to
-    the data's scale.
-    """
-    if rows.n_rows == 0:
-        return 0.0
-    X = rows.X
-    sq = float(X.multiply(X).sum()) if rows.is_sparse else float(np.einsum("ij,ij->", X, X))
-    return sq + rows.n_rows * float(rows.fit_intercept)
-
-
-def _step_config(cfg: EngineConfig, epoch: int, curvature: float, backoff: float) -> UpdateConfig:
-    adaptive = cfg.optimizer == "adagrad"
-    if adaptive:
-        eta = cfg.eta  # AdaGrad scales its own steps.
-    elif cfg.optimizer == "svrg":
-        eta = cfg.eta / curvature  # Variance reduction converges with a constant step.
-    else:
-        eta = cfg.eta / curvature / np.sqrt(epoch)  # The paper's decaying-step SGD.
-    eta *= backoff
-    return UpdateConfig(
-        eta=float(eta), lam=cfg.lam, n_penalized=cfg.n_features, batch_size=cfg.batch_size,
-        adaptive=adaptive,
+def visit(ring: Ring, kernel: Kernel, rows, blk, partials, b, b_anchor, order, step) -> None:
+    """One stochastic pass of block ``blk`` over this rank's rows (SVRG if anchored)."""
+    snapshot = Snapshot(blk.W_anchor, blk.mean_grad, b_anchor) if b_anchor is not None else None
+    ring.clock.timed(
+        "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials, blk.q, b, order,
+        step, snapshot,
     )  # fmt: skip
 
 
-class _Ring:
-    """This rank's view of the ring: the group of blocks it holds, and how to pass it on."""
-
-    def __init__(self, comm: Communicator, cfg: EngineConfig, clock: _Clock):
-        self.comm = comm
-        self.clock = clock
-        self.size = comm.size
-        self.per_group = blocks_per_worker(comm.size)
-        self.blocks = class_blocks(cfg.n_classes, self.size * self.per_group)
-        self.gid = comm.rank  # rank p starts, and ends every ring, with group p
-        self.scratch_acc = np.zeros(cfg.n_columns)  # for optimisers without AdaGrad state
-        self.group = []
-        for q in _group_blocks(self.gid, self.size, self.per_group):
-            lo, hi = self.blocks[q]
-            W = np.zeros((cfg.n_columns, hi - lo), dtype=cfg.dtype)
-            self.group.append(_Block(q, (lo, hi), W, np.zeros(cfg.n_columns)))
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.blocks)
-
-    def shift(self, fields: tuple[str, ...]) -> None:
-        """Hand the held group, with the named arrays of each block, to the left."""
-        sent = [getattr(blk, f) for blk in self.group for f in fields]
-        got = iter(self.clock.timed("comm", self.comm.ring_shift, sent))
-        self.gid = ring_block(self.gid, 1, self.size)  # the right neighbour held the next
-        self.group = [
-            _Block(q, self.blocks[q], **{"acc": self.scratch_acc, **{f: next(got) for f in fields}})
-            for q in _group_blocks(self.gid, self.size, self.per_group)
-        ]
-
-
-def _gradient_ring(ring: _Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, cfg, carry):
-    """Give every block its full data gradient at the current weights (the SVRG anchor)."""
-    for blk in ring.group:
-        blk.mean_grad = np.zeros(blk.W.shape)
+def _update_ring(
+    ring: Ring,
+    kernel: Kernel,
+    rows: LocalRows,
+    partials: np.ndarray,
+    b: np.ndarray,
+    b_anchor: np.ndarray | None,
+    step: UpdateConfig,
+    carry: tuple[str, ...],
+    rng: np.random.Generator,
+    cfg: EngineConfig,
+) -> None:
+    """P lockstep rounds: every block makes one pass over every rank's rows."""
+    order = rng.permutation(rows.n_rows)
+    fields = update_fields(b_anchor is not None, carry)
     for _ in range(ring.size):
         for blk in ring.group:
-            ring.clock.timed(
-                "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b, 1.0 / cfg.n_samples,
-                blk.mean_grad,
-            )  # fmt: skip
-        ring.shift(("W", "mean_grad", *carry))
-    for blk in ring.group:
-        blk.W_anchor = blk.W.copy()
-
-
-def _update_ring(ring, kernel, rows, partials, b, b_anchor, order, step, carry) -> None:
-    """One stochastic pass of every block over this rank's rows (SVRG if anchored)."""
-    svrg = b_anchor is not None
-    fields = ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
-    for _ in range(ring.size):
-        for blk in ring.group:
-            snapshot = Snapshot(blk.W_anchor, blk.mean_grad, b_anchor) if svrg else None
-            ring.clock.timed(
-                "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials, blk.q, b,
-                order, step, snapshot,
-            )  # fmt: skip
+            visit(ring, kernel, rows, blk, partials, b, b_anchor, order, step)
         ring.shift(fields)
-
-
-def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
-    """Score every set of rows against every block; return this rank's penalty share."""
-    penalty = 0.0
-    for r in range(ring.size):
-        for blk in ring.group:
-            for scorer in scorers:
-                scorer.visit(kernel, blk.W, blk.k0, blk.q)
-            if r == 0:
-                # Each block is in exactly one rank's round-0 group.
-                sq = np.sum(np.square(blk.W[: cfg.n_features], dtype=np.float64))
-                penalty += 0.5 * cfg.lam * float(sq)
-        ring.shift(("W", *carry))
-    return penalty
 
 
 def sync_ring_worker(
@@ -262,81 +114,5 @@ def sync_ring_worker(
         The blocks this rank holds at the end (its starting group ``rank``) and the
         history.
     """
-    kernel = get_kernel(cfg.kernel)
-    clock = _Clock()
-    ring = _Ring(comm, cfg, clock)
-    carry = ("acc",) if cfg.optimizer == "adagrad" else ()
-    partials = _initial_partials(rows.n_rows, ring.blocks)
-    b = np.full(rows.n_rows, -np.log(cfg.n_classes))
-    rng = np.random.default_rng([cfg.seed, comm.rank])
-    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
-    total_sq = comm.allreduce_sum(np.array([_sum_sq_norms(rows)]))[0]
-    curvature = max(float(total_sq) / cfg.n_samples, 1e-12)
-    history: list[EpochRecord] = []
-    converged = False
-    backoff = 1.0
-    start = time.perf_counter()
-
-    for epoch in range(1, cfg.max_epochs + 1):
-        clock.compute = clock.comm = 0.0
-        bytes_before = comm.bytes_sent
-        step = _step_config(cfg, epoch, curvature, backoff)
-        order = rng.permutation(rows.n_rows)
-        # SVRG's anchor gradient helps little far from the optimum: the first epoch is
-        # a plain stochastic pass, which gets there faster.
-        b_anchor = None
-        if cfg.optimizer == "svrg" and epoch > 1:
-            # Anchor at the current W, whose exact b the last scoring ring computed.
-            b_anchor = b.copy()
-            _gradient_ring(ring, kernel, rows, b_anchor, cfg, carry)
-        _update_ring(ring, kernel, rows, partials, b, b_anchor, order, step, carry)
-
-        t_eval = time.perf_counter()
-        train = _Scorer(rows, ring.n_blocks)
-        test = _Scorer(test_rows, ring.n_blocks) if test_rows is not None else None
-        penalty = _scoring_ring(
-            ring, kernel, [s for s in (train, test) if s is not None], cfg, carry
-        )
-        lse, loss, correct = train.sums()
-        partials, b = train.partials, -lse
-        t_loss, t_correct = test.sums()[1:] if test is not None else (0.0, 0.0)
-        sent = float(comm.bytes_sent - bytes_before)
-        totals = comm.allreduce_sum(np.array([loss, correct, penalty, t_loss, t_correct, sent]))
-        eval_seconds = time.perf_counter() - t_eval
-        objective = totals[0] / cfg.n_samples + totals[2]
-        if not np.isfinite(objective):
-            raise NumericalError(
-                f"objective became {objective} at epoch {epoch}: the step size eta={cfg.eta} "
-                "is too large for this data (or the data holds huge values); lower --eta or "
-                "rescale the features"
-            )
-        record = EpochRecord(
-            epoch=epoch,
-            time=time.perf_counter() - start,
-            objective=float(objective),
-            train_accuracy=float(totals[1] / cfg.n_samples),
-            compute_seconds=clock.compute,
-            comm_seconds=clock.comm,
-            eval_seconds=eval_seconds,
-            bytes_sent=int(totals[5] / comm.size),
-        )
-        if test is not None and n_test > 0:
-            record.test_objective = float(totals[3] / n_test + totals[2])
-            record.test_accuracy = float(totals[4] / n_test)
-        history.append(record)
-        if on_epoch is not None and comm.rank == 0:
-            on_epoch(record)
-        if len(history) > 1 and record.objective > history[-2].objective:
-            # A rising objective means the step is too long for this data; every rank
-            # sees the same allreduced objective, so all shorten it together.
-            backoff *= 0.5
-        if stopper.update(record.objective):
-            converged = True
-            break
-
-    return WorkerResult(
-        rank=comm.rank,
-        blocks=[(blk.classes, blk.W) for blk in ring.group],
-        history=history,
-        converged=converged,
-    )
+    per_group = cfg.blocks_per_rank or blocks_per_worker(comm.size)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, on_epoch, per_group, _update_ring)

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,18 @@ import numpy as np
 from dsmlr.errors import DataError
 from dsmlr.partition import class_blocks
 
-__all__ = ["FORMAT", "ModelData", "read_model", "write_model"]
+__all__ = [
+    "FORMAT",
+    "Manifest",
+    "ModelData",
+    "prepare_directory",
+    "read_block",
+    "read_manifest",
+    "read_model",
+    "write_block",
+    "write_manifest",
+    "write_model",
+]
 
 FORMAT = "dsmlr-model"
 VERSION = 1
@@ -88,11 +100,11 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_model(path: str | os.PathLike, model: ModelData, n_blocks: int = 1) -> None:
-    """Write ``model`` to directory ``path`` (created if missing).
+def prepare_directory(path: str | os.PathLike) -> Path:
+    """Create model directory ``path`` and remove any old manifest from it.
 
-    The manifest is written last, so a directory without one was interrupted mid-write
-    and never loads as a model.
+    Without a manifest the directory never loads as a model, so a crash while the block
+    files are (re)written cannot leave a mix of old and new blocks that loads.
     """
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -101,40 +113,77 @@ def write_model(path: str | os.PathLike, model: ModelData, n_blocks: int = 1) ->
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
         manifest_path.unlink()
-    W = np.ascontiguousarray(model.W)
-    blocks = []
-    for q, (lo, hi) in enumerate(class_blocks(W.shape[0], n_blocks)):
-        name = f"block_{q:05d}.npy"
-        buffer = io.BytesIO()
-        np.save(buffer, W[lo:hi], allow_pickle=False)
-        payload = buffer.getvalue()
-        _atomic_write_bytes(out / name, payload)
-        blocks.append({"file": name, "classes": [lo, hi], "sha256": _sha256(payload)})
+    return out
+
+
+def write_block(out: Path, q: int, classes: tuple[int, int], rows: np.ndarray) -> dict:
+    """Write block ``q`` (``rows`` = ``W[k0:k1]``, class-major) and return its manifest entry."""
+    name = f"block_{q:05d}.npy"
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(rows), allow_pickle=False)
+    payload = buffer.getvalue()
+    _atomic_write_bytes(out / name, payload)
+    return {"file": name, "classes": [int(classes[0]), int(classes[1])], "sha256": _sha256(payload)}
+
+
+def write_manifest(
+    out: Path, blocks: list[dict], shape: tuple[int, int], dtype, model: ModelData
+) -> None:
+    """Write the manifest last: it makes the directory a loadable model.
+
+    ``model`` supplies everything but the weights (its ``W`` may be None).
+    """
+    n_classes, n_cols = shape
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "n_classes": int(W.shape[0]),
-        "n_features": int(W.shape[1] - model.fit_intercept),
+        "n_classes": int(n_classes),
+        "n_features": int(n_cols - model.fit_intercept),
         "fit_intercept": model.fit_intercept,
-        "dtype": str(W.dtype),
+        "dtype": str(np.dtype(dtype)),
         "classes": _encode_classes(np.asarray(model.classes)),
-        "blocks": blocks,
+        "blocks": sorted(blocks, key=lambda blk: blk["classes"][0]),
         "params": model.params,
         "history": model.history,
         "metadata": model.metadata,
     }
-    _atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+    _atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
 
 
-def read_model(path: str | os.PathLike) -> ModelData:
-    """Read a model directory written by :func:`write_model`.
+def write_model(path: str | os.PathLike, model: ModelData, n_blocks: int = 1) -> None:
+    """Write ``model`` to directory ``path`` (created if missing).
 
-    Raises
-    ------
-    DataError
-        Missing directory or manifest, wrong format, a missing, truncated or altered
-        block file; the message names the file.
+    The manifest is written last, so a directory without one was interrupted mid-write
+    and never loads as a model.
     """
+    out = prepare_directory(path)
+    W = np.ascontiguousarray(model.W)
+    blocks = [
+        write_block(out, q, (lo, hi), W[lo:hi])
+        for q, (lo, hi) in enumerate(class_blocks(W.shape[0], n_blocks))
+    ]
+    write_manifest(out, blocks, W.shape, W.dtype, model)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A model directory's manifest, checked; ``blocks`` are ``(k0, k1, file, sha256)``
+    in class order and cover ``0..n_classes`` exactly."""
+
+    path: Path
+    n_classes: int
+    n_columns: int
+    fit_intercept: bool
+    dtype: np.dtype
+    classes: np.ndarray
+    blocks: list[tuple[int, int, str, str]]
+    params: dict
+    history: list
+    metadata: dict
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read and check the manifest of model directory ``path`` (no block is read)."""
     src = Path(path)
     manifest_path = src / "manifest.json"
     if not src.is_dir():
@@ -161,34 +210,60 @@ def read_model(path: str | os.PathLike) -> ModelData:
         raise DataError(f"corrupted manifest ({exc})", str(manifest_path)) from None
     if dtype.kind != "f" or len(classes) != n_classes:
         raise DataError("inconsistent manifest", str(manifest_path))
-    W = np.empty((n_classes, n_cols), dtype=dtype)
     covered = 0
-    for lo, hi, name, digest in blocks:
-        file = src / name
+    for lo, hi, _, _ in blocks:
         if lo != covered or hi < lo:
             raise DataError(
                 f"blocks do not cover the classes: expected one starting at class {covered}",
                 str(manifest_path),
             )
         covered = hi
-        try:
-            payload = file.read_bytes()
-        except OSError:
-            raise DataError("block file missing or unreadable", str(file)) from None
-        if _sha256(payload) != digest:
-            raise DataError("block file is truncated or altered (checksum mismatch)", str(file))
-        try:
-            part = np.load(io.BytesIO(payload), allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(f"not a plain numeric array ({exc})", str(file)) from None
-        if part.shape != (hi - lo, n_cols):
-            raise DataError(
-                f"block has shape {part.shape}, expected {(hi - lo, n_cols)}", str(file)
-            )
-        W[lo:hi] = part
     if covered != n_classes:
         raise DataError(f"blocks cover classes 0..{covered - 1} of {n_classes}", str(manifest_path))
+    return Manifest(
+        src, n_classes, n_cols, fit_intercept, dtype, classes, blocks,
+        dict(manifest.get("params") or {}), list(manifest.get("history") or []),
+        dict(manifest.get("metadata") or {}),
+    )  # fmt: skip
+
+
+def read_block(manifest: Manifest, index: int) -> np.ndarray:
+    """Block ``index`` (in class order) of a model: ``W[k0:k1]``, checked against its checksum."""
+    lo, hi, name, digest = manifest.blocks[index]
+    file = manifest.path / name
+    try:
+        payload = file.read_bytes()
+    except OSError:
+        raise DataError("block file missing or unreadable", str(file)) from None
+    if _sha256(payload) != digest:
+        raise DataError("block file is truncated or altered (checksum mismatch)", str(file))
+    try:
+        part = np.load(io.BytesIO(payload), allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"not a plain numeric array ({exc})", str(file)) from None
+    if part.shape != (hi - lo, manifest.n_columns) or part.dtype != manifest.dtype:
+        raise DataError(
+            f"block has shape {part.shape} and type {part.dtype}, expected "
+            f"{(hi - lo, manifest.n_columns)} and {manifest.dtype}",
+            str(file),
+        )
+    return part
+
+
+def read_model(path: str | os.PathLike) -> ModelData:
+    """Read a model directory written by :func:`write_model`.
+
+    Raises
+    ------
+    DataError
+        Missing directory or manifest, wrong format, a missing, truncated or altered
+        block file; the message names the file.
+    """
+    manifest = read_manifest(path)
+    W = np.empty((manifest.n_classes, manifest.n_columns), dtype=manifest.dtype)
+    for index, (lo, hi, _, _) in enumerate(manifest.blocks):
+        W[lo:hi] = read_block(manifest, index)
     return ModelData(
-        W, classes, fit_intercept, manifest.get("params"), manifest.get("history"),
-        manifest.get("metadata"),
+        W, manifest.classes, manifest.fit_intercept, manifest.params, manifest.history,
+        manifest.metadata,
     )  # fmt: skip

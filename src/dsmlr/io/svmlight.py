@@ -154,8 +154,8 @@ def _open(path: str) -> IO[bytes]:
     return f
 
 
-def _parse_fast(path: str, opts: _Options) -> SvmlightData:
-    with _open(path) as f:
+def _parse_fast(path: str, opts: _Options, stream: IO[bytes] | None = None) -> SvmlightData:
+    with _open(path) if stream is None else stream as f:
         # zero_based=True makes scikit-learn keep the raw indices, so the convention
         # is decided by our rule, not by its slightly different "auto".
         # Imported here: scikit-learn's import costs seconds the CLI's --help should not pay.
@@ -180,7 +180,7 @@ def _parse_python(
     return _parse_lines(os.fsdecode(os.fspath(path)), opts)
 
 
-def _parse_lines(path: str, opts: _Options) -> SvmlightData:
+def _parse_lines(path: str, opts: _Options, stream: IO[bytes] | None = None) -> SvmlightData:
     zero_based, n_features = opts.zero_based, opts.n_features
     labels, values, indices = array("d"), array("d"), array("q")
     indptr, row_lines = array("q", [0]), array("q")
@@ -192,7 +192,7 @@ def _parse_lines(path: str, opts: _Options) -> SvmlightData:
         # _finish re-checks once the convention is known.
         hi = n_features - 1 if zero_based is True else n_features
     lineno = 0
-    with _open(path) as f:
+    with _open(path) if stream is None else stream as f:
         try:
             for lineno, line in enumerate(f, 1):
                 if lineno == 1 and line.startswith(_BOM):

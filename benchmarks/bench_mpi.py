@@ -1,0 +1,185 @@
+"""The distributed engine under MPI: scaling, bytes per epoch, memory per rank, stragglers.
+
+Every figure comes from ``mpiexec -n P python -m dsmlr train ... --metrics FILE``: the
+per-epoch records carry wall time, bytes sent per rank and every rank's peak resident
+memory.  Data sets are generated once into ``benchmarks/cache/`` (gitignored).
+
+Experiments (``--only`` picks some):
+
+``scaling``
+    K = 1000 classes, 20K rows, 20K features: median epoch time (SVRG epochs, from the
+    second on) for each P in ``--ranks``; the ratio to P = 1.
+``bytes``
+    The same problem with plain SGD, scoring every ``E`` epochs: bytes per rank per
+    update epoch against the model size ``K * D_fit * itemsize``.
+``memory``
+    A model of at least 2 GB (float32: 4000 classes x 130K features), one SGD epoch:
+    peak resident memory per rank for P = 1 and P = 4.
+``straggler``
+    K = 200, rank 1 slowed 2x (``--straggler 1:2``), P = 4: time to within 1% of the
+    optimum (scikit-learn lbfgs, cached) for the sync and the async engine.
+
+Run: ``python benchmarks/bench_mpi.py [--only scaling bytes] [--repeats 3]``; writes
+``benchmarks/results/mpi.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+PY = sys.executable
+MPIEXEC = shutil.which("mpiexec", path=str(Path(PY).parent)) or "mpiexec"
+
+
+def _data(name: str, samples: int, features: int, classes: int, *extra: str) -> Path:
+    prefix = CACHE / name
+    train = Path(f"{prefix}.train.svm")
+    if not train.exists():
+        CACHE.mkdir(exist_ok=True)
+        cmd = [PY, "-m", "dsmlr", "generate", str(prefix), "--samples", str(samples),
+               "--features", str(features), "--classes", str(classes), "--seed", "0",
+               *extra]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return train
+
+
+def _train(n: int, train: Path, *options: str) -> list[dict]:
+    """Run ``mpiexec -n n dsmlr train``; return its metrics records (the last one also
+    gets ``model_bytes``, the size of the trained model)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "m.jsonl"
+        cmd = [MPIEXEC, "-n", str(n), PY, "-m", "dsmlr", "train", str(train), "--quiet",
+               "--seed", "0", "--model", str(Path(tmp) / "model"), "--metrics", str(metrics),
+               *options]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        manifest = json.loads((Path(tmp) / "model" / "manifest.json").read_text())
+        itemsize = 4 if manifest["dtype"] == "float32" else 8
+        columns = manifest["n_features"] + manifest["fit_intercept"]
+        records[-1]["model_bytes"] = manifest["n_classes"] * columns * itemsize
+        return records
+
+
+def _epoch_times(records: list[dict]) -> list[float]:
+    times = [r["time"] for r in records]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def scaling(args) -> dict:
+    train = _data("mpi-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
+    out = {}
+    for n in args.ranks:
+        runs = [
+            statistics.median(_epoch_times(_train(n, train, "--epochs", "4", "--tol", "-1")))
+            for _ in range(args.repeats)
+        ]
+        out[n] = {"epoch_seconds": statistics.median(runs), "runs": runs}
+    base = out[args.ranks[0]]["epoch_seconds"]
+    for n in args.ranks:
+        out[n]["ratio_to_first"] = out[n]["epoch_seconds"] / base
+    return out
+
+
+def bytes_per_epoch(args) -> dict:
+    train = _data("mpi-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
+    out = {}
+    epochs = 8
+    for n in args.ranks:
+        if n == 1:
+            continue
+        rec = _train(n, train, "--epochs", str(epochs), "--tol", "-1", "--optimizer", "sgd",
+                     "--eval-every", str(epochs))[-1]  # fmt: skip
+        # One scoring ring (the model once) plus `epochs` update rings.
+        per_epoch = (rec["bytes_sent"] - rec["model_bytes"]) / epochs
+        out[n] = {"update_bytes_per_epoch": per_epoch, "model_bytes": rec["model_bytes"],
+                  "ratio": per_epoch / rec["model_bytes"],
+                  "record_bytes_incl_scoring": rec["bytes_sent"], "epochs": epochs}  # fmt: skip
+    return out
+
+
+def memory(args) -> dict:
+    train = _data("mpi-2gb", 10_000, 130_000, 4000, "--feature-power", "0", "--nnz-per-row",
+                  "40", "--test-fraction", "0.2")  # fmt: skip
+    out = {}
+    for n in (1, 4):
+        rec = _train(n, train, "--epochs", "1", "--optimizer", "sgd", "--dtype", "float32")[-1]
+        out[n] = {"peak_rss_bytes": rec["peak_rss"]}
+    out["ratio_max_rank_p4_to_p1"] = max(out[4]["peak_rss_bytes"]) / max(out[1]["peak_rss_bytes"])
+    return out
+
+
+def _optimum(train: Path, lam: float) -> float:
+    cache = train.with_suffix(".optimum.json")
+    if cache.exists():
+        return json.loads(cache.read_text())["objective"]
+    from sklearn.linear_model import LogisticRegression
+
+    from dsmlr.io import read_svmlight
+    from dsmlr.objective import add_intercept_column, plain_objective
+
+    data = read_svmlight(train)
+    import numpy as np
+
+    _classes, y = np.unique(data.y, return_inverse=True)
+    clf = LogisticRegression(C=1 / (lam * len(y)), tol=1e-10, max_iter=5000).fit(data.X, y)
+    W = np.hstack([clf.coef_, clf.intercept_[:, None]])
+    best = plain_objective(W, add_intercept_column(data.X), y, lam, data.X.shape[1])
+    cache.write_text(json.dumps({"objective": best}))
+    return best
+
+
+def straggler(args) -> dict:
+    lam = 1e-5
+    train = _data("mpi-k200", 25_000, 20_000, 200, "--test-fraction", "0.2")
+    best = _optimum(train, lam)
+    out = {}
+    for engine in ("sync", "async"):
+        runs = []
+        for _ in range(args.repeats):
+            records = _train(4, train, "--engine", engine, "--straggler", "1:2", "--lam",
+                             str(lam), "--epochs", "30", "--tol", "1e-6")  # fmt: skip
+            hit = next((r["time"] for r in records if r["objective"] <= best * 1.01), None)
+            runs.append(hit)
+        done = [r for r in runs if r is not None]
+        out[engine] = {"seconds_to_1pct": statistics.median(done) if done else None, "runs": runs}
+    s, a = out["sync"]["seconds_to_1pct"], out["async"]["seconds_to_1pct"]
+    out["sync_over_async"] = s / a if s and a else None
+    return out
+
+
+EXPERIMENTS = {"scaling": scaling, "bytes": bytes_per_epoch, "memory": memory,
+               "straggler": straggler}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), default=None)
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
+    args = parser.parse_args()
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    }
+    for name in args.only or sorted(EXPERIMENTS):
+        print(f"running {name} ...", flush=True)
+        results[name] = EXPERIMENTS[name](args)
+        print(json.dumps(results[name], indent=1), flush=True)
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""MPI communicator: one rank per process, on one machine or many (mpi4py).
+
+This is the only module that imports mpi4py, and only when an :class:`MPIComm` is made,
+so ``import dsmlr`` never initialises MPI.  Array traffic uses mpi4py's uppercase
+(buffer) calls, which send the arrays' memory directly with no pickling; only
+:meth:`MPIComm.allgather` (small Python objects, never on a hot path) pickles, and only
+between the ranks of one job.
+
+Arrays of any shape travel: every transfer is preceded by a small fixed-size int64
+header (count, dtype code, shape of each array) so the receiver can allocate exactly the
+buffers that arrive.  The communicator works on a private duplicate of the given one, so
+its tags never meet a user's own messages.
+
+Sums are made deterministic: :meth:`MPIComm.allreduce_sum` gathers every rank's array
+and adds them in rank order, so all ranks get bit-identical results (the engines take
+decisions such as stopping on these values; ranks that disagreed by one rounding would
+diverge) and a run on P processes adds in the same order as the in-process engine.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MPIComm", "abort_job", "launched_by_mpi", "world_rank_and_size"]
+
+_DTYPES = [np.dtype(t) for t in ("float64", "float32", "int64", "int32", "uint8", "bool")]
+_MAX_ARRAYS = 16
+_MAX_DIM = 3
+_HEADER = 1 + _MAX_ARRAYS * (2 + _MAX_DIM)  # count, then (dtype, ndim, shape...) per array
+
+_TAG_RING_HEADER, _TAG_RING = 11, 1000
+# Ring transfers of equal shapes go in place, this many bytes at a time (MPI buffers one
+# chunk internally for Sendrecv_replace).
+_CHUNK_BYTES = 16 * 2**20
+_TAG_POST_HEADER, _TAG_POST = 21, 2000
+
+# Environment variables that MPI launchers set in every process they start.
+_LAUNCHER_VARIABLES = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "MPI_LOCALNRANKS",
+)
+
+
+def launched_by_mpi() -> bool:
+    """Whether this process was started by an MPI launcher (``mpiexec``, ``srun``)."""
+    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
+
+
+def world_rank_and_size() -> tuple[int, int]:
+    """This process's rank and the number of processes in the whole MPI job."""
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def _header(buffers: list[np.ndarray]) -> np.ndarray:
+    if len(buffers) > _MAX_ARRAYS:
+        raise ValueError(f"at most {_MAX_ARRAYS} arrays per message, got {len(buffers)}")
+    head = np.zeros(_HEADER, dtype=np.int64)
+    head[0] = len(buffers)
+    for i, a in enumerate(buffers):
+        if a.ndim > _MAX_DIM:
+            raise ValueError(f"arrays of at most {_MAX_DIM} dimensions travel, got {a.ndim}")
+        base = 1 + i * (2 + _MAX_DIM)
+        head[base] = _DTYPES.index(a.dtype)
+        head[base + 1] = a.ndim
+        head[base + 2 : base + 2 + a.ndim] = a.shape
+    return head
+
+
+def _allocate(head: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for i in range(int(head[0])):
+        base = 1 + i * (2 + _MAX_DIM)
+        ndim = int(head[base + 1])
+        shape = tuple(int(n) for n in head[base + 2 : base + 2 + ndim])
+        out.append(np.empty(shape, dtype=_DTYPES[int(head[base])]))
+    return out
+
+
+class _MPIBarrier:
+    def __init__(self, request: Any):
+        self._request = request
+
+    def test(self) -> bool:
+        return bool(self._request.Test())
+
+
+class MPIComm:
+    """One process's handle on an MPI job (see module docstring).
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        The group to run on (default ``MPI.COMM_WORLD``); it is duplicated.
+    """
+
+    def __init__(self, comm: Any = None):
+        from mpi4py import MPI  # the first import initialises MPI: only here, on demand
+
+        self._MPI = MPI
+        self._comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
+        self.rank = self._comm.Get_rank()
+        self.size = self._comm.Get_size()
+        self.bytes_sent = 0
+        self._in_flight: list[tuple[list[Any], list[np.ndarray]]] = []
+        self._to_self: collections.deque[list[np.ndarray]] = collections.deque()
+
+    # -- collectives --------------------------------------------------------------------
+
+    def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
+        if self.size == 1:
+            return buffers
+        comm, MPI = self._comm, self._MPI
+        left, right = (self.rank - 1) % self.size, (self.rank + 1) % self.size
+        buffers = [np.ascontiguousarray(a) for a in buffers]
+        head = _header(buffers)
+        incoming_head = np.empty_like(head)
+        comm.Sendrecv(
+            head, dest=left, sendtag=_TAG_RING_HEADER,
+            recvbuf=incoming_head, source=right, recvtag=_TAG_RING_HEADER,
+        )  # fmt: skip
+        if np.array_equal(incoming_head, head):
+            incoming = self._exchange_in_place(buffers, left, right)
+        else:
+            incoming = _allocate(incoming_head)
+            requests = [
+                comm.Irecv(a, source=right, tag=_TAG_RING + i) for i, a in enumerate(incoming)
+            ] + [comm.Isend(a, dest=left, tag=_TAG_RING + i) for i, a in enumerate(buffers)]
+            MPI.Request.Waitall(requests)
+        self.bytes_sent += sum(int(a.nbytes) for a in buffers)
+        return incoming
+
+    def _exchange_in_place(self, buffers, left: int, right: int) -> list[np.ndarray]:
+        """Replace each buffer's contents by the right neighbour's, a chunk at a time.
+
+        When the arrays that leave and the ones that arrive have the same shapes (equal
+        class blocks), no second copy of the group is ever allocated: a rank holds one
+        group plus one chunk, which is what lets memory per rank shrink as ``1 / P``.
+        """
+        for i, a in enumerate(buffers):
+            if not a.flags.writeable or not a.flags.c_contiguous:
+                a = buffers[i] = a.copy()
+            flat = a.reshape(-1)
+            step = max(1, _CHUNK_BYTES // max(a.itemsize, 1))
+            for start in range(0, flat.size, step):
+                self._comm.Sendrecv_replace(
+                    flat[start : start + step], dest=left, sendtag=_TAG_RING + i,
+                    source=right, recvtag=_TAG_RING + i,
+                )  # fmt: skip
+        return buffers
+
+    def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
+        values = np.ascontiguousarray(values)
+        if self.size == 1:
+            return values.copy()
+        everything = np.empty((self.size, *values.shape), dtype=values.dtype)
+        self._comm.Allgather(values, everything)
+        self.bytes_sent += int(values.nbytes)
+        total = np.zeros_like(values)
+        for part in everything:  # rank order: identical on every rank
+            total = total + part
+        return total
+
+    def allgather(self, value: object) -> list[object]:
+        if self.size == 1:
+            return [value]
+        return self._comm.allgather(value)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self._comm.Barrier()
+
+    def ibarrier(self) -> _MPIBarrier:
+        return _MPIBarrier(self._comm.Ibarrier())
+
+    # -- point to point -----------------------------------------------------------------
+
+    def post(self, dest: int, buffers: list[np.ndarray]) -> None:
+        if dest == self.rank:
+            self._to_self.append(buffers)
+            return
+        buffers = [np.ascontiguousarray(a) for a in buffers]
+        head = _header(buffers)
+        comm = self._comm
+        # Messages between two ranks are matched in the order sent, so the data that
+        # follows a header is the data the receiver reads right after that header.
+        requests = [comm.Isend(head, dest=dest, tag=_TAG_POST_HEADER)]
+        requests += [comm.Isend(a, dest=dest, tag=_TAG_POST + i) for i, a in enumerate(buffers)]
+        self._in_flight.append((requests, [head, *buffers]))  # keep the memory alive
+        self.bytes_sent += sum(int(a.nbytes) for a in buffers)
+        self._reap()
+
+    def poll(self, timeout: float = 0.0) -> list[np.ndarray] | None:
+        MPI = self._MPI
+        deadline = time.monotonic() + timeout
+        pause = 1e-4
+        status = MPI.Status()
+        while True:
+            if self._to_self:
+                return self._to_self.popleft()
+            if self._comm.Iprobe(source=MPI.ANY_SOURCE, tag=_TAG_POST_HEADER, status=status):
+                source = status.Get_source()
+                head = np.empty(_HEADER, dtype=np.int64)
+                self._comm.Recv(head, source=source, tag=_TAG_POST_HEADER)
+                buffers = _allocate(head)
+                for i, a in enumerate(buffers):
+                    self._comm.Recv(a, source=source, tag=_TAG_POST + i)
+                return buffers
+            self._reap()
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            # Sleep rather than spin: ranks often share cores, and a spinning idle rank
+            # would steal cycles from the one it is waiting for.
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, 5e-3)
+
+    def flush(self) -> None:
+        for requests, _ in self._in_flight:
+            self._MPI.Request.Waitall(requests)
+        self._in_flight.clear()
+
+    def _reap(self) -> None:
+        self._in_flight = [
+            (reqs, bufs) for reqs, bufs in self._in_flight if not self._MPI.Request.Testall(reqs)
+        ]
+
+    # -- failure ------------------------------------------------------------------------
+
+    def abort(self, code: int = 1) -> None:
+        """End every process of the job now (after an error on this rank)."""
+        abort_job(code)
+
+
+def abort_job(code: int = 1) -> None:
+    """Abort the whole MPI job (all ranks) with exit status ``code``.
+
+    An exception on one rank would otherwise leave the others blocked in their next
+    collective call forever; aborting makes the launcher kill them all.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(code)

@@ -1,0 +1,67 @@
+"""The MPI communicator, under mpiexec: ring shifts of any shape, sums, tokens, barriers."""
+
+from __future__ import annotations
+
+import numpy as np
+from mpi_helpers import agree
+
+
+def test_ring_shift_moves_arrays_of_any_shape_to_the_left(comm):
+    right = (comm.rank + 1) % comm.size
+    mine = [
+        np.full((3, comm.rank + 1), comm.rank, dtype=np.float32),
+        np.arange(comm.rank, dtype=np.int64),
+        np.zeros((4, 0)),  # an empty block still travels
+    ]
+    got = comm.ring_shift(mine)
+    ok = (
+        got[0].shape == (3, right + 1)
+        and got[0].dtype == np.float32
+        and np.all(got[0] == right)
+        and np.array_equal(got[1], np.arange(right))
+        and got[2].shape == (4, 0)
+    )
+    agree(comm, ok, f"received {[a.shape for a in got]}")
+
+
+def test_bytes_sent_counts_the_payload(comm):
+    before = comm.bytes_sent
+    comm.ring_shift([np.zeros(1000)])
+    expected = 0 if comm.size == 1 else 8000
+    agree(comm, comm.bytes_sent - before == expected, str(comm.bytes_sent - before))
+
+
+def test_allreduce_is_bit_identical_on_every_rank(comm):
+    rng = np.random.default_rng(comm.rank)
+    values = rng.normal(size=7) * 10.0 ** rng.integers(-8, 8, size=7)
+    total = comm.allreduce_sum(values)
+    parts = comm.allgather(values)
+    expected = np.zeros(7)
+    for part in parts:
+        expected = expected + part
+    everyone = comm.allgather(total.tobytes())
+    agree(comm, np.array_equal(total, expected) and len(set(everyone)) == 1)
+
+
+def test_tokens_reach_every_rank_and_the_barrier_ends_the_exchange(comm):
+    # Every rank posts one token to every rank (itself included), then serves until
+    # the non-blocking barrier completes: the termination pattern of the async engine.
+    for dest in range(comm.size):
+        comm.post(dest, [np.array([comm.rank, dest]), np.full((2, 2), float(comm.rank))])
+    received = []
+    done = None
+    while True:
+        msg = comm.poll(0.01)
+        if msg is not None:
+            received.append(msg)
+        if done is None and len(received) == comm.size:
+            done = comm.ibarrier()
+        if done is not None and done.test():
+            break
+    comm.flush()
+    senders = sorted(int(m[0][0]) for m in received)
+    ok = senders == list(range(comm.size)) and all(
+        int(m[0][1]) == comm.rank and np.all(m[1] == m[0][0]) for m in received
+    )
+    agree(comm, ok, f"got from {senders}")
+    agree(comm, comm.poll(0.0) is None, "a message arrived after the barrier")
