@@ -38,9 +38,10 @@ from dsmlr.io.model_files import (
     write_block,
     write_manifest,
 )
+from dsmlr.io.sharded import global_classes
 from dsmlr.kernels import LocalRows
 
-__all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded", "merge_classes"]
+__all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
 
 
 def agreed(comm: Communicator, fn: Callable[[], object]) -> object:
@@ -59,12 +60,6 @@ def agreed(comm: Communicator, fn: Callable[[], object]) -> object:
     if problems:
         raise on_all_ranks(DataError(str(problems[0])))
     return out
-
-
-def merge_classes(y_local: np.ndarray, comm: Communicator) -> np.ndarray:
-    """The sorted union of the labels every rank holds."""
-    parts = comm.allgather(np.unique(np.asarray(y_local)))
-    return np.unique(np.concatenate(parts))
 
 
 def _encode(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -269,7 +264,7 @@ def fit_sharded(
         return X, y
 
     X_mine, y_mine = agreed(comm, check_rows)  # type: ignore[misc]
-    classes = merge_classes(y_mine, comm) if classes is None else np.asarray(classes)
+    classes = global_classes(y_mine, comm) if classes is None else np.asarray(classes)
     if len(classes) < 2:
         raise on_all_ranks(DataError("need samples of at least 2 classes over all ranks"))
     y_idx = _encode(y_mine, classes)

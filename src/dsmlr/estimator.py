@@ -9,7 +9,6 @@ from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -20,6 +19,7 @@ from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord, format
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
+from dsmlr.scoring import BlockScores, dense_scores, model_scores, summarise
 from dsmlr.training import train_embedded
 
 __all__ = ["CLASSES_PER_WORKER", "DSMLRClassifier", "load_model"]
@@ -286,44 +286,54 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, X) -> np.ndarray:
         """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_classes)."""
-        check_is_fitted(self)
-        X = self._prepare(X, reset=False)
-        return np.asarray(X @ self.coef_.T) + self.intercept_
+        return self._dense_scores(X, "scores")
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax class probabilities, shape (n_samples, n_classes)."""
-        S = self.decision_function(X)
-        return np.exp(S - logsumexp(S, axis=1, keepdims=True))
+        return self._dense_scores(X, "proba")
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Log of :meth:`predict_proba`."""
-        S = self.decision_function(X)
-        return S - logsumexp(S, axis=1, keepdims=True)
+        return self._dense_scores(X, "log_proba")
 
     def predict(self, X) -> np.ndarray:
-        """Most probable class label per row."""
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        """Most probable class label per row (ties: the first class)."""
+        # Only the ranking: no exponentials for the normaliser.
+        return self.classes_[self._block_scores(X, k=1, normalise=False).top_classes[:, 0]]
 
     def predict_top_k(self, X, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most probable labels per row, best first, and their probabilities."""
-        k = max(1, min(int(k), len(self.classes_)))
-        S = self.decision_function(X)
-        lse = logsumexp(S, axis=1, keepdims=True)
-        top = np.argpartition(-S, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(S, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        proba = np.exp(np.take_along_axis(S, top, axis=1) - lse)
-        return self.classes_[top], proba
+        s = self._block_scores(X, k=k)
+        return self.classes_[s.top_classes], s.top_proba
 
     def objective(self, X, y) -> float:
         """The training objective ``L(W)`` on ``(X, y)`` (rows with unknown labels skipped)."""
         y_idx = self._encode_known(np.asarray(y))
-        S = self.decision_function(X)
-        known = y_idx >= 0
-        rows = np.flatnonzero(known)
-        loss = logsumexp(S[rows], axis=1) - S[rows, y_idx[rows]]
+        s = self._block_scores(X, k=1, y=y_idx)
+        loss, _, _, n_known = summarise(s, y_idx, 1)
         penalty = 0.5 * self.lam * float(np.sum(np.square(self.coef_, dtype=np.float64)))
-        return float(np.mean(loss)) + penalty if len(rows) else float("nan")
+        return loss / n_known + penalty if n_known else float("nan")
+
+    # Prediction streams over class blocks and chunks of rows (dsmlr.scoring): the
+    # methods returning one value (or k) per row never hold N x K scores, and those
+    # returning N x K hold nothing else of that size; memory budget scoring.MEMORY_BYTES.
+
+    def _block_scores(
+        self, X, *, k: int, y: np.ndarray | None = None, normalise: bool = True
+    ) -> BlockScores:
+        check_is_fitted(self)
+        X = self._prepare(X, reset=False)
+        return model_scores(
+            X, self.coef_, self.intercept_, fit_intercept=bool(self.fit_intercept), k=k, y=y,
+            normalise=normalise,
+        )  # fmt: skip
+
+    def _dense_scores(self, X, output: str) -> np.ndarray:
+        check_is_fitted(self)
+        X = self._prepare(X, reset=False)
+        return dense_scores(
+            X, self.coef_, self.intercept_, fit_intercept=bool(self.fit_intercept), output=output
+        )
 
     # -- persistence ------------------------------------------------------------------
 

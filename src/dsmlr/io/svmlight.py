@@ -20,6 +20,7 @@ import os
 import warnings
 import zlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, NamedTuple
 
@@ -39,6 +40,7 @@ _TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\x0b\x0c"
 # Far beyond any real feature space, but keeps indices inside int64 arithmetic.
 _MAX_INDEX = 2**40
 _WRITE_CHUNK = 65536
+_NO_DATA = "no data lines"
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,15 +105,30 @@ def read_svmlight(
         For anything wrong with the file, naming the file and the 1-based line.
     """
     opts = _check_options(zero_based, n_features, dtype, allow_extra_features)
-    path = os.fsdecode(os.fspath(path))
+    return _parse(os.fsdecode(os.fspath(path)), opts)
+
+
+def _parse(
+    path: str,
+    opts: _Options,
+    reopen: Callable[[], IO[bytes]] | None = None,
+    first_line: int = 1,
+) -> SvmlightData:
+    """The fast path, falling back to the Python parser wherever it fails.
+
+    ``reopen`` gives a fresh stream of the bytes to parse each time it is called (by
+    default the file at ``path`` is opened); ``first_line`` is the number of the stream's
+    first line in the file (see :func:`_parse_lines`).  The sharded reader parses each
+    rank's bytes through here, so a shard is read exactly as the whole file would be.
+    """
     try:
-        return _parse_fast(path, opts)
+        return _parse_fast(path, opts, None if reopen is None else reopen())
     except (DataError, MemoryError):
         raise
     except Exception:
         # Unsorted indices are legal here and other failures need a line number.
         pass
-    return _parse_lines(path, opts)
+    return _parse_lines(path, opts, None if reopen is None else reopen(), first_line)
 
 
 class _Options(NamedTuple):
@@ -180,7 +197,16 @@ def _parse_python(
     return _parse_lines(os.fsdecode(os.fspath(path)), opts)
 
 
-def _parse_lines(path: str, opts: _Options, stream: IO[bytes] | None = None) -> SvmlightData:
+def _parse_lines(
+    path: str, opts: _Options, stream: IO[bytes] | None = None, first_line: int = 1
+) -> SvmlightData:
+    """Parse line by line, raising a DataError that names the first bad line.
+
+    Lines are numbered from ``first_line``, the number in the file of the stream's first
+    line.  Only line 1 of a file may start with a byte-order mark, so a caller parsing a
+    later part of a file whose line number it does not know yet passes any number above 1
+    and shifts the line of an error itself.
+    """
     zero_based, n_features = opts.zero_based, opts.n_features
     labels, values, indices = array("d"), array("d"), array("q")
     indptr, row_lines = array("q", [0]), array("q")
@@ -191,10 +217,10 @@ def _parse_lines(path: str, opts: _Options, stream: IO[bytes] | None = None) -> 
         # In "auto" mode index n_features is legal only if the file is one-based;
         # _finish re-checks once the convention is known.
         hi = n_features - 1 if zero_based is True else n_features
-    lineno = 0
+    lineno = first_line - 1
     with _open(path) if stream is None else stream as f:
         try:
-            for lineno, line in enumerate(f, 1):
+            for lineno, line in enumerate(f, first_line):
                 if lineno == 1 and line.startswith(_BOM):
                     line = line[3:]
                 cut = line.find(b"#")
@@ -292,7 +318,7 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
     zero_based, n_features, dtype = opts.zero_based, opts.n_features, opts.dtype
     n = labels.shape[0]
     if n == 0:
-        raise DataError("no data lines", path)
+        raise DataError(_NO_DATA, path)
     if not np.isfinite(labels).all():
         # Only scikit-learn lets these through; the Python parser rejects them per token.
         fail(0, "non-finite label", row=int(np.argmin(np.isfinite(labels))))
