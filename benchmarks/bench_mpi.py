@@ -78,22 +78,29 @@ def _epoch_times(records: list[dict]) -> list[float]:
 
 
 def scaling(args) -> dict:
-    train = _data("mpi-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
+    n, d, k = args.scale_samples, args.scale_features, args.scale_classes
+    train = _data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2")
     out = {}
-    for n in args.ranks:
+    for p in args.ranks:
         runs = [
-            statistics.median(_epoch_times(_train(n, train, "--epochs", "4", "--tol", "-1")))
+            statistics.median(
+                _epoch_times(
+                    _train(p, train, "--epochs", "4", "--tol", "-1", "--optimizer", args.optimizer)
+                )
+            )
             for _ in range(args.repeats)
         ]
-        out[n] = {"epoch_seconds": statistics.median(runs), "runs": runs}
+        out[p] = {"epoch_seconds": statistics.median(runs), "runs": runs,
+                  "optimizer": args.optimizer, "problem": [n, d, k]}  # fmt: skip
+        print(p, out[p], flush=True)
     base = out[args.ranks[0]]["epoch_seconds"]
-    for n in args.ranks:
-        out[n]["ratio_to_first"] = out[n]["epoch_seconds"] / base
+    for p in args.ranks:
+        out[p]["ratio_to_first"] = out[p]["epoch_seconds"] / base
     return out
 
 
 def bytes_per_epoch(args) -> dict:
-    train = _data("mpi-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
+    train = _data("mpi-n25000-d20000-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
     out = {}
     epochs = 8
     for n in args.ranks:
@@ -168,6 +175,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), default=None)
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--optimizer", default="svrg", help="for scaling (svrg)")
+    parser.add_argument("--scale-samples", type=int, default=25_000, help="for scaling")
+    parser.add_argument("--scale-features", type=int, default=20_000, help="for scaling")
+    parser.add_argument("--scale-classes", type=int, default=1000, help="for scaling")
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
     args = parser.parse_args()
     results = {

@@ -65,3 +65,21 @@ def test_tokens_reach_every_rank_and_the_barrier_ends_the_exchange(comm):
     )
     agree(comm, ok, f"got from {senders}")
     agree(comm, comm.poll(0.0) is None, "a message arrived after the barrier")
+
+
+def test_ring_shift_with_some_neighbours_alike_and_some_not(comm, monkeypatch):
+    # Ranks 0 and 1 hold equal shapes, the others one column less (uneven class blocks):
+    # some pairs exchange in place, some into new buffers, all in several chunks.
+    import dsmlr.comm.mpi as mpi
+
+    monkeypatch.setattr(mpi, "_CHUNK_BYTES", 64)
+    width = lambda r: 5 if r < 2 else 4  # noqa: E731
+    right = (comm.rank + 1) % comm.size
+    mine = [np.full((7, width(comm.rank)), float(comm.rank)), np.arange(30) + comm.rank]
+    got = comm.ring_shift(mine)
+    ok = (
+        got[0].shape == (7, width(right))
+        and np.all(got[0] == right)
+        and np.array_equal(got[1], np.arange(30) + right)
+    )
+    agree(comm, ok, f"got {got[0].shape} {got[0].ravel()[:3]}")

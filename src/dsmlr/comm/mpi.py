@@ -35,8 +35,8 @@ _MAX_DIM = 3
 _HEADER = 1 + _MAX_ARRAYS * (2 + _MAX_DIM)  # count, then (dtype, ndim, shape...) per array
 
 _TAG_RING_HEADER, _TAG_RING = 11, 1000
-# Ring transfers of equal shapes go in place, this many bytes at a time (MPI buffers one
-# chunk internally for Sendrecv_replace).
+# Ring transfers go this many bytes at a time; those of equal shapes in place (MPI
+# buffers one chunk internally for Sendrecv_replace).
 _CHUNK_BYTES = 16 * 2**20
 _TAG_POST_HEADER, _TAG_POST = 21, 2000
 
@@ -75,6 +75,13 @@ def _header(buffers: list[np.ndarray]) -> np.ndarray:
         head[base + 1] = a.ndim
         head[base + 2 : base + 2 + a.ndim] = a.shape
     return head
+
+
+def _chunks(a: np.ndarray) -> list[np.ndarray]:
+    """Consecutive views of C-contiguous ``a``, each at most ``_CHUNK_BYTES``."""
+    flat = a.reshape(-1)
+    step = max(1, _CHUNK_BYTES // max(a.itemsize, 1))
+    return [flat[start : start + step] for start in range(0, flat.size, step)]
 
 
 def _allocate(head: np.ndarray) -> list[np.ndarray]:
@@ -129,13 +136,21 @@ class MPIComm:
             head, dest=left, sendtag=_TAG_RING_HEADER,
             recvbuf=incoming_head, source=right, recvtag=_TAG_RING_HEADER,
         )  # fmt: skip
+        # On the wire every array travels as the same sequence of chunks, whichever way
+        # each end stores it, so neighbours need not agree on storing in place.
         if np.array_equal(incoming_head, head):
             incoming = self._exchange_in_place(buffers, left, right)
         else:
             incoming = _allocate(incoming_head)
             requests = [
-                comm.Irecv(a, source=right, tag=_TAG_RING + i) for i, a in enumerate(incoming)
-            ] + [comm.Isend(a, dest=left, tag=_TAG_RING + i) for i, a in enumerate(buffers)]
+                comm.Irecv(chunk, source=right, tag=_TAG_RING + i)
+                for i, a in enumerate(incoming)
+                for chunk in _chunks(a)
+            ] + [
+                comm.Isend(chunk, dest=left, tag=_TAG_RING + i)
+                for i, a in enumerate(buffers)
+                for chunk in _chunks(a)
+            ]
             MPI.Request.Waitall(requests)
         self.bytes_sent += sum(int(a.nbytes) for a in buffers)
         return incoming
@@ -148,15 +163,12 @@ class MPIComm:
         group plus one chunk, which is what lets memory per rank shrink as ``1 / P``.
         """
         for i, a in enumerate(buffers):
-            if not a.flags.writeable or not a.flags.c_contiguous:
+            if not a.flags.writeable:
                 a = buffers[i] = a.copy()
-            flat = a.reshape(-1)
-            step = max(1, _CHUNK_BYTES // max(a.itemsize, 1))
-            for start in range(0, flat.size, step):
+            for chunk in _chunks(a):
                 self._comm.Sendrecv_replace(
-                    flat[start : start + step], dest=left, sendtag=_TAG_RING + i,
-                    source=right, recvtag=_TAG_RING + i,
-                )  # fmt: skip
+                    chunk, dest=left, sendtag=_TAG_RING + i, source=right, recvtag=_TAG_RING + i
+                )
         return buffers
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
