@@ -13,7 +13,7 @@ Experiments (``--only`` picks some):
     The same problem with plain SGD, scoring every ``E`` epochs: bytes per rank per
     update epoch against the model size ``K * D_fit * itemsize``.
 ``memory``
-    A model of at least 2 GB (float32: 4000 classes x 130K features), one SGD epoch:
+    A model of at least 2 GB (float32: about 3800 classes x 140K features), one SGD epoch:
     peak resident memory per rank for P = 1 and P = 4.
 ``straggler``
     K = 200, rank 1 slowed 2x (``--straggler 1:2``), P = 4: time to within 1% of the
@@ -117,12 +117,12 @@ def bytes_per_epoch(args) -> dict:
 
 
 def memory(args) -> dict:
-    train = _data("mpi-2gb", 10_000, 130_000, 4000, "--feature-power", "0", "--nnz-per-row",
-                  "40", "--test-fraction", "0.2")  # fmt: skip
+    train = _data("mpi-2gb", 10_000, 140_000, 4000, "--feature-power", "0", "--class-power",
+                  "0", "--nnz-per-row", "40", "--test-fraction", "0.2")  # fmt: skip
     out = {}
     for n in (1, 4):
         rec = _train(n, train, "--epochs", "1", "--optimizer", "sgd", "--dtype", "float32")[-1]
-        out[n] = {"peak_rss_bytes": rec["peak_rss"]}
+        out[n] = {"peak_rss_bytes": rec["peak_rss"], "model_bytes": rec["model_bytes"]}
     out["ratio_max_rank_p4_to_p1"] = max(out[4]["peak_rss_bytes"]) / max(out[1]["peak_rss_bytes"])
     return out
 
@@ -140,7 +140,8 @@ def _optimum(train: Path, lam: float) -> float:
     import numpy as np
 
     _classes, y = np.unique(data.y, return_inverse=True)
-    clf = LogisticRegression(C=1 / (lam * len(y)), tol=1e-10, max_iter=5000).fit(data.X, y)
+    # tol 1e-8 fixes the objective far more closely than the 1% being measured.
+    clf = LogisticRegression(C=1 / (lam * len(y)), tol=1e-8, max_iter=5000).fit(data.X, y)
     W = np.hstack([clf.coef_, clf.intercept_[:, None]])
     best = plain_objective(W, add_intercept_column(data.X), y, lam, data.X.shape[1])
     cache.write_text(json.dumps({"objective": best}))
@@ -156,7 +157,7 @@ def straggler(args) -> dict:
         runs = []
         for _ in range(args.repeats):
             records = _train(4, train, "--engine", engine, "--straggler", "1:2", "--lam",
-                             str(lam), "--epochs", "30", "--tol", "1e-6")  # fmt: skip
+                             str(lam), "--epochs", "12", "--tol", "1e-6")  # fmt: skip
             hit = next((r["time"] for r in records if r["objective"] <= best * 1.01), None)
             runs.append(hit)
         done = [r for r in runs if r is not None]

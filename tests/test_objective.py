@@ -92,3 +92,13 @@ def test_intercept_column_is_unpenalised():
     assert plain_objective(Wa, Xa, y, 0.1, n_penalized=6) == pytest.approx(
         base + 0.05 * np.sum(W**2), rel=1e-12
     )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_squared_norm_accumulates_in_float64(dtype):
+    from dsmlr.objective import squared_norm
+
+    W = np.random.default_rng(0).normal(size=(37, 11)).astype(dtype)
+    expected = float(np.sum(W.astype(np.float64) ** 2))
+    assert squared_norm(W) == pytest.approx(expected, rel=1e-12)
+    assert squared_norm(W[0]) == pytest.approx(float(np.sum(W[0].astype(np.float64) ** 2)))

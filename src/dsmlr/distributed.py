@@ -40,6 +40,7 @@ from dsmlr.io.model_files import (
 )
 from dsmlr.io.sharded import global_classes
 from dsmlr.kernels import LocalRows
+from dsmlr.objective import squared_norm
 
 __all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
 
@@ -156,7 +157,7 @@ class ShardedModel:
         y_idx = _encode(y_local, self.classes_)
         s = self.scores(X_local, k=k, y_local=y_local)
         loss, correct, top_correct, known = summarise(s, y_idx, k)
-        sq = sum(float(np.sum(np.square(W[: self.n_features_in_], dtype=np.float64)))
+        sq = sum(squared_norm(W[: self.n_features_in_])
                  for _, W in self.blocks)  # fmt: skip
         n_local = len(y_idx)
         totals = self.comm.allreduce_sum(

@@ -19,6 +19,7 @@ from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord, format
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
+from dsmlr.objective import squared_norm
 from dsmlr.scoring import BlockScores, dense_scores, model_scores, summarise
 from dsmlr.training import train_embedded
 
@@ -311,7 +312,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         y_idx = self._encode_known(np.asarray(y))
         s = self._block_scores(X, k=1, y=y_idx)
         loss, _, _, n_known = summarise(s, y_idx, 1)
-        penalty = 0.5 * self.lam * float(np.sum(np.square(self.coef_, dtype=np.float64)))
+        penalty = 0.5 * self.lam * squared_norm(self.coef_)
         return loss / n_known + penalty if n_known else float("nan")
 
     # Prediction streams over class blocks and chunks of rows (dsmlr.scoring): the

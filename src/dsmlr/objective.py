@@ -51,6 +51,7 @@ __all__ = [
     "plain_gradient",
     "plain_objective",
     "softmax_proba",
+    "squared_norm",
 ]
 
 
@@ -131,3 +132,15 @@ def ds_gradient(
     E[np.arange(n), y] -= 1.0
     gW = np.asarray(X.T @ E).T / n + _penalty_grad(W, lam, n_penalized)
     return gW, gb
+
+
+def squared_norm(W: np.ndarray) -> float:
+    """``||W||^2`` accumulated in float64 without a float64 copy of ``W``.
+
+    ``np.square(W, dtype=float64)`` would allocate twice the size of a float32 block,
+    which at scale is more than the block itself.
+    """
+    W = np.asarray(W)
+    if W.ndim == 1:
+        W = W[None, :]
+    return float(np.einsum("ij,ij->", W, W, dtype=np.float64))

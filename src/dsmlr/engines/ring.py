@@ -44,6 +44,7 @@ from dsmlr.engines.base import (
 )
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
+from dsmlr.objective import squared_norm
 from dsmlr.partition import class_blocks, ring_block
 
 __all__ = ["Block", "Clock", "Ring", "UpdatePhase", "run_epochs"]
@@ -220,7 +221,7 @@ def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
                 scorer.visit(kernel, blk.W, blk.k0, blk.q)
             if r == 0:
                 # Each block is in exactly one rank's round-0 group.
-                sq = np.sum(np.square(blk.W[: cfg.n_features], dtype=np.float64))
+                sq = squared_norm(blk.W[: cfg.n_features])
                 penalty += 0.5 * cfg.lam * float(sq)
         ring.shift(("W", *carry))
     return penalty
