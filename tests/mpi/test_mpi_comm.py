@@ -83,3 +83,20 @@ def test_ring_shift_with_some_neighbours_alike_and_some_not(comm, monkeypatch):
         and np.array_equal(got[1], np.arange(30) + right)
     )
     agree(comm, ok, f"got {got[0].shape} {got[0].ravel()[:3]}")
+
+
+def test_storage_with_room_receives_a_wider_block_in_place(comm, monkeypatch):
+    import dsmlr.comm.mpi as mpi
+    from dsmlr.engines.ring import block_array
+
+    monkeypatch.setattr(mpi, "_CHUNK_BYTES", 40)
+    width = lambda r: 3 if r % 2 else 2  # noqa: E731
+    right = (comm.rank + 1) % comm.size
+    mine = block_array(6, width(comm.rank), 3, np.float64)
+    mine[...] = comm.rank
+    storage = mine.base
+    (got,) = comm.ring_shift([mine])
+    ok = got.shape == (6, width(right)) and np.all(got == right)
+    if comm.size > 1:
+        ok = ok and got.base is storage  # received into the storage it sent from
+    agree(comm, ok, f"got {got.shape}, same storage: {got.base is storage}")

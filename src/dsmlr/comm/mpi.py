@@ -84,14 +84,37 @@ def _chunks(a: np.ndarray) -> list[np.ndarray]:
     return [flat[start : start + step] for start in range(0, flat.size, step)]
 
 
-def _allocate(head: np.ndarray) -> list[np.ndarray]:
+def _described(head: np.ndarray) -> list[tuple[tuple[int, ...], np.dtype]]:
+    """The (shape, dtype) of each array a header announces."""
     out = []
     for i in range(int(head[0])):
         base = 1 + i * (2 + _MAX_DIM)
         ndim = int(head[base + 1])
         shape = tuple(int(n) for n in head[base + 2 : base + 2 + ndim])
-        out.append(np.empty(shape, dtype=_DTYPES[int(head[base])]))
+        out.append((shape, _DTYPES[int(head[base])]))
     return out
+
+
+def _allocate(head: np.ndarray) -> list[np.ndarray]:
+    return [np.empty(shape, dtype=dtype) for shape, dtype in _described(head)]
+
+
+def _storage(a: np.ndarray) -> np.ndarray | None:
+    """The writable flat memory ``a`` occupies from its start: the 1-D array it is a
+    prefix view of (which may be longer), else ``a`` flattened; None if not writable."""
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        return None
+    base = a.base
+    if (
+        isinstance(base, np.ndarray)
+        and base.ndim == 1
+        and base.dtype == a.dtype
+        and base.flags.c_contiguous
+        and base.flags.writeable
+        and base.__array_interface__["data"][0] == a.__array_interface__["data"][0]
+    ):
+        return base
+    return a.reshape(-1)
 
 
 class _MPIBarrier:
@@ -138,8 +161,13 @@ class MPIComm:
         )  # fmt: skip
         # On the wire every array travels as the same sequence of chunks, whichever way
         # each end stores it, so neighbours need not agree on storing in place.
-        if np.array_equal(incoming_head, head):
-            incoming = self._exchange_in_place(buffers, left, right)
+        storages = [_storage(a) for a in buffers]
+        described = _described(incoming_head)
+        if all(
+            st is not None and st.dtype == dtype and st.size >= int(np.prod(shape))
+            for st, (shape, dtype) in zip(storages, described, strict=True)
+        ):
+            incoming = self._exchange_in_place(buffers, storages, described, left, right)
         else:
             incoming = _allocate(incoming_head)
             requests = [
@@ -155,21 +183,36 @@ class MPIComm:
         self.bytes_sent += sum(int(a.nbytes) for a in buffers)
         return incoming
 
-    def _exchange_in_place(self, buffers, left: int, right: int) -> list[np.ndarray]:
-        """Replace each buffer's contents by the right neighbour's, a chunk at a time.
+    def _exchange_in_place(self, buffers, storages, described, left, right):
+        """Receive the right neighbour's arrays into the storage of the ones sent.
 
-        When the arrays that leave and the ones that arrive have the same shapes (equal
-        class blocks), no second copy of the group is ever allocated: a rank holds one
-        group plus one chunk, which is what lets memory per rank shrink as ``1 / P``.
+        A chunk is received into a scratch chunk, the same chunk of this rank's array
+        is sent, then the scratch is copied in: a rank never holds a second copy of its
+        group, which is what lets memory per rank shrink as ``1 / P``.  Storage with
+        room to spare (see :func:`dsmlr.engines.ring.block_array`) takes an incoming
+        array wider than the outgoing one, so uneven class blocks qualify too.
         """
-        for i, a in enumerate(buffers):
-            if not a.flags.writeable:
-                a = buffers[i] = a.copy()
-            for chunk in _chunks(a):
-                self._comm.Sendrecv_replace(
-                    chunk, dest=left, sendtag=_TAG_RING + i, source=right, recvtag=_TAG_RING + i
-                )
-        return buffers
+        MPI, comm = self._MPI, self._comm
+        out = []
+        for i, (a, flat, (shape, _)) in enumerate(zip(buffers, storages, described, strict=True)):
+            n_out, n_in = a.size, int(np.prod(shape))
+            step = max(1, _CHUNK_BYTES // max(a.itemsize, 1))
+            scratch = np.empty(min(step, max(n_in, 1)), dtype=a.dtype)
+            for start in range(0, max(n_in, n_out), step):
+                got = max(0, min(step, n_in - start))
+                put = max(0, min(step, n_out - start))
+                requests = []
+                if got:
+                    requests.append(comm.Irecv(scratch[:got], source=right, tag=_TAG_RING + i))
+                if put:
+                    requests.append(
+                        comm.Isend(flat[start : start + put], dest=left, tag=_TAG_RING + i)
+                    )
+                MPI.Request.Waitall(requests)
+                if got:
+                    flat[start : start + got] = scratch[:got]
+            out.append(flat[:n_in].reshape(shape))
+        return out
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         values = np.ascontiguousarray(values)

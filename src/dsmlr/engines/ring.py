@@ -47,7 +47,7 @@ from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.objective import squared_norm
 from dsmlr.partition import class_blocks, ring_block
 
-__all__ = ["Block", "Clock", "Ring", "UpdatePhase", "run_epochs"]
+__all__ = ["Block", "Clock", "Ring", "UpdatePhase", "block_array", "run_epochs"]
 
 
 class Clock:
@@ -70,6 +70,17 @@ class Clock:
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - t0))
         setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
         return out
+
+
+def block_array(n_columns: int, width: int, capacity: int, dtype) -> np.ndarray:
+    """A zeroed ``(n_columns, width)`` block in storage with room for ``capacity`` classes.
+
+    Blocks differ in width by at most one class; with room for the widest, the MPI ring
+    can receive any block into the storage of the one it sends, so a rank never holds
+    a second copy of its group (:meth:`dsmlr.comm.mpi.MPIComm.ring_shift`).
+    """
+    flat = np.zeros(n_columns * max(capacity, width), dtype=dtype)
+    return flat[: n_columns * width].reshape(n_columns, width)
 
 
 def _group_blocks(gid: int, n_workers: int, per_group: int) -> list[int]:
@@ -172,10 +183,11 @@ class Ring:
         self.blocks = class_blocks(cfg.n_classes, self.size * self.per_group)
         self.gid = comm.rank  # rank p starts, and ends every ring, with group p
         self.scratch_acc = np.zeros(cfg.n_columns)  # for optimisers without AdaGrad state
+        self.capacity = max(hi - lo for lo, hi in self.blocks)
         self.group = []
         for q in _group_blocks(self.gid, self.size, self.per_group):
             lo, hi = self.blocks[q]
-            W = np.zeros((cfg.n_columns, hi - lo), dtype=cfg.dtype)
+            W = block_array(cfg.n_columns, hi - lo, self.capacity, cfg.dtype)
             self.group.append(Block(q, (lo, hi), W, np.zeros(cfg.n_columns)))
 
     @property
@@ -200,7 +212,7 @@ class Ring:
 def _gradient_ring(ring: Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, cfg, carry):
     """Give every block its full data gradient at the current weights (the SVRG anchor)."""
     for blk in ring.group:
-        blk.mean_grad = np.zeros(blk.W.shape)
+        blk.mean_grad = block_array(blk.W.shape[0], blk.W.shape[1], ring.capacity, np.float64)
     for _ in range(ring.size):
         for blk in ring.group:
             ring.clock.timed(
@@ -209,7 +221,8 @@ def _gradient_ring(ring: Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, c
             )  # fmt: skip
         ring.shift(("W", "mean_grad", *carry))
     for blk in ring.group:
-        blk.W_anchor = blk.W.copy()
+        blk.W_anchor = block_array(blk.W.shape[0], blk.W.shape[1], ring.capacity, blk.W.dtype)
+        blk.W_anchor[...] = blk.W
 
 
 def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
