@@ -189,3 +189,19 @@ def test_zero_based_training_is_remembered(tmp_path, capsys):
     predicted = [line.split("\t")[1] for line in out.read_text().splitlines()[1:]]
     assert predicted == ["1", "2"]
     capsys.readouterr()
+
+
+def test_under_an_mpi_launcher_without_mpi4py_the_error_says_what_to_install(
+    monkeypatch, capsys, tmp_path
+):
+    import dsmlr.comm.mpi as mpi
+
+    def missing():
+        raise ImportError("running under an MPI launcher needs mpi4py; pip install 'dsmlr[mpi]'")
+
+    monkeypatch.setenv("PMI_SIZE", "1")
+    monkeypatch.setattr(mpi, "_mpi", missing)
+    assert main(["train", str(tmp_path / "x.svm")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "dsmlr: error: running under an MPI launcher needs mpi4py; pip install 'dsmlr[mpi]'"
+    ]

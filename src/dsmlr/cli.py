@@ -415,7 +415,11 @@ def _fail_under_mpi(exc: BaseException) -> int:
     """
     from dsmlr.comm.mpi import abort_job, world_rank_and_size
 
-    rank, size = world_rank_and_size()
+    try:
+        rank, size = world_rank_and_size()
+    except ImportError as missing:  # launched by mpiexec, but no mpi4py here
+        print(f"dsmlr: error: {_one_line(missing)}", file=sys.stderr, flush=True)
+        return 1
     if getattr(exc, "all_ranks", False) or size == 1:
         if rank == 0:
             print(f"dsmlr: error: {_one_line(exc)}", file=sys.stderr, flush=True)

@@ -55,10 +55,21 @@ def launched_by_mpi() -> bool:
     return any(name in os.environ for name in _LAUNCHER_VARIABLES)
 
 
+def _mpi():
+    """mpi4py's MPI module; the first import initialises MPI, so only on demand."""
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(
+            f"running under an MPI launcher needs mpi4py ({exc}); install it with "
+            "pip install 'dsmlr[mpi]'"
+        ) from None
+    return MPI
+
+
 def world_rank_and_size() -> tuple[int, int]:
     """This process's rank and the number of processes in the whole MPI job."""
-    from mpi4py import MPI
-
+    MPI = _mpi()
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
@@ -135,7 +146,7 @@ class MPIComm:
     """
 
     def __init__(self, comm: Any = None):
-        from mpi4py import MPI  # the first import initialises MPI: only here, on demand
+        MPI = _mpi()
 
         self._MPI = MPI
         self._comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
@@ -305,6 +316,4 @@ def abort_job(code: int = 1) -> None:
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    from mpi4py import MPI
-
-    MPI.COMM_WORLD.Abort(code)
+    _mpi().COMM_WORLD.Abort(code)
