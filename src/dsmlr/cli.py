@@ -29,6 +29,7 @@ from dsmlr.datagen import make_extreme_multiclass
 from dsmlr.engines import ENGINES, OPTIMIZERS, format_epoch
 from dsmlr.errors import DataError, NumericalError
 from dsmlr.io import read_svmlight, write_svmlight
+from dsmlr.objective import squared_norm
 
 if TYPE_CHECKING:
     from dsmlr.estimator import DSMLRClassifier
@@ -266,20 +267,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
         return evaluate_mpi(args)
     model, X, y = _load_model_and_data(args)
-    n = X.shape[0]
-    accuracy = float(np.mean(model.predict(X) == y)) if n else float("nan")
-    report = {
-        "n_samples": n,
-        "accuracy": accuracy,
-        f"top_{args.top_k}_accuracy": _top_k_accuracy(model, X, y, args.top_k),
-        "objective": model.objective(X, y) if n else float("nan"),
-    }
-    if args.json:
+    from dsmlr.scoring import encode_labels, evaluation_report, model_scores, summarise
+
+    # One pass over the classes gives accuracy, top-k accuracy and the objective.
+    k = max(1, min(args.top_k, len(model.classes_)))
+    y_idx = encode_labels(y, model.classes_)
+    scores = model_scores(X, model.coef_, model.intercept_, fit_intercept=model.fit_intercept,
+                          k=k, y=y_idx)  # fmt: skip
+    penalty = 0.5 * model.lam * squared_norm(model.coef_)
+    report = evaluation_report(X.shape[0], summarise(scores, y_idx, k), penalty, args.top_k)
+    print_report(report, args.json)
+    return 0
+
+
+def print_report(report: dict, as_json: bool) -> None:
+    """``evaluate``'s output: one JSON object, or one aligned line per figure."""
+    if as_json:
         print(json.dumps({k: _finite_or_none(v) for k, v in report.items()}))
     else:
         for name, value in report.items():
             print(f"{name:<16} {value:.6g}" if isinstance(value, float) else f"{name:<16} {value}")
-    return 0
 
 
 # -- predict -----------------------------------------------------------------------------

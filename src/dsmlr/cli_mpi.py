@@ -10,29 +10,16 @@ model blocks.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from contextlib import nullcontext
 
 import numpy as np
 
-from dsmlr.cli import epoch_reporter
+from dsmlr.cli import DTYPES, ZERO_BASED, epoch_reporter, print_report
 from dsmlr.comm.mpi import MPIComm
 from dsmlr.distributed import ShardedModel, fit_sharded, load_sharded
-from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.io.sharded import Shard, read_svmlight_shard
 
 __all__ = ["evaluate_mpi", "predict_mpi", "train_mpi"]
-
-_DTYPES = {"float64": np.float64, "float32": np.float32}
-_ZERO_BASED = {"auto": "auto", "yes": True, "no": False}
-
-
-def _read(path: str, comm: MPIComm, **options) -> Shard:
-    try:
-        return read_svmlight_shard(path, comm, **options)
-    except DataError as exc:
-        raise on_all_ranks(exc) from None  # the reader raises the same error on every rank
 
 
 def _say(comm: MPIComm, text: str) -> None:
@@ -45,11 +32,13 @@ def train_mpi(args: argparse.Namespace) -> int:
     comm = MPIComm()
     if args.workers is not None and args.workers != comm.size:
         _say(comm, f"dsmlr: note: --workers ignored: one worker per MPI rank ({comm.size})")
-    dtype = _DTYPES[args.dtype]
-    train = _read(args.train, comm, zero_based=_ZERO_BASED[args.zero_based], dtype=dtype)
+    dtype = DTYPES[args.dtype]
+    train = read_svmlight_shard(
+        args.train, comm, zero_based=ZERO_BASED[args.zero_based], dtype=dtype
+    )
     test = None
     if args.test:
-        test = _read(
+        test = read_svmlight_shard(
             args.test, comm, zero_based=train.zero_based, n_features=train.n_features,
             dtype=dtype, allow_extra_features=True,
         )  # fmt: skip
@@ -95,10 +84,10 @@ def train_mpi(args: argparse.Namespace) -> int:
 def _model_and_data(args: argparse.Namespace) -> tuple[MPIComm, ShardedModel, Shard]:
     comm = MPIComm()
     model = load_sharded(args.model, comm)
-    zero_based = _ZERO_BASED[args.zero_based]
+    zero_based = ZERO_BASED[args.zero_based]
     if zero_based == "auto":
         zero_based = model.metadata.get("zero_based", "auto")
-    data = _read(
+    data = read_svmlight_shard(
         args.data, comm, zero_based=zero_based, n_features=model.n_features_in_,
         dtype=model.dtype, allow_extra_features=True,
     )  # fmt: skip
@@ -110,16 +99,7 @@ def evaluate_mpi(args: argparse.Namespace) -> int:
     comm, model, data = _model_and_data(args)
     report = model.evaluate(data.X, data.y, args.top_k)
     if comm.rank == 0:
-        if args.json:
-            clean = {
-                k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                for k, v in report.items()
-            }
-            print(json.dumps(clean))
-        else:
-            for name, value in report.items():
-                text = f"{value:.6g}" if isinstance(value, float) else str(value)
-                print(f"{name:<16} {text}")
+        print_report(report, args.json)
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines import get_engine
+from dsmlr.engines import centre_intercepts, get_engine
 from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.io.model_files import (
     ModelData,
@@ -41,6 +41,7 @@ from dsmlr.io.model_files import (
 from dsmlr.io.sharded import global_classes
 from dsmlr.kernels import LocalRows
 from dsmlr.objective import squared_norm
+from dsmlr.scoring import encode_labels
 
 __all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
 
@@ -61,15 +62,6 @@ def agreed(comm: Communicator, fn: Callable[[], object]) -> object:
     if problems:
         raise on_all_ranks(DataError(str(problems[0])))
     return out
-
-
-def _encode(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Class indices of ``y`` (-1 for labels not in ``classes``)."""
-    y = np.asarray(y)
-    if len(classes) == 0:
-        return np.full(len(y), -1, dtype=np.int64)
-    pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
-    return np.where(classes[pos] == y, pos, -1).astype(np.int64)
 
 
 def _local_matrix(X, n_features: int, dtype) -> sp.csr_matrix | np.ndarray:
@@ -129,7 +121,7 @@ class ShardedModel:
         from dsmlr.scoring import ring_scores
 
         X_local = _local_matrix(X_local, self.n_features_in_, self.dtype)
-        y_idx = None if y_local is None else _encode(y_local, self.classes_)
+        y_idx = None if y_local is None else encode_labels(y_local, self.classes_)
         return ring_scores(
             self.comm, X_local, self.blocks, n_classes=len(self.classes_),
             fit_intercept=self.fit_intercept, k=k, y_local=y_idx,
@@ -151,28 +143,17 @@ class ShardedModel:
         Rows whose label the model never saw count as wrong and are left out of the
         objective, as :meth:`DSMLRClassifier.objective` does.
         """
-        from dsmlr.scoring import summarise
+        from dsmlr.scoring import evaluation_report, summarise
 
         k = max(1, min(int(k), len(self.classes_)))
-        y_idx = _encode(y_local, self.classes_)
+        y_idx = encode_labels(y_local, self.classes_)
         s = self.scores(X_local, k=k, y_local=y_local)
-        loss, correct, top_correct, known = summarise(s, y_idx, k)
-        sq = sum(squared_norm(W[: self.n_features_in_])
-                 for _, W in self.blocks)  # fmt: skip
-        n_local = len(y_idx)
+        sq = sum(squared_norm(W[: self.n_features_in_]) for _, W in self.blocks)
         totals = self.comm.allreduce_sum(
-            np.array([loss, correct, top_correct, known, sq, n_local], dtype=np.float64)
+            np.array([*summarise(s, y_idx, k), sq, len(y_idx)], dtype=np.float64)
         )
-        n = int(totals[5])
         lam = float(self.params.get("lam", 0.0))
-        return {
-            "n_samples": n,
-            "accuracy": totals[1] / n if n else float("nan"),
-            f"top_{k}_accuracy": totals[2] / n if n else float("nan"),
-            "objective": totals[0] / totals[3] + 0.5 * lam * totals[4]
-            if totals[3]
-            else float("nan"),
-        }
+        return evaluation_report(int(totals[5]), tuple(totals[:4]), 0.5 * lam * totals[4], k)
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> None:
         """Write the model directory: each rank its own block files, rank 0 the manifest.
@@ -268,7 +249,7 @@ def fit_sharded(
     classes = global_classes(y_mine, comm) if classes is None else np.asarray(classes)
     if len(classes) < 2:
         raise on_all_ranks(DataError("need samples of at least 2 classes over all ranks"))
-    y_idx = _encode(y_mine, classes)
+    y_idx = encode_labels(y_mine, classes)
 
     def check_labels() -> None:
         if np.any(y_idx < 0):
@@ -283,19 +264,14 @@ def fit_sharded(
     rows = LocalRows(X_mine, y_idx, cfg.fit_intercept)
     test_rows, n_test = None, 0
     if X_val is not None and y_val is not None:
-        y_test = _encode(y_val, classes)
+        y_test = encode_labels(y_val, classes)
         X_test = agreed(comm, lambda: _local_matrix(X_val, n_features, dtype))
         test_rows = LocalRows(X_test, y_test, cfg.fit_intercept)
         n_test = int(comm.allreduce_sum(np.array([len(y_test)], dtype=np.int64))[0])
     result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, clf._progress(callback))
     blocks = result.blocks
     if cfg.fit_intercept:
-        # The optimum fixes intercepts only up to a common shift: centre them, as the
-        # embedded path and scikit-learn do (one allreduce of a single number).
-        local = sum(float(W[-1].sum(dtype=np.float64)) for _, W in blocks)
-        shift = comm.allreduce_sum(np.array([local]))[0] / len(classes)
-        for _, W in blocks:
-            W[-1] -= W.dtype.type(shift)
+        centre_intercepts(comm, blocks, len(classes))
     return ShardedModel(
         comm=comm, blocks=blocks, classes_=classes, n_features_in_=n_features,
         fit_intercept=cfg.fit_intercept,

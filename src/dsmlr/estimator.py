@@ -20,7 +20,7 @@ from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
 from dsmlr.objective import squared_norm
-from dsmlr.scoring import BlockScores, dense_scores, model_scores, summarise
+from dsmlr.scoring import BlockScores, dense_scores, encode_labels, model_scores, summarise
 from dsmlr.training import train_embedded
 
 __all__ = ["CLASSES_PER_WORKER", "DSMLRClassifier", "load_model"]
@@ -220,7 +220,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         X_test = y_test = None
         if X_val is not None and y_val is not None:
             X_test = self._prepare(X_val, reset=False)
-            y_test = self._encode_known(np.asarray(y_val))
+            y_test = encode_labels(y_val, self.classes_)
 
         cfg = self._engine_config(X.shape[0], X.shape[1], n_classes, self._seed())
         on_epoch = self._progress(callback)
@@ -268,13 +268,6 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
         return on_epoch
 
-    def _encode_known(self, y: np.ndarray) -> np.ndarray:
-        """Class indices of ``y``; labels unknown to the model become -1 (never correct)."""
-        pos = np.searchsorted(self.classes_, y)
-        pos = np.clip(pos, 0, len(self.classes_) - 1)
-        known = self.classes_[pos] == y
-        return np.where(known, pos, -1).astype(np.int64)
-
     def _set_weights(self, W: np.ndarray) -> None:
         n_features = W.shape[1] - int(self.fit_intercept)
         self.coef_ = np.ascontiguousarray(W[:, :n_features])
@@ -309,7 +302,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
     def objective(self, X, y) -> float:
         """The training objective ``L(W)`` on ``(X, y)`` (rows with unknown labels skipped)."""
-        y_idx = self._encode_known(np.asarray(y))
+        y_idx = encode_labels(y, self.classes_)
         s = self._block_scores(X, k=1, y=y_idx)
         loss, _, _, n_known = summarise(s, y_idx, 1)
         penalty = 0.5 * self.lam * squared_norm(self.coef_)

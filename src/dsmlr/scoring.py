@@ -42,6 +42,8 @@ __all__ = [
     "Block",
     "BlockScores",
     "dense_scores",
+    "encode_labels",
+    "evaluation_report",
     "model_blocks",
     "model_scores",
     "ring_scores",
@@ -443,6 +445,32 @@ def summarise(scores: BlockScores, y: np.ndarray, k: int) -> tuple[float, int, i
     loss = float(np.sum((scores.log_norm - scores.true_score)[known])) if n_known else 0.0
     hits = (scores.top_classes[:, :k] == y[:, None]) & known[:, None]
     return loss, int(np.count_nonzero(hits[:, 0])), int(np.count_nonzero(hits.any(axis=1))), n_known
+
+
+def encode_labels(y, classes: np.ndarray) -> np.ndarray:
+    """Class indices of labels ``y`` in sorted ``classes``; -1 for a label not there."""
+    y = np.asarray(y)
+    if len(classes) == 0:
+        return np.full(len(y), -1, dtype=np.int64)
+    pos = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+    return np.where(classes[pos] == y, pos, -1).astype(np.int64)
+
+
+def evaluation_report(
+    n_samples: int, sums: tuple[float, int, int, int], penalty: float, k: int
+) -> dict:
+    """Accuracy, top-``k`` accuracy and objective from (summed) :func:`summarise` output.
+
+    Rows with an unknown label count as wrong and are left out of the objective.
+    """
+    loss, correct, top_correct, known = sums
+    n = int(n_samples)
+    return {
+        "n_samples": n,
+        "accuracy": correct / n if n else float("nan"),
+        f"top_{k}_accuracy": top_correct / n if n else float("nan"),
+        "objective": loss / known + penalty if known else float("nan"),
+    }
 
 
 # -- the single-process estimator's model -------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr.comm import run_workers
-from dsmlr.engines import EngineConfig, EpochRecord, get_engine
+from dsmlr.engines import EngineConfig, EpochRecord, WorkerResult, centre_intercepts, get_engine
 from dsmlr.kernels import LocalRows
 from dsmlr.partition import row_shards
 
@@ -98,22 +98,15 @@ def train_embedded(
         tests = list(shard_rows(X_test, y_test, n_workers, cfg.fit_intercept))
     n_test = 0 if y_test is None else len(y_test)
 
-    results = run_workers(
-        n_workers,
-        lambda comm: run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, on_epoch),
-    )
+    def train_rank(comm) -> WorkerResult:
+        res = run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, on_epoch)
+        if cfg.fit_intercept:
+            centre_intercepts(comm, res.blocks, cfg.n_classes)
+        return res
+
+    results = run_workers(n_workers, train_rank)
     W = np.zeros((cfg.n_classes, cfg.n_columns), dtype=cfg.dtype)
     for res in results:
         for (lo, hi), W_block in res.blocks:
             W[lo:hi] = W_block.T
-    if cfg.fit_intercept:
-        # Softmax is unchanged by a shift common to all intercepts and the intercepts are
-        # unpenalised, so the optimum fixes them only up to that shift: report the
-        # centred (sum-zero) representative, as scikit-learn does.  Summed per rank,
-        # then over ranks in order, exactly as the distributed path does, so both give
-        # the same bits.
-        total = 0.0
-        for res in results:
-            total += sum(float(Wb[-1].sum(dtype=np.float64)) for _, Wb in res.blocks)
-        W[:, -1] -= W.dtype.type(total / cfg.n_classes)
     return TrainingResult(W=W, history=results[0].history, converged=results[0].converged)

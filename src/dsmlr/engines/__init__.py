@@ -15,6 +15,7 @@ from dsmlr.engines.base import (
     EpochRecord,
     StoppingRule,
     WorkerResult,
+    centre_intercepts,
     format_epoch,
 )
 from dsmlr.engines.sync_ring import sync_ring_worker
@@ -26,6 +27,7 @@ __all__ = [
     "EpochRecord",
     "StoppingRule",
     "WorkerResult",
+    "centre_intercepts",
     "format_epoch",
     "get_engine",
 ]

@@ -38,7 +38,6 @@ SGD, ``M * (2 + 8 / itemsize)`` for SVRG, ``M = K * D_fit * itemsize``), plus a 
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,9 +146,7 @@ def _token_phase(
         message = clock.timed("comm", comm.poll, _POLL_SECONDS)
         if message is not None:
             take(message)
-    t0 = time.perf_counter()
-    comm.flush()
-    clock.comm += time.perf_counter() - t0
+    clock.timed("comm", comm.flush)
     ring.group = sorted(home, key=lambda blk: blk.q)
 
 

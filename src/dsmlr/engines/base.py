@@ -13,6 +13,7 @@ __all__ = [
     "EpochRecord",
     "StoppingRule",
     "WorkerResult",
+    "centre_intercepts",
     "format_epoch",
     "peak_rss_bytes",
 ]
@@ -177,3 +178,17 @@ def format_epoch(entry: dict) -> str:
     if "test_accuracy" in entry:
         text += f"  test acc {entry['test_accuracy']:.4f}"
     return text
+
+
+def centre_intercepts(comm, blocks: list[tuple[tuple[int, int], np.ndarray]], n_classes: int):
+    """Shift every block's intercept row so the intercepts sum to zero (collective).
+
+    Softmax is unchanged by a shift common to all intercepts and the intercepts are
+    unpenalised, so the optimum fixes them only up to that shift: report the centred
+    representative, as scikit-learn does.  One allreduce of a single number; summed in
+    rank order, so in-process workers and MPI ranks get the same bits.
+    """
+    local = sum(float(W[-1].sum(dtype=np.float64)) for _, W in blocks)
+    shift = comm.allreduce_sum(np.array([local]))[0] / n_classes
+    for _, W in blocks:
+        W[-1] -= W.dtype.type(shift)
