@@ -14,14 +14,17 @@ N, D, K = 120, 25, 7
 BLOCK = (2, 6)  # classes 2..5: a block in the middle, so k0 offsets matter
 
 
-def _rows(sparse: bool, fit_intercept: bool, dtype, seed: int = 0) -> LocalRows:
+def _rows(
+    sparse: bool, fit_intercept: bool, dtype, seed: int = 0, weighted: bool = False
+) -> LocalRows:
     rng = np.random.default_rng(seed)
     X = sp.random(N, D, density=0.15, random_state=seed, format="csr", dtype=np.float64)
     X.data = rng.normal(size=X.nnz)
     X = X.astype(dtype)
     y = rng.integers(0, K, size=N).astype(np.int64)
     data = X if sparse else np.ascontiguousarray(X.toarray())
-    return LocalRows(data, y, fit_intercept)
+    weight = rng.uniform(0.0, 3.0, size=N) if weighted else None
+    return LocalRows(data, y, fit_intercept, weight)
 
 
 def _tolerance(dtype):
@@ -64,8 +67,9 @@ def _run_update(kernel_name, rows, dtype, config, svrg: bool):
 @pytest.mark.parametrize(
     ("method", "batch_size"), [("adagrad", 1), ("adagrad", 8), ("sgd", 5), ("svrg", 1), ("svrg", 4)]
 )
-def test_update_pass_matches_reference(sparse, fit_intercept, dtype, method, batch_size):
-    rows = _rows(sparse, fit_intercept, dtype)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_update_pass_matches_reference(sparse, fit_intercept, dtype, method, batch_size, weighted):
+    rows = _rows(sparse, fit_intercept, dtype, weighted=weighted)
     config = UpdateConfig(
         eta=0.3, lam=0.05, n_penalized=D, batch_size=batch_size, adaptive=method == "adagrad"
     )
@@ -92,18 +96,24 @@ def test_score_pass_matches_reference(sparse, fit_intercept, dtype):
 
 @pytest.mark.parametrize("kernel_name", ["reference", "numba"])
 @pytest.mark.parametrize(("sparse", "fit_intercept"), [(True, False), (False, True)])
-def test_gradient_pass_equals_mathematical_gradient(kernel_name, sparse, fit_intercept):
-    rows = _rows(sparse, fit_intercept, np.float64, seed=2)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_gradient_pass_equals_mathematical_gradient(kernel_name, sparse, fit_intercept, weighted):
+    rows = _rows(sparse, fit_intercept, np.float64, seed=2, weighted=weighted)
     rng = np.random.default_rng(4)
     n_cols = D + fit_intercept
     W_full = 0.2 * rng.normal(size=(K, n_cols))
     X = rows.X.toarray() if sparse else rows.X
     Xa = add_intercept_column(X) if fit_intercept else X
     b = closed_form_b(W_full, Xa) + 0.05 * rng.normal(size=N)
-    gW, _ = ds_gradient(W_full, b, Xa, rows.y, 0.0)
+    # The weighted gradient is the gradient over rows with the weighted loss terms:
+    # sum_i s_i g_i, i.e. ds_gradient's per-row terms scaled by s_i (its 1/N kept).
+    gW = sum(
+        rows.weight[i] * ds_gradient(W_full, b[i : i + 1], Xa[i : i + 1], rows.y[i : i + 1], 0.0)[0]
+        for i in range(N)
+    )
     out = np.zeros((n_cols, BLOCK[1] - BLOCK[0]))
     W_block = np.ascontiguousarray(W_full[BLOCK[0] : BLOCK[1]].T)
-    get_kernel(kernel_name).gradient_pass(rows, W_block, BLOCK[0], b, 1.0 / N, out)
+    get_kernel(kernel_name).gradient_pass(rows, W_block, BLOCK[0], b, 1.0, out)
     np.testing.assert_allclose(out, gW[BLOCK[0] : BLOCK[1]].T, rtol=1e-10, atol=1e-14)
 
 

@@ -115,6 +115,32 @@ def test_three_ranks_train_evaluate_and_predict_like_one_process(data_dir):
         assert np.array_equal(a[clear, 1 + 2 * j], b[clear, 1 + 2 * j])
 
 
+def test_any_block_count_on_any_rank_count_and_few_classes(tmp_path):
+    # A model of one block (embedded, one worker) evaluated on 2 ranks: neighbours then
+    # hold different numbers of blocks.  Three classes: top-5 accuracy is top-3.
+    gen = ["generate", "f", "--samples", "300", "--features", "40", "--classes", "3", "--seed", "1"]
+    assert _dsmlr(None, gen, tmp_path).returncode == 0
+    train = ["train", "f.train.svm", "--test", "f.test.svm", "--epochs", "3", "--seed", "1"]
+    one = _dsmlr(None, [*train, "--workers", "1", "--model", "m1"], tmp_path)
+    assert one.returncode == 0, one.stderr
+    flags = ["--model", "m1", "f.test.svm", "--json"]
+    spread, whole = (
+        _dsmlr(2, ["evaluate", *flags], tmp_path),
+        _dsmlr(None, ["evaluate", *flags], tmp_path),
+    )
+    assert spread.returncode == 0, spread.stderr
+    a, b = json.loads(spread.stdout), json.loads(whole.stdout)
+    assert a["accuracy"] == b["accuracy"] and a["objective"] == pytest.approx(
+        b["objective"], rel=1e-9
+    )
+    # Under mpiexec with a held-out set of 3 classes, and every rank reporting.
+    run = _dsmlr(2, [*train, "--model", "m2", "--all-ranks"], tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "test top-5 accuracy" in run.stdout
+    for rank in (0, 1):
+        assert sum(line.startswith(f"rank {rank}: epoch") for line in run.stdout.splitlines()) == 3
+
+
 def test_a_malformed_file_is_one_line_on_every_rank_count(data_dir):
     (data_dir / "bad.svm").write_text("1 1:1\n" * 50 + "2 3:x\n")
     run = _dsmlr(3, ["train", "bad.svm"], data_dir, timeout=60)

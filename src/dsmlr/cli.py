@@ -1,4 +1,4 @@
-"""Command-line interface: ``dsmlr train | evaluate | predict | generate``.
+"""Command-line interface: ``dsmlr train | evaluate | predict | generate | export | plot | info``.
 
 Argument parsing, file handling and printing only; every computation is a call into the
 library.  Subcommands live in the :data:`COMMANDS` registry (name -> :class:`Command`).
@@ -10,6 +10,7 @@ line on stderr, no traceback), 2 bad usage (from argparse), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -26,13 +27,16 @@ import scipy.sparse as sp
 from dsmlr import __version__
 from dsmlr.comm.mpi import launched_by_mpi
 from dsmlr.datagen import make_extreme_multiclass
-from dsmlr.engines import ENGINES, OPTIMIZERS, format_epoch
-from dsmlr.errors import DataError, NumericalError
-from dsmlr.io import read_svmlight, write_svmlight
+from dsmlr.engines import ENGINES, OPTIMIZERS
+from dsmlr.errors import DataError, NumericalError, on_all_ranks
+from dsmlr.info import configure_info, run_info
+from dsmlr.io import export_npz, load_dataset, write_svmlight
 from dsmlr.objective import squared_norm
+from dsmlr.plotting import configure_plot, run_plot
+from dsmlr.progress import TrainingProgress
 
 if TYPE_CHECKING:
-    from dsmlr.estimator import DSMLRClassifier
+    pass
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -87,23 +91,27 @@ def _warn(message: str) -> None:
     print(f"dsmlr: warning: {message}", file=sys.stderr)
 
 
-def epoch_reporter(quiet: bool, metrics) -> Callable[[dict], None]:
-    """The per-epoch hook of ``train``: a progress line, and a JSON line in ``metrics``."""
-
-    def on_epoch(entry: dict) -> None:
-        if not quiet:
-            print(format_epoch(entry), flush=True)
-        if metrics is not None:
-            metrics.write(json.dumps(entry) + "\n")
-            metrics.flush()
-
-    return on_epoch
+def training_summary(history: list[dict], converged: bool | None) -> list[str]:
+    """``train``'s closing lines: why it stopped, and the last epoch's figures."""
+    last = history[-1]
+    stop = "converged" if converged else "reached the epoch limit"
+    lines = [
+        f"{stop} after {len(history)} epoch(s) in {last['time']:.2f}s",
+        f"train objective {last['objective']:.6g}  train accuracy {last['train_accuracy']:.4f}",
+    ]
+    if "test_accuracy" in last:
+        lines.append(
+            f"test accuracy {last['test_accuracy']:.4f}  test top-5 accuracy "
+            f"{last['test_top5_accuracy']:.4f}"
+        )
+    return lines
 
 
 def _read_aligned(path: str, n_features: int, zero_based, dtype):
-    """Read ``path`` with exactly ``n_features`` columns: missing ones are zero, extra
-    ones (features the model never saw) are dropped with a warning."""
-    data = read_svmlight(path, zero_based=zero_based, dtype=dtype)
+    """Read ``path`` (LIBSVM, or ``.npz`` by its name) with exactly ``n_features`` columns:
+    missing ones are zero, extra ones (features the model never saw) are dropped with a
+    warning.  ``zero_based`` None (a model trained on ``.npz``) means ``"auto"``."""
+    data = load_dataset(path, zero_based=zero_based, dtype=dtype)
     X = data.X
     if X.shape[1] > n_features:
         dropped = int(np.count_nonzero(X.indices >= n_features))
@@ -137,9 +145,11 @@ def _atomic_write_text(path: str, write: Callable) -> None:
         raise
 
 
-def _top_k_accuracy(model: DSMLRClassifier, X, y: np.ndarray, k: int) -> float:
-    labels, _ = model.predict_top_k(X, k)
-    return float(np.mean(np.any(labels == y[:, None], axis=1))) if len(y) else float("nan")
+def input_metadata(zero_based: bool | None) -> dict:
+    """What a model remembers of its training file: a LIBSVM file's index base, so that
+    evaluate/predict read later files alike.  An ``.npz`` file has none (its columns are
+    just numbered), so later LIBSVM files are read with ``"auto"``."""
+    return {} if zero_based is None else {"zero_based": bool(zero_based)}
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -149,8 +159,9 @@ def _finite_or_none(value: float) -> float | None:
 def _add_zero_based(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--zero-based", choices=sorted(ZERO_BASED), default="auto",
-        help="feature indices start at 0 (yes), 1 (no) or auto (the default: detect from "
-        "the training file; evaluate/predict use the base the model was trained with)",
+        help="LIBSVM feature indices start at 0 (yes), 1 (no) or auto (the default: detect "
+        "from the training file; evaluate/predict use the base the model was trained with); "
+        "ignored for .npz files",
     )  # fmt: skip
 
 
@@ -158,8 +169,10 @@ def _add_zero_based(p: argparse.ArgumentParser) -> None:
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("train", metavar="TRAIN", help="training data (LIBSVM/svmlight format)")
-    p.add_argument("--test", metavar="TEST", help="held-out data, scored after every epoch")
+    p.add_argument("train", metavar="TRAIN", help="training data: LIBSVM/svmlight text "
+                   "(also .gz/.bz2/.xz), or X and y in a .npz file")  # fmt: skip
+    p.add_argument("--test", metavar="TEST", help="held-out data (same formats), scored "
+                   "after every epoch")  # fmt: skip
     p.add_argument("--lam", type=nonnegative_float, default=1e-4, help="L2 strength (1e-4)")
     p.add_argument("--epochs", type=positive_int, default=100, metavar="E", help="max epochs (100)")
     p.add_argument("--tol", type=float, default=1e-5, help="stop at this relative gain (1e-5)")
@@ -176,6 +189,8 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                    help="rows a stochastic step (1)")  # fmt: skip
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
                    help="data and weights type (float64)")  # fmt: skip
+    p.add_argument("--blocks-per-rank", type=positive_int, metavar="B",
+                   help="class blocks per worker (sync 1, 2 for two; async 4)")  # fmt: skip
     p.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
                    help="exact objective every N epochs (1); stopping is checked then")  # fmt: skip
     p.add_argument("--no-intercept", action="store_true", help="fit no per-class intercept")
@@ -183,7 +198,11 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     _add_zero_based(p)
     p.add_argument("--model", metavar="DIR", default="dsmlr-model", help="output (dsmlr-model)")
     p.add_argument("--metrics", metavar="FILE", help="write each epoch as a JSON line")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no per-epoch lines")  # fmt: skip
+    p.add_argument("--all-ranks", action="store_true",
+                   help="under mpiexec: every rank prints its epoch lines (its own compute "
+                   "and communication seconds), not only rank 0")  # fmt: skip
     p.add_argument(
         "--straggler", type=straggler, metavar="RANK:FACTOR",
         help="testing aid under mpiexec: make RANK compute FACTOR times slower",
@@ -198,7 +217,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if Path(args.model).exists() and not Path(args.model).is_dir():  # fail before training
         raise DataError("exists and is not a directory (--model)", args.model)
     dtype = DTYPES[args.dtype]
-    train = read_svmlight(args.train, zero_based=ZERO_BASED[args.zero_based], dtype=dtype)
+    train = load_dataset(args.train, zero_based=ZERO_BASED[args.zero_based], dtype=dtype)
     X, y = train.X, train.y
     X_test = y_test = None
     if args.test:
@@ -209,10 +228,12 @@ def _run_train(args: argparse.Namespace) -> int:
         args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
         batch_size=args.batch_size, dtype=args.dtype, random_state=args.seed,
-        eval_every=args.eval_every,
+        eval_every=args.eval_every, blocks_per_rank=args.blocks_per_rank,
     )  # fmt: skip
-    with open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics:
-        on_epoch = epoch_reporter(args.quiet, metrics)
+    with (
+        open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics,
+        TrainingProgress(X.shape[0], quiet=args.quiet, metrics=metrics) as on_epoch,
+    ):
         if not args.quiet:
             print(
                 f"training on {X.shape[0]} rows, {X.shape[1]} features, "
@@ -220,15 +241,9 @@ def _run_train(args: argparse.Namespace) -> int:
                 flush=True,
             )
         model.fit(X, y, X_val=X_test, y_val=y_test, callback=on_epoch)
-    last = model.history_[-1]
-    stop = "converged" if model.converged_ else "reached the epoch limit"
-    print(f"{stop} after {model.n_iter_} epoch(s) in {last['time']:.2f}s")
-    print(f"train objective {last['objective']:.6g}  train accuracy {last['train_accuracy']:.4f}")
-    if X_test is not None:
-        top5 = _top_k_accuracy(model, X_test, y_test, 5)
-        print(f"test accuracy {last['test_accuracy']:.4f}  test top-5 accuracy {top5:.4f}")
+    print("\n".join(training_summary(model.history_, model.converged_)))
     # The index base travels with the model, so evaluate/predict read later files alike.
-    model.save(args.model, metadata={"zero_based": bool(train.zero_based)})
+    model.save(args.model, metadata=input_metadata(train.zero_based))
     print(f"model saved to {args.model}")
     return 0
 
@@ -238,7 +253,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _configure_model_input(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", required=True, help="model directory")
-    p.add_argument("data", metavar="DATA", help="data (LIBSVM/svmlight format)")
+    p.add_argument("data", metavar="DATA", help="data: LIBSVM/svmlight, or a .npz file")
     _add_zero_based(p)
 
 
@@ -295,23 +310,30 @@ def print_report(report: dict, as_json: bool) -> None:
 def _configure_predict(p: argparse.ArgumentParser) -> None:
     _configure_model_input(p)
     p.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="labels a row (1)")
-    p.add_argument("--out", metavar="FILE", required=True, help="output TSV file")
+    p.add_argument("--out", metavar="FILE", required=True,
+                   help="output table: comma-separated if FILE ends in .csv, else TSV")  # fmt: skip
 
 
 def _write_predictions(path: str, labels: np.ndarray, proba: np.ndarray) -> None:
-    """The predictions table: a header, then one row per data row (atomically)."""
+    """The predictions table: a header, then one row per data row (atomically).
+
+    Comma-separated when ``path`` ends in ``.csv``, else tab-separated.  Both go through
+    the csv module, so a field holding the separator, a quote or a line break (string
+    labels from ``.npz`` files may) is quoted; other fields are written bare.
+    """
     k = labels.shape[1]
     header = ["row", "label", "prob"] if k == 1 else ["row"]
     if k > 1:
         header += [f"{name}_{j}" for j in range(1, k + 1) for name in ("label", "prob")]
-
+    delimiter = "," if path.lower().endswith(".csv") else "\t"
     rows = enumerate(zip(labels.tolist(), proba.tolist(), strict=True))
 
     def write(fh) -> None:
-        fh.write("\t".join(header) + "\n")
+        out = csv.writer(fh, delimiter=delimiter, lineterminator="\n")
+        out.writerow(header)
         for i, (row_labels, row_proba) in rows:
             pairs = zip(row_labels, row_proba, strict=True)
-            fh.write("\t".join([str(i)] + [f"{a}\t{p:.6g}" for a, p in pairs]) + "\n")
+            out.writerow([str(i)] + [v for a, p in pairs for v in (str(a), f"{p:.6g}")])
 
     _atomic_write_text(path, write)
 
@@ -371,6 +393,25 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ------------------------------------------------------------------------------
+
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="DIR", required=True, help="model directory")
+    p.add_argument("--out", metavar="FILE", required=True,
+                   help="output .npz: coef, intercept, classes, metadata (JSON)")  # fmt: skip
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    if launched_by_mpi():
+        # One process reads the model directory; nothing here gains from more ranks.
+        raise on_all_ranks(DataError("export runs in one process: start it without mpiexec"))
+    info = export_npz(args.model, args.out)
+    print(f"wrote {args.out}: {info['n_classes']} classes x {info['n_features']} features "
+          "(arrays coef, intercept, classes, metadata)")  # fmt: skip
+    return 0
+
+
 # -- dispatch ----------------------------------------------------------------------------
 
 
@@ -384,10 +425,13 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train a model on LIBSVM data", _configure_train, _run_train),
+    "train": Command("train a model on LIBSVM or .npz data", _configure_train, _run_train),
     "evaluate": Command("score a saved model on data", _configure_evaluate, _run_evaluate),
-    "predict": Command("write top-k predictions as TSV", _configure_predict, _run_predict),
+    "predict": Command("write top-k predictions as TSV/CSV", _configure_predict, _run_predict),
     "generate": Command("write a synthetic data set", _configure_generate, _run_generate),
+    "export": Command("write a model as one plain .npz", _configure_export, _run_export),
+    "plot": Command("draw training curves from --metrics files", configure_plot, run_plot),
+    "info": Command("print versions, MPI, GPUs and CPU cores", configure_info, run_info),
 }
 
 

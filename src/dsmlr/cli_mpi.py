@@ -5,6 +5,9 @@
 takes it too, and gives the same model as the embedded default with one worker.  Only
 rank 0 prints and writes the metrics and predictions files; each rank writes its own
 model blocks.
+
+An ``.npz`` data file cannot be entered in the middle: every rank reads all of it and
+keeps its rows (:func:`dsmlr.io.read_dataset_shard`), so it must fit in one rank's memory.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from dsmlr.cli import DTYPES, ZERO_BASED, epoch_reporter, print_report
+from dsmlr.cli import DTYPES, ZERO_BASED, input_metadata, print_report, training_summary
 from dsmlr.comm.mpi import MPIComm
 from dsmlr.distributed import ShardedModel, fit_sharded, load_sharded
-from dsmlr.io.sharded import Shard, read_svmlight_shard
+from dsmlr.io.datasets import read_dataset_shard
+from dsmlr.io.sharded import Shard
+from dsmlr.progress import TrainingProgress
 
 __all__ = ["evaluate_mpi", "predict_mpi", "train_mpi"]
 
@@ -33,12 +38,12 @@ def train_mpi(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers != comm.size:
         _say(comm, f"dsmlr: note: --workers ignored: one worker per MPI rank ({comm.size})")
     dtype = DTYPES[args.dtype]
-    train = read_svmlight_shard(
+    train = read_dataset_shard(
         args.train, comm, zero_based=ZERO_BASED[args.zero_based], dtype=dtype
     )
     test = None
     if args.test:
-        test = read_svmlight_shard(
+        test = read_dataset_shard(
             args.test, comm, zero_based=train.zero_based, n_features=train.n_features,
             dtype=dtype, allow_extra_features=True,
         )  # fmt: skip
@@ -46,10 +51,17 @@ def train_mpi(args: argparse.Namespace) -> int:
         lam=args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         engine=args.engine, optimizer=args.optimizer, eta=args.eta, batch_size=args.batch_size,
         dtype=args.dtype, random_state=args.seed, eval_every=args.eval_every,
+        blocks_per_rank=args.blocks_per_rank,
     )  # fmt: skip
     metrics_file = args.metrics if comm.rank == 0 else None
-    with open(metrics_file, "w", encoding="utf-8") if metrics_file else nullcontext() as metrics:
-        on_epoch = epoch_reporter(args.quiet, metrics)
+    prefix = f"rank {comm.rank}: " if args.all_ranks else ""
+    with (
+        open(metrics_file, "w", encoding="utf-8") if metrics_file else nullcontext() as metrics,
+        TrainingProgress(
+            train.n_samples, quiet=args.quiet, metrics=metrics, prefix=prefix,
+            bar=None if comm.rank == 0 else False,
+        ) as on_epoch,
+    ):  # fmt: skip
         nnz = int(comm.allreduce_sum(np.array([train.X.nnz], dtype=np.int64))[0])
         if not args.quiet:
             _say(
@@ -60,23 +72,10 @@ def train_mpi(args: argparse.Namespace) -> int:
         model = fit_sharded(
             train.X, train.y, comm=comm, n_features=train.n_features,
             X_val=None if test is None else test.X, y_val=None if test is None else test.y,
-            callback=on_epoch, straggler=args.straggler, **params,
+            callback=on_epoch, straggler=args.straggler, every_rank=args.all_ranks, **params,
         )  # fmt: skip
-    last = model.history_[-1]
-    stop = "converged" if model.converged_ else "reached the epoch limit"
-    _say(comm, f"{stop} after {len(model.history_)} epoch(s) in {last['time']:.2f}s")
-    _say(
-        comm,
-        f"train objective {last['objective']:.6g}  train accuracy {last['train_accuracy']:.4f}",
-    )
-    if test is not None:
-        report = model.evaluate(test.X, test.y, 5)
-        _say(
-            comm,
-            f"test accuracy {report['accuracy']:.4f}  test top-5 accuracy "
-            f"{report['top_5_accuracy']:.4f}",
-        )
-    model.save(args.model, metadata={"zero_based": bool(train.zero_based)})
+    _say(comm, "\n".join(training_summary(model.history_, model.converged_)))
+    model.save(args.model, metadata=input_metadata(train.zero_based))
     _say(comm, f"model saved to {args.model} ({len(model.classes_)} classes in blocks)")
     return 0
 
@@ -87,7 +86,7 @@ def _model_and_data(args: argparse.Namespace) -> tuple[MPIComm, ShardedModel, Sh
     zero_based = ZERO_BASED[args.zero_based]
     if zero_based == "auto":
         zero_based = model.metadata.get("zero_based", "auto")
-    data = read_svmlight_shard(
+    data = read_dataset_shard(
         args.data, comm, zero_based=zero_based, n_features=model.n_features_in_,
         dtype=model.dtype, allow_extra_features=True,
     )  # fmt: skip

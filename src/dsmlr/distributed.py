@@ -194,10 +194,12 @@ def fit_sharded(
     comm: Communicator,
     n_features: int | None = None,
     classes: np.ndarray | None = None,
+    sample_weight=None,
     X_val=None,
     y_val=None,
     callback: Callable[[dict], None] | None = None,
     straggler: tuple[int, float] | None = None,
+    every_rank: bool = False,
     **params,
 ) -> ShardedModel:
     """Train on the rows each rank holds (collective: every rank calls it).
@@ -214,10 +216,14 @@ def fit_sharded(
         D; default the largest ``X_local.shape[1]`` over ranks.
     classes : ndarray, optional
         All labels, sorted; default the union of the ranks' labels.
+    sample_weight : array-like of shape (n_local,), optional
+        Weights of this rank's rows (see :meth:`DSMLRClassifier.fit`); combined with a
+        ``class_weight`` parameter, whose ``"balanced"`` counts classes over all ranks.
     X_val, y_val : optional
         This rank's share of held-out rows, scored every epoch.
     callback : callable, optional
-        Called on rank 0 with each epoch's history entry.
+        Called on rank 0 (on every rank with ``every_rank``) with each epoch's history
+        entry; its ``progress`` method, if any, as for :meth:`DSMLRClassifier.fit`.
     straggler : (rank, factor), optional
         Test-only: slow one rank down (see :attr:`EngineConfig.straggler`).
     **params
@@ -261,27 +267,51 @@ def fit_sharded(
     seed = int(comm.allgather(clf._seed())[0])  # type: ignore[call-overload]
     cfg = clf._engine_config(n_samples, n_features, len(classes), seed)
     cfg = dataclasses.replace(cfg, straggler=straggler)
-    rows = LocalRows(X_mine, y_idx, cfg.fit_intercept)
+    weight = _row_weights(comm, clf, sample_weight, y_idx, classes, n_samples)
+    rows = LocalRows(X_mine, y_idx, cfg.fit_intercept, weight)
     test_rows, n_test = None, 0
     if X_val is not None and y_val is not None:
         y_test = encode_labels(y_val, classes)
         X_test = agreed(comm, lambda: _local_matrix(X_val, n_features, dtype))
         test_rows = LocalRows(X_test, y_test, cfg.fit_intercept)
         n_test = int(comm.allreduce_sum(np.array([len(y_test)], dtype=np.int64))[0])
-    result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, clf._progress(callback))
+    monitor = clf._monitor(callback, every_rank)
+    result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, monitor)
     blocks = result.blocks
     if cfg.fit_intercept:
         centre_intercepts(comm, blocks, len(classes))
     return ShardedModel(
         comm=comm, blocks=blocks, classes_=classes, n_features_in_=n_features,
         fit_intercept=cfg.fit_intercept,
-        params={k: v for k, v in clf.get_params().items() if _jsonable(v)},
+        params=clf.json_params(),
         history_=[r.as_dict() for r in result.history], converged_=result.converged,
     )  # fmt: skip
 
 
-def _jsonable(value) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
+def _row_weights(comm, clf, sample_weight, y_idx, classes, n_samples) -> np.ndarray | None:
+    """This rank's normalised row weights, or None when nothing is weighted (collective)."""
+    from dsmlr.estimator import class_weights, normalised_weights
+
+    if sample_weight is None and clf.class_weight is None:
+        return None
+
+    def local_weights() -> np.ndarray:
+        if sample_weight is None:
+            return np.ones(len(y_idx))
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != y_idx.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise DataError(
+                f"sample_weight must hold {len(y_idx)} finite non-negative values, got "
+                f"shape {w.shape}"
+            )
+        return w
+
+    weight = agreed(comm, local_weights)
+    counts = comm.allreduce_sum(np.bincount(y_idx, minlength=len(classes)).astype(np.float64))
+    per_class = agreed(comm, lambda: class_weights(clf.class_weight, classes, counts))
+    weight = weight * per_class[y_idx]
+    total = float(comm.allreduce_sum(np.array([weight.sum()]))[0])
+    return agreed(comm, lambda: normalised_weights(weight, total, n_samples))
 
 
 def load_sharded(path: str | os.PathLike, comm: Communicator) -> ShardedModel:

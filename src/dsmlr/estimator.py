@@ -13,9 +13,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord, format_epoch
+from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord, Monitor, format_epoch
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
@@ -69,12 +69,27 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Rows per stochastic step.
     dtype : {"float64", "float32"}, default="float64"
         Storage type of data and weights.
+    blocks_per_rank : int or None, default=None
+        Class blocks per worker, so ``B = n_workers * blocks_per_rank`` blocks circulate.
+        None: the engine's choice (sync: 1, or 2 with two workers, see
+        :func:`dsmlr.engines.sync_ring.blocks_per_worker`; async: 4, so blocks can flow
+        around a slow worker).  More blocks mean finer-grained work and more messages.
     eval_every : int, default=1
         Compute the exact objective (one ring pass over all class blocks) every this
         many epochs, and after the last; ``tol`` is checked at those epochs.  Larger
         values save that pass's compute and communication.
     kernel : str, default="numba"
         Compute kernel (``"numba"`` fast CPU, ``"reference"`` numpy oracle).
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes' loss terms, multiplied into ``sample_weight`` as in
+        scikit-learn's ``LogisticRegression``: a ``{label: weight}`` dict, or
+        ``"balanced"`` for ``n_samples / (n_classes * np.bincount(y))``.
+    warm_start : bool, default=False
+        When fitting again on data with the same classes and features, start from the
+        previous ``coef_`` and ``intercept_`` instead of zero (and anchor SVRG at once).
+        This is the way to continue training; there is no ``partial_fit``, because
+        every DS-MLR epoch needs all rows (each row's auxiliary ``b_i`` and the SVRG
+        anchor gradient are exact only over the whole training set).
     random_state : int or None, default=None
         Seed for the row shuffles.
     verbose : int, default=0
@@ -91,7 +106,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Epochs run.
     converged_ : bool
     history_ : list of dict
-        One entry per epoch: ``epoch``, ``time`` (seconds since the start),
+        One entry per epoch of the last ``fit``: ``epoch``, ``time`` (seconds since the start),
         ``objective`` (exact), ``train_accuracy``, timings and bytes sent, and
         ``test_objective``/``test_accuracy`` when a validation set was given.
     """
@@ -108,8 +123,11 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         "eta": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "dtype": [StrOptions({"float64", "float32"})],
+        "blocks_per_rank": [Interval(Integral, 1, None, closed="left"), None],
         "eval_every": [Interval(Integral, 1, None, closed="left")],
         "kernel": [StrOptions(set(KERNELS))],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -128,8 +146,11 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         eta: float = 2.0,
         batch_size: int = 1,
         dtype: str = "float64",
+        blocks_per_rank: int | None = None,
         eval_every: int = 1,
         kernel: str = "numba",
+        class_weight: dict | str | None = None,
+        warm_start: bool = False,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -144,18 +165,31 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self.eta = eta
         self.batch_size = batch_size
         self.dtype = dtype
+        self.blocks_per_rank = blocks_per_rank
         self.eval_every = eval_every
         self.kernel = kernel
+        self.class_weight = class_weight
+        self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
 
     # -- data preparation -------------------------------------------------------------
 
-    def _prepare(self, X, *, reset: bool):
+    def _prepare(self, X, *, reset: bool, y="no_validation"):
+        """``X`` validated and in the training layout; with ``y``, ``(X, y)`` validated."""
+        if not (isinstance(y, str) and y == "no_validation"):
+            X, y = validate_data(
+                self, X, y, accept_sparse=["csr", "csc", "coo"],
+                dtype=[np.float64, np.float32], reset=reset,
+            )  # fmt: skip
+            return self._layout(X), y
         X = validate_data(
             self, X, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32],
             reset=reset,
         )  # fmt: skip
+        return self._layout(X)
+
+    def _layout(self, X):
         dtype = np.dtype(getattr(self, "dtype", "float64"))
         if sp.issparse(X):
             X = sp.csr_matrix(X, dtype=dtype)
@@ -182,6 +216,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self,
         X,
         y,
+        sample_weight=None,
         *,
         X_val=None,
         y_val=None,
@@ -193,21 +228,27 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weight of each row's loss term: the objective becomes
+            ``lam/2 ||W||^2 + (1/S) sum_i s_i loss_i`` with ``S = sum_i s_i``, so an
+            integer weight acts exactly like repeating the row; it is scikit-learn's
+            ``LogisticRegression(C=1/(lam*S)).fit(X, y, sample_weight=s)``.  Multiplied
+            by ``class_weight`` when both are given.
         X_val, y_val : optional
             Held-out data scored every epoch (``test_*`` entries of ``history_``);
             labels not seen in ``y`` count as errors.
         callback : callable, optional
-            Called with each epoch's history entry (a dict) as training proceeds.
+            Called with each epoch's history entry (a dict) as training proceeds.  If
+            it also has a ``progress(epoch, done, total)`` method, that is called after
+            each class-block visit of the epoch's update passes (for progress bars).
 
         Returns
         -------
         self
         """
         self._validate_params()
-        X = self._prepare(X, reset=True)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != X.shape[0]:
-            raise ValueError(f"y must be 1-D with {X.shape[0]} entries, got shape {y.shape}")
+        warm = self._warm_weights() if self.warm_start else None
+        X, y = self._prepare(X, reset=True, y=y)
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         n_classes = len(self.classes_)
@@ -217,22 +258,60 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
                 f"data contains only one class: {self.classes_[0]!r}"
             )
         y_idx = y_idx.astype(np.int64)
+        weight = self._sample_weight(sample_weight, X, y_idx)
+        W0 = self._warm_start_matrix(warm, X.shape[1])
         X_test = y_test = None
         if X_val is not None and y_val is not None:
             X_test = self._prepare(X_val, reset=False)
             y_test = encode_labels(y_val, self.classes_)
 
         cfg = self._engine_config(X.shape[0], X.shape[1], n_classes, self._seed())
-        on_epoch = self._progress(callback)
+        monitor = self._monitor(callback)
         n_workers = self._resolved_workers(X.shape[0], n_classes)
         result = train_embedded(
-            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, on_epoch
+            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, monitor, weight, W0
         )  # fmt: skip
         self._set_weights(result.W)
         self.history_ = [r.as_dict() for r in result.history]
         self.n_iter_ = len(result.history)
         self.converged_ = result.converged
         return self
+
+    def _sample_weight(self, sample_weight, X, y_idx: np.ndarray) -> np.ndarray | None:
+        """Row weights from ``sample_weight`` and ``class_weight``; None when all are 1."""
+        if sample_weight is None and self.class_weight is None:
+            return None  # the unweighted kernels' exact path
+        weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        counts = np.bincount(y_idx, minlength=len(self.classes_))
+        weight = weight * class_weights(self.class_weight, self.classes_, counts)[y_idx]
+        return normalised_weights(weight, float(weight.sum()), len(weight))
+
+    def _warm_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The fitted ``(classes_, coef_, intercept_)`` to start from, or None."""
+        if not hasattr(self, "coef_"):
+            return None
+        return self.classes_, self.coef_, self.intercept_
+
+    def _warm_start_matrix(self, warm, n_features: int) -> np.ndarray | None:
+        """Starting ``(K, D_fit)`` weights for ``warm_start`` (None: start from zero)."""
+        if warm is None:
+            return None
+        classes, coef, intercept = warm
+        if not np.array_equal(classes, self.classes_):
+            differ = np.setxor1d(classes, self.classes_)[:5].tolist()
+            raise ValueError(
+                f"warm_start needs the same classes as the previous fit; these are in one but "
+                f"not the other: {differ}"
+            )
+        if coef.shape[1] != n_features:
+            raise ValueError(
+                f"warm_start needs the same features as the previous fit: it had "
+                f"{coef.shape[1]}, this data has {n_features}"
+            )
+        dtype = np.dtype(self.dtype)
+        if self.fit_intercept:
+            return np.hstack([coef, intercept[:, None]]).astype(dtype)
+        return coef.astype(dtype)
 
     def _engine_config(
         self, n_samples: int, n_features: int, n_classes: int, seed: int
@@ -254,10 +333,14 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             seed=seed,
             kernel=self.kernel,
             eval_every=int(self.eval_every),
+            blocks_per_rank=None if self.blocks_per_rank is None else int(self.blocks_per_rank),
         )
 
-    def _progress(self, callback: Callable[[dict], None] | None) -> Callable[[EpochRecord], None]:
-        """The per-epoch hook: a line when verbose, and the user's callback."""
+    def _monitor(
+        self, callback: Callable[[dict], None] | None, every_rank: bool = False
+    ) -> Monitor:
+        """The progress hooks: a line per epoch when verbose, and the user's callback
+        (with its ``progress`` method, if it has one, called after each block visit)."""
 
         def on_epoch(record: EpochRecord) -> None:
             entry = record.as_dict()
@@ -266,7 +349,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             if callback is not None:
                 callback(entry)
 
-        return on_epoch
+        return Monitor(on_epoch, getattr(callback, "progress", None), every_rank)
 
     def _set_weights(self, W: np.ndarray) -> None:
         n_features = W.shape[1] - int(self.fit_intercept)
@@ -279,8 +362,13 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     # -- prediction -------------------------------------------------------------------
 
     def decision_function(self, X) -> np.ndarray:
-        """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_classes)."""
-        return self._dense_scores(X, "scores")
+        """Scores ``X @ coef_.T + intercept_``, shape (n_samples, n_classes).
+
+        With two classes, scikit-learn's binary convention: one score per row, that of
+        ``classes_[1]`` minus that of ``classes_[0]`` (positive means ``classes_[1]``).
+        """
+        scores = self._dense_scores(X, "scores")
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def predict_proba(self, X) -> np.ndarray:
         """Softmax class probabilities, shape (n_samples, n_classes)."""
@@ -293,7 +381,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Most probable class label per row (ties: the first class)."""
         # Only the ranking: no exponentials for the normaliser.
-        return self.classes_[self._block_scores(X, k=1, normalise=False).top_classes[:, 0]]
+        top = self._block_scores(X, k=1, normalise=False).top_classes[:, 0]
+        return self.classes_[top]
 
     def predict_top_k(self, X, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most probable labels per row, best first, and their probabilities."""
@@ -343,17 +432,61 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         W = self.coef_
         if self.fit_intercept:
             W = np.hstack([self.coef_, self.intercept_[:, None]])
-        params = {k: v for k, v in self.get_params().items() if _jsonable(v)}
+        params = self.json_params()
         write_model(
             path,
             ModelData(W, self.classes_, self.fit_intercept, params, self.history_, metadata),
             n_blocks,
         )
 
+    def json_params(self) -> dict:
+        """The parameters a model file records: those with plain JSON values.
+
+        A ``class_weight`` dict is left out (its keys may be any labels); it shaped
+        training but plays no part in prediction.
+        """
+        return {k: v for k, v in self.get_params().items() if _jsonable(v)}
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def class_weights(class_weight, classes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Weight per class index for ``class_weight`` (None, ``"balanced"`` or a dict).
+
+    ``counts`` are the rows per class over all the training data (over all ranks), so
+    ``"balanced"`` (``n_samples / (n_classes * count)``, scikit-learn's definition, over
+    the classes present) is the same wherever the rows live.
+    """
+    weights = np.ones(len(classes))
+    if class_weight is None:
+        return weights
+    if isinstance(class_weight, str):  # "balanced", validated by the parameter checks
+        present = counts > 0
+        weights[present] = counts.sum() / (np.count_nonzero(present) * counts[present])
+        return weights
+    index = {label: k for k, label in enumerate(classes.tolist())}
+    unknown = [label for label in class_weight if label not in index]
+    if unknown:
+        raise ValueError(f"class_weight names labels that are not classes of y: {unknown[:5]}")
+    for label, value in class_weight.items():
+        weights[index[label]] = float(value)
+    return weights
+
+
+def normalised_weights(weight: np.ndarray, total: float, n_total: int) -> np.ndarray:
+    """Row weights scaled to mean 1 over all ``n_total`` rows (``total`` is their sum).
+
+    The engine minimises ``(1/N) sum_i w_i loss_i``; with mean-1 weights that is the
+    weighted mean loss ``(1/S) sum_i s_i loss_i`` (so integer weights act as repeated
+    rows), and a row's stochastic step is ``w_i`` times an unweighted one, so the step
+    size calibrated on unweighted rows still fits.
+    """
+    if not total > 0:
+        raise ValueError("sample_weight (times class_weight) is zero for every row")
+    return np.ascontiguousarray(weight * (n_total / total), dtype=np.float64)
 
 
 def _jsonable(value) -> bool:

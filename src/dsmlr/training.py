@@ -6,14 +6,20 @@ here, at the end, because in one process it fits by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from dsmlr.comm import run_workers
-from dsmlr.engines import EngineConfig, EpochRecord, WorkerResult, centre_intercepts, get_engine
+from dsmlr.engines import (
+    EngineConfig,
+    EpochRecord,
+    Monitor,
+    WorkerResult,
+    centre_intercepts,
+    get_engine,
+)
 from dsmlr.kernels import LocalRows
 from dsmlr.partition import row_shards
 
@@ -50,14 +56,18 @@ def _row_slice(X, start: int, stop: int):
     )
 
 
-def shard_rows(X, y: np.ndarray, n_shards: int, fit_intercept: bool) -> list[LocalRows]:
+def shard_rows(
+    X, y: np.ndarray, n_shards: int, fit_intercept: bool, weight: np.ndarray | None = None
+) -> list[LocalRows]:
     """Split rows into ``n_shards`` non-zero-balanced contiguous shards (views, no copy)."""
     if sp.issparse(X):
         indptr = X.indptr
     else:
         indptr = np.arange(X.shape[0] + 1, dtype=np.int64) * X.shape[1]
     return [
-        LocalRows(_row_slice(X, a, b), y[a:b], fit_intercept)
+        LocalRows(
+            _row_slice(X, a, b), y[a:b], fit_intercept, None if weight is None else weight[a:b]
+        )
         for a, b in row_shards(indptr, n_shards)
     ]
 
@@ -70,7 +80,9 @@ def train_embedded(
     engine: str = "sync",
     X_test=None,
     y_test: np.ndarray | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    monitor: Monitor | None = None,
+    sample_weight: np.ndarray | None = None,
+    W0: np.ndarray | None = None,
 ) -> TrainingResult:
     """Train with ``n_workers`` in-process workers.
 
@@ -88,18 +100,23 @@ def train_embedded(
         Name in :data:`dsmlr.engines.ENGINES`.
     X_test, y_test : optional
         Held-out rows scored every epoch.
-    on_epoch : callable, optional
-        Progress callback, called once per epoch.
+    monitor : Monitor, optional
+        Progress hooks (called from worker 0's thread).
+    sample_weight : ndarray of float64, shape (N,), optional
+        Weight of each row's loss term; None: all ones.
+    W0 : ndarray of shape (K, D_fit), optional
+        Starting weights (warm start; intercept in the last column when fitted).
     """
     run = get_engine(engine)
-    shards = shard_rows(X, y, n_workers, cfg.fit_intercept)
+    shards = shard_rows(X, y, n_workers, cfg.fit_intercept, sample_weight)
+    initial = None if W0 is None else (lambda k0, k1: W0[k0:k1])
     tests: list[LocalRows | None] = [None] * n_workers
     if X_test is not None and y_test is not None:
         tests = list(shard_rows(X_test, y_test, n_workers, cfg.fit_intercept))
     n_test = 0 if y_test is None else len(y_test)
 
     def train_rank(comm) -> WorkerResult:
-        res = run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, on_epoch)
+        res = run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, monitor, initial)
         if cfg.fit_intercept:
             centre_intercepts(comm, res.blocks, cfg.n_classes)
         return res

@@ -85,3 +85,26 @@ def test_saved_blocks_load_in_one_process_and_predict_alike(comm, problem, share
     report = again.evaluate(X_mine, y_mine, 5)
     agree(comm, abs(report["objective"] - objective) <= 1e-9 * objective, str(report))
     agree(comm, abs(report["accuracy"] - whole.score(X, y)) < 1e-12, str(report))
+
+
+def test_weighted_training_equals_the_in_process_estimator(comm, problem):
+    # Row weights and "balanced" class weights (counted over all ranks) give exactly
+    # the model the estimator trains with as many in-process workers.
+    X, y, _ = problem
+    sw = np.random.default_rng(11).uniform(0.0, 2.0, len(y))
+    shards = shard_rows(X, y, comm.size, True, sw)
+    mine = shards[comm.rank]
+    params = {"lam": LAM, "max_epochs": 3, "random_state": 2, "class_weight": "balanced"}
+    model = fit_sharded(mine.X, mine.y, comm=comm, sample_weight=sw[_row_range(shards, comm)],
+                        **params)  # fmt: skip
+    from dsmlr.estimator import DSMLRClassifier
+
+    clf = DSMLRClassifier(n_workers=comm.size, **params).fit(X, y, sample_weight=sw)
+    W = np.hstack([clf.coef_, clf.intercept_[:, None]])
+    same = all(np.array_equal(W[lo:hi], B.T) for (lo, hi), B in model.blocks)
+    agree(comm, same, "weighted blocks differ from the in-process run")
+
+
+def _row_range(shards, comm) -> slice:
+    start = sum(s.n_rows for s in shards[: comm.rank])
+    return slice(start, start + shards[comm.rank].n_rows)

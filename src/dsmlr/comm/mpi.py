@@ -174,7 +174,9 @@ class MPIComm:
         # each end stores it, so neighbours need not agree on storing in place.
         storages = [_storage(a) for a in buffers]
         described = _described(incoming_head)
-        if all(
+        # Neighbours may hold different numbers of arrays (a model of B blocks on P ranks
+        # with P not dividing B): then the incoming ones are allocated.
+        if len(described) == len(buffers) and all(
             st is not None and st.dtype == dtype and st.size >= int(np.prod(shape))
             for st, (shape, dtype) in zip(storages, described, strict=True)
         ):

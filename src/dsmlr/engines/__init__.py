@@ -1,7 +1,7 @@
 """Training engines (orchestration only), registered by name.
 
 An engine is a function run on every rank with signature
-``(comm, rows, cfg, test_rows=None, n_test=0, on_epoch=None) -> WorkerResult``.
+``(comm, rows, cfg, test_rows=None, n_test=0, monitor=None, initial=None) -> WorkerResult``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dsmlr.engines.base import (
     OPTIMIZERS,
     EngineConfig,
     EpochRecord,
+    Monitor,
     StoppingRule,
     WorkerResult,
     centre_intercepts,
@@ -25,6 +26,7 @@ __all__ = [
     "OPTIMIZERS",
     "EngineConfig",
     "EpochRecord",
+    "Monitor",
     "StoppingRule",
     "WorkerResult",
     "centre_intercepts",

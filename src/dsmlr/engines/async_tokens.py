@@ -39,14 +39,13 @@ SGD, ``M * (2 + 8 / itemsize)`` for SVRG, ``M = K * D_fit * itemsize``), plus a 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines.base import EngineConfig, EpochRecord, WorkerResult
-from dsmlr.engines.ring import Block, Ring, run_epochs
+from dsmlr.engines.base import EngineConfig, Monitor, WorkerResult
+from dsmlr.engines.ring import Block, InitialWeights, Ring, run_epochs
 from dsmlr.engines.sync_ring import update_fields, visit
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
 
@@ -156,7 +155,8 @@ def async_token_worker(
     cfg: EngineConfig,
     test_rows: LocalRows | None = None,
     n_test: int = 0,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    monitor: Monitor | None = None,
+    initial: InitialWeights | None = None,
 ) -> WorkerResult:
     """Train on this rank's rows with the asynchronous engine; runs on every rank.
 
@@ -165,4 +165,4 @@ def async_token_worker(
     per_group = cfg.blocks_per_rank or DEFAULT_BLOCKS_PER_RANK
     # Never more blocks than classes: an empty token would be pure overhead.
     per_group = max(1, min(per_group, cfg.n_classes // comm.size))
-    return run_epochs(comm, rows, cfg, test_rows, n_test, on_epoch, per_group, _token_phase)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _token_phase, initial)

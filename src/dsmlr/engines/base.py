@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,7 @@ __all__ = [
     "OPTIMIZERS",
     "EngineConfig",
     "EpochRecord",
+    "Monitor",
     "StoppingRule",
     "WorkerResult",
     "centre_intercepts",
@@ -110,7 +112,9 @@ class EpochRecord:
 
     ``objective`` is the exact ``L(W)`` on the training rows at the end of the epoch
     (a scoring pass, not the running stochastic estimate); ``time`` is wall seconds
-    since training started.  ``compute_seconds`` (kernels), ``comm_seconds`` (ring
+    since training started.  With a held-out set, ``test_objective`` (over its rows
+    with labels seen in training), ``test_accuracy`` and ``test_top5_accuracy`` (rows
+    with unseen labels count as errors).  ``compute_seconds`` (kernels), ``comm_seconds`` (ring
     passes, waiting included), ``eval_seconds`` (the scoring ring) and ``bytes_sent``
     (payload per rank, averaged over ranks) cover the epochs since the previous record
     (one epoch unless :attr:`EngineConfig.eval_every` > 1).  ``peak_rss`` is
@@ -124,6 +128,7 @@ class EpochRecord:
     train_accuracy: float
     test_objective: float | None = None
     test_accuracy: float | None = None
+    test_top5_accuracy: float | None = None
     compute_seconds: float = 0.0
     comm_seconds: float = 0.0
     eval_seconds: float = 0.0
@@ -132,6 +137,30 @@ class EpochRecord:
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """What a training run reports while it goes.
+
+    Attributes
+    ----------
+    on_epoch : callable, optional
+        Called with each :class:`EpochRecord` on rank 0, or on every rank when
+        ``every_rank`` (each rank's record then carries its own compute and
+        communication seconds; everything else is agreed by all ranks).
+    on_visit : callable, optional
+        ``on_visit(epoch, done, total)`` on rank 0 after each block visit of the update
+        phase: ``done`` of about ``total`` visits this rank makes per epoch (exact for
+        the synchronous ring; the asynchronous engine's share varies, so ``done`` is
+        capped at ``total``).  For progress bars.
+    every_rank : bool
+        See ``on_epoch``.
+    """
+
+    on_epoch: Callable[[EpochRecord], None] | None = None
+    on_visit: Callable[[int, int, int], None] | None = None
+    every_rank: bool = False
 
 
 @dataclass

@@ -22,7 +22,7 @@ ranks take it together.
 Communication per epoch and rank, with ``M = K * D_fit * itemsize`` the model's size:
 the scoring ring sends ``M`` (only every ``eval_every`` epochs); the gradient ring
 ``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update phase is the
-engine's own; one allreduce of 6 float64s.  ``b`` and the rows never move.
+engine's own; one allreduce of 8 float64s.  ``b`` and the rows never move.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import (
     EngineConfig,
     EpochRecord,
+    Monitor,
     StoppingRule,
     WorkerResult,
     peak_rss_bytes,
@@ -46,8 +47,16 @@ from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.objective import squared_norm
 from dsmlr.partition import class_blocks, ring_block
+from dsmlr.scoring import BlockScores, score_local_blocks, summarise
 
-__all__ = ["Block", "Clock", "Ring", "UpdatePhase", "block_array", "run_epochs"]
+#: Top-k accuracy reported on a held-out set each epoch.
+TEST_TOP_K = 5
+
+__all__ = ["Block", "Clock", "InitialWeights", "Ring", "UpdatePhase", "block_array", "run_epochs"]
+
+#: ``initial(k0, k1)`` -> starting weights of classes ``k0:k1``, shape ``(k1 - k0, D_fit)``
+#: (intercept last): how a warm start or a resumed run hands each rank its blocks.
+InitialWeights = Callable[[int, int], np.ndarray]
 
 
 class Clock:
@@ -130,23 +139,54 @@ class _Scorer:
         )  # fmt: skip
 
     def sums(self) -> tuple[np.ndarray, float, float]:
-        """Log-partition per row, summed log-loss, number correct."""
+        """Log-partition per row, summed (weighted) log-loss, number correct."""
         lse = logsumexp(self.partials, axis=1) if self.rows.n_rows else np.zeros(0)
-        loss = float(np.sum(lse - self.true_score))
+        row_loss = lse - self.true_score
+        if self.rows.weighted:
+            row_loss *= self.rows.weight
+        loss = float(np.sum(row_loss))
         correct = float(np.sum(self.best_class == self.rows.y))
         return lse, loss, correct
 
 
-def _sum_sq_norms(rows: LocalRows) -> float:
-    """Sum over local rows of ``||x_i||^2`` (plus 1 each for the intercept feature).
+class _HeldOutScorer:
+    """Held-out rows: the scoring module's streaming top-k, so top-5 accuracy comes with
+    the loss and accuracy from the same pass; labels unseen in training are -1."""
 
-    The mean of this over all rows is the typical curvature of one row's loss (softmax
+    def __init__(self, rows: LocalRows, n_classes: int):
+        self.rows = rows
+        k = max(1, min(TEST_TOP_K, n_classes))
+        self.state = BlockScores.empty(rows.n_rows, k, with_truth=True)
+
+    def visit(self, kernel: Kernel, W_block: np.ndarray, k0: int, q: int) -> None:
+        block = ((k0, k0 + W_block.shape[1]), W_block)
+        score_local_blocks(
+            self.rows.X, [block], fit_intercept=self.rows.fit_intercept, y=self.rows.y,
+            state=self.state,
+        )  # fmt: skip
+
+    def sums(self) -> np.ndarray:
+        """Summed log-loss, correct, correct in the top k, rows with a known label."""
+        return np.array(summarise(self.state, self.rows.y, self.state.k), dtype=np.float64)
+
+
+def _sum_sq_norms(rows: LocalRows) -> float:
+    """Sum over local rows of ``s_i ||x_i||^2`` (``||x_i||^2`` plus 1 for the intercept).
+
+    Divided by N this is the typical curvature of one row's weighted loss (softmax
     probabilities are at most 1), so ``eta / mean`` is a step that needs no tuning to
     the data's scale.
     """
     if rows.n_rows == 0:
         return 0.0
     X = rows.X
+    if rows.weighted:
+        sq_rows = (
+            np.asarray(X.multiply(X).sum(axis=1)).ravel()
+            if rows.is_sparse
+            else (np.einsum("ij,ij->i", X, X))
+        )
+        return float(rows.weight @ (sq_rows + float(rows.fit_intercept)))
     sq = float(X.multiply(X).sum()) if rows.is_sparse else float(np.einsum("ij,ij->", X, X))
     return sq + rows.n_rows * float(rows.fit_intercept)
 
@@ -173,9 +213,19 @@ class Ring:
     ----------
     per_group : int
         Blocks per group, so ``B = P * per_group`` blocks in all.
+    initial : callable, optional
+        ``initial(k0, k1)`` gives the starting weights of classes ``k0:k1`` as a
+        ``(k1 - k0, D_fit)`` array (warm start); None starts from zero.
     """
 
-    def __init__(self, comm: Communicator, cfg: EngineConfig, clock: Clock, per_group: int):
+    def __init__(
+        self,
+        comm: Communicator,
+        cfg: EngineConfig,
+        clock: Clock,
+        per_group: int,
+        initial: InitialWeights | None = None,
+    ):
         self.comm = comm
         self.clock = clock
         self.size = comm.size
@@ -183,11 +233,14 @@ class Ring:
         self.blocks = class_blocks(cfg.n_classes, self.size * self.per_group)
         self.gid = comm.rank  # rank p starts, and ends every ring, with group p
         self.scratch_acc = np.zeros(cfg.n_columns)  # for optimisers without AdaGrad state
+        self.on_visit: Callable[[], None] | None = None  # progress hook (rank 0)
         self.capacity = max(hi - lo for lo, hi in self.blocks)
         self.group = []
         for q in _group_blocks(self.gid, self.size, self.per_group):
             lo, hi = self.blocks[q]
             W = block_array(cfg.n_columns, hi - lo, self.capacity, cfg.dtype)
+            if initial is not None:
+                W[...] = np.asarray(initial(lo, hi)).T
             self.group.append(Block(q, (lo, hi), W, np.zeros(cfg.n_columns)))
 
     @property
@@ -252,17 +305,38 @@ def run_epochs(
     cfg: EngineConfig,
     test_rows: LocalRows | None,
     n_test: int,
-    on_epoch: Callable[[EpochRecord], None] | None,
+    monitor: Monitor | None,
     per_group: int,
     update_phase: UpdatePhase,
+    initial: InitialWeights | None = None,
 ) -> WorkerResult:
-    """The epoch loop every engine runs; the engine supplies ``update_phase``."""
+    """The epoch loop every engine runs; the engine supplies ``update_phase``.
+
+    With ``initial`` weights (warm start) a scoring ring first makes ``b`` and the
+    cached partials exact at those weights, and SVRG anchors from the first epoch: the
+    plain warm-up pass is for starting far from the optimum.
+    """
     kernel = get_kernel(cfg.kernel)
     clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
-    ring = Ring(comm, cfg, clock, per_group)
+    ring = Ring(comm, cfg, clock, per_group, initial)
+    monitor = monitor or Monitor()
+    visits = [0, 0]  # epoch, visits done in it
+    if monitor.on_visit is not None and comm.rank == 0:
+        per_epoch = ring.n_blocks  # P rounds of per_group visits
+
+        def count_visit() -> None:
+            visits[1] += 1
+            monitor.on_visit(visits[0], min(visits[1], per_epoch), per_epoch)
+
+        ring.on_visit = count_visit
     carry = ("acc",) if cfg.optimizer == "adagrad" else ()
-    partials = _initial_partials(rows.n_rows, ring.blocks)
-    b = np.full(rows.n_rows, -np.log(cfg.n_classes))
+    if initial is None:
+        partials = _initial_partials(rows.n_rows, ring.blocks)
+        b = np.full(rows.n_rows, -np.log(cfg.n_classes))
+    else:
+        start_scores = _Scorer(rows, ring.n_blocks)
+        _scoring_ring(ring, kernel, [start_scores], cfg, carry)
+        partials, b = start_scores.partials, -start_scores.sums()[0]
     rng = np.random.default_rng([cfg.seed, comm.rank])
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     total_sq = comm.allreduce_sum(np.array([_sum_sq_norms(rows)]))[0]
@@ -275,10 +349,11 @@ def run_epochs(
     bytes_before = comm.bytes_sent
     for epoch in range(1, cfg.max_epochs + 1):
         step = _step_config(cfg, epoch, curvature, backoff)
+        visits[:] = [epoch, 0]
         # SVRG's anchor gradient helps little far from the optimum: the first epoch is
         # a plain stochastic pass, which gets there faster.
         b_anchor = None
-        if cfg.optimizer == "svrg" and epoch > 1:
+        if cfg.optimizer == "svrg" and (epoch > 1 or initial is not None):
             # Anchor at the current W, whose exact b the last scoring ring computed.
             b_anchor = b.copy()
             _gradient_ring(ring, kernel, rows, b_anchor, cfg, carry)
@@ -290,15 +365,15 @@ def run_epochs(
 
         t_eval = time.perf_counter()
         train = _Scorer(rows, ring.n_blocks)
-        test = _Scorer(test_rows, ring.n_blocks) if test_rows is not None else None
+        test = _HeldOutScorer(test_rows, cfg.n_classes) if test_rows is not None else None
         penalty = _scoring_ring(
             ring, kernel, [s for s in (train, test) if s is not None], cfg, carry
         )
         lse, loss, correct = train.sums()
         partials, b = train.partials, -lse
-        t_loss, t_correct = test.sums()[1:] if test is not None else (0.0, 0.0)
+        held_out = test.sums() if test is not None else np.zeros(4)
         sent = float(comm.bytes_sent - bytes_before)
-        totals = comm.allreduce_sum(np.array([loss, correct, penalty, t_loss, t_correct, sent]))
+        totals = comm.allreduce_sum(np.array([loss, correct, penalty, sent, *held_out]))
         eval_seconds = time.perf_counter() - t_eval
         objective = totals[0] / cfg.n_samples + totals[2]
         if not np.isfinite(objective):
@@ -317,17 +392,19 @@ def run_epochs(
             compute_seconds=clock.compute,
             comm_seconds=clock.comm,
             eval_seconds=eval_seconds,
-            bytes_sent=int(totals[5] / comm.size),
+            bytes_sent=int(totals[3] / comm.size),
             peak_rss=[int(v) for v in comm.allgather(peak_rss_bytes())],  # type: ignore[call-overload]
         )
         if test is not None and n_test > 0:
-            record.test_objective = float(totals[3] / n_test + totals[2])
-            record.test_accuracy = float(totals[4] / n_test)
+            t_loss, t_correct, t_top, t_known = totals[4:]
+            record.test_objective = float(t_loss / t_known + totals[2]) if t_known else None
+            record.test_accuracy = float(t_correct / n_test)
+            record.test_top5_accuracy = float(t_top / n_test)
         history.append(record)
         clock.compute = clock.comm = 0.0
         bytes_before = comm.bytes_sent
-        if on_epoch is not None and comm.rank == 0:
-            on_epoch(record)
+        if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
+            monitor.on_epoch(record)
         if len(history) > 1 and record.objective > history[-2].objective:
             # A rising objective means the step is too long for this data; every rank
             # sees the same allreduced objective, so all shorten it together.

@@ -16,7 +16,7 @@ Every round each rank sends its group to its left neighbour.  Per epoch and rank
   ``M * (1 + 1 + 8 / itemsize)`` for SVRG (weights, anchor weights, float64 anchor
   gradient);
 * gradient ring (SVRG only): ``M * (1 + 8 / itemsize)``;
-* one allreduce of 6 float64s.
+* one allreduce of 8 float64s.
 
 So an SVRG epoch in float64 moves about ``6 M`` per rank, a plain one ``2 M``.  ``b``
 and the rows never move.
@@ -24,13 +24,11 @@ and the rows never move.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines.base import EngineConfig, EpochRecord, WorkerResult
-from dsmlr.engines.ring import Ring, run_epochs
+from dsmlr.engines.base import EngineConfig, Monitor, WorkerResult
+from dsmlr.engines.ring import InitialWeights, Ring, run_epochs
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
 from dsmlr.kernels.base import Snapshot
 
@@ -60,6 +58,8 @@ def visit(ring: Ring, kernel: Kernel, rows, blk, partials, b, b_anchor, order, s
         "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials, blk.q, b, order,
         step, snapshot,
     )  # fmt: skip
+    if ring.on_visit is not None:
+        ring.on_visit()
 
 
 def _update_ring(
@@ -89,7 +89,8 @@ def sync_ring_worker(
     cfg: EngineConfig,
     test_rows: LocalRows | None = None,
     n_test: int = 0,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    monitor: Monitor | None = None,
+    initial: InitialWeights | None = None,
 ) -> WorkerResult:
     """Train on this rank's rows; the same call runs on every rank.
 
@@ -105,8 +106,11 @@ def sync_ring_worker(
         This rank's share of a held-out set, scored each epoch.
     n_test : int
         Global number of held-out rows.
-    on_epoch : callable, optional
-        Called on rank 0 with each epoch's record (progress display).
+    monitor : Monitor, optional
+        Per-epoch and per-visit progress hooks.
+    initial : callable, optional
+        Starting weights per class range (warm start, see
+        :data:`~dsmlr.engines.ring.InitialWeights`); None starts from zero.
 
     Returns
     -------
@@ -115,4 +119,4 @@ def sync_ring_worker(
         history.
     """
     per_group = cfg.blocks_per_rank or blocks_per_worker(comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, on_epoch, per_group, _update_ring)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _update_ring, initial)

@@ -68,8 +68,9 @@ class Shard:
     y : ndarray of shape (n_local,)
         Labels; ``int64`` when every label of the whole file is integral, else
         ``float64`` (the same on every rank).
-    zero_based : bool
-        The index base, the same on every rank.
+    zero_based : bool or None
+        The index base, the same on every rank (None for an ``.npz`` file, see
+        :func:`~dsmlr.io.read_dataset_shard`).
     n_features : int
         Columns, the same on every rank.
     n_samples : int
@@ -82,7 +83,7 @@ class Shard:
 
     X: sp.csr_matrix
     y: np.ndarray
-    zero_based: bool
+    zero_based: bool | None
     n_features: int
     n_samples: int
     row_offset: int

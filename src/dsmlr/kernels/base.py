@@ -14,13 +14,17 @@ shape ``(D_fit, K_q)``, see :mod:`dsmlr.objective`):
     recomputed at the current weights (see :class:`UpdateConfig`).  With a
     :class:`Snapshot` the steps are SVRG steps (variance-reduced by the anchor).
 ``gradient_pass``
-    adds ``scale * sum_i (exp(w_k . x_i + b_i) - [y_i = k]) x_i`` over the local rows to
-    ``out`` (the data gradient of the block, for the SVRG anchor).
+    adds ``scale * sum_i s_i (exp(w_k . x_i + b_i) - [y_i = k]) x_i`` over the local rows
+    to ``out`` (the data gradient of the block, for the SVRG anchor).
+
+Every row's loss term, hence its gradient, is scaled by its weight ``s_i``
+(:attr:`LocalRows.weight`, ones unless ``sample_weight`` was given); ``b_i`` is not,
+since its optimum ``-log sum_k exp(w_k . x_i)`` does not depend on ``s_i``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -42,11 +46,24 @@ class LocalRows:
     fit_intercept : bool
         Whether an implicit feature equal to 1 follows the D real ones (column ``D`` of
         the block, never penalised).
+    weight : ndarray of float64, shape (n_local,), optional
+        Per-row weight ``s_i`` of the loss term (``sample_weight``); None means all ones
+        (stored as ones, so kernels need one code path: multiplying by 1.0 is exact and
+        unweighted results are bit-identical to a kernel without weights).
     """
 
     X: sp.csr_matrix | np.ndarray
     y: np.ndarray
     fit_intercept: bool
+    weight: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        weighted = self.weight is not None
+        w = np.ones(self.X.shape[0]) if self.weight is None else self.weight
+        object.__setattr__(self, "weight", np.ascontiguousarray(w, dtype=np.float64))
+        object.__setattr__(self, "weighted", weighted)
+
+    weighted: bool = field(default=False, init=False, repr=False)
 
     @property
     def n_rows(self) -> int:

@@ -92,8 +92,8 @@ def _refresh_b(s, r, partials, q, b):
 
 
 @njit(nogil=True, cache=True)
-def _residuals(S, rows, y, k0, partials, q, b):
-    """Refresh b from the partials, then turn scores into residuals (p - y) / m in place."""
+def _residuals(S, rows, y, w, k0, partials, q, b):
+    """Refresh b from the partials, then turn scores into residuals s (p - y) / m in place."""
     m = len(rows)
     n_block = S.shape[1]
     for bi in range(m):
@@ -101,10 +101,10 @@ def _residuals(S, rows, y, k0, partials, q, b):
         s = S[bi]
         _refresh_b(s, r, partials, q, b)
         for k in range(n_block):
-            s[k] = math.exp(s[k] + b[r]) / m
+            s[k] = w[r] * math.exp(s[k] + b[r]) / m
         local = y[r] - k0
         if 0 <= local < n_block:
-            s[local] -= 1.0 / m
+            s[local] -= w[r] / m
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -138,7 +138,7 @@ def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
 
 @njit(nogil=True, cache=True)
 def _update_csr(
-    indptr, indices, data, y, fit_intercept, W, k0, acc, partials, q, b, order,
+    indptr, indices, data, y, w, fit_intercept, W, k0, acc, partials, q, b, order,
     batch_size, max_touched, eta, lam, n_pen, adaptive, delta,
 ):  # fmt: skip
     n_cols, n_block = W.shape
@@ -174,7 +174,7 @@ def _update_csr(
                 x = data[p]
                 for k in range(n_block):
                     S[bi, k] += x * W[j, k]
-        _residuals(S[: len(rows)], rows, y, k0, partials, q, b)
+        _residuals(S[: len(rows)], rows, y, w, k0, partials, q, b)
         G[:n_t, :] = 0.0
         for bi in range(len(rows)):
             r = rows[bi]
@@ -198,7 +198,7 @@ def _update_csr(
 
 @njit(nogil=True, cache=True)
 def _update_dense(
-    X, y, fit_intercept, W, k0, acc, partials, q, b, order, batch_size, eta, lam, n_pen,
+    X, y, w, fit_intercept, W, k0, acc, partials, q, b, order, batch_size, eta, lam, n_pen,
     adaptive, delta,
 ):  # fmt: skip
     n_feat = X.shape[1]
@@ -216,7 +216,7 @@ def _update_dense(
                 if x != 0.0:
                     for k in range(n_block):
                         S[bi, k] += x * W[j, k]
-        _residuals(S[: len(rows)], rows, y, k0, partials, q, b)
+        _residuals(S[: len(rows)], rows, y, w, k0, partials, q, b)
         # Every column is touched by a dense mini-batch, so no decay is ever pending.
         for j in range(n_feat + fit_intercept):
             g[:] = 0.0
@@ -229,15 +229,15 @@ def _update_dense(
 
 
 @njit(nogil=True, cache=True)
-def _svrg_residuals(S, S0, rows, b, b0, partials, q):
-    """Refresh b from the partials, then ``(p(W) - p(W~)) / m`` in S (labels cancel)."""
+def _svrg_residuals(S, S0, rows, w, b, b0, partials, q):
+    """Refresh b from the partials, then ``s (p(W) - p(W~)) / m`` in S (labels cancel)."""
     m = len(rows)
     n_block = S.shape[1]
     for bi in range(m):
         r = rows[bi]
         _refresh_b(S[bi], r, partials, q, b)
         for k in range(n_block):
-            S[bi, k] = (math.exp(S[bi, k] + b[r]) - math.exp(S0[bi, k] + b0[r])) / m
+            S[bi, k] = w[r] * (math.exp(S[bi, k] + b[r]) - math.exp(S0[bi, k] + b0[r])) / m
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -294,8 +294,8 @@ def _row_scores_dense(X, r, W, fit_intercept, s):
 
 @njit(nogil=True, cache=True)
 def _svrg_csr(
-    indptr, indices, data, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size,
-    max_touched, eta, lam, n_pen,
+    indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order,
+    batch_size, max_touched, eta, lam, n_pen,
 ):  # fmt: skip
     n_cols, n_block = W.shape
     S = np.empty((batch_size, n_block), dtype=np.float64)
@@ -325,7 +325,7 @@ def _svrg_csr(
         for bi in range(len(rows)):
             _row_scores_csr(indptr, indices, data, rows[bi], W, fit_intercept, S[bi])
             _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
-        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partials, q)
+        _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q)
         G[:n_t, :] = 0.0
         for bi in range(len(rows)):
             r = rows[bi]
@@ -348,7 +348,7 @@ def _svrg_csr(
 
 @njit(nogil=True, cache=True)
 def _svrg_dense(
-    X, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen,
+    X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
@@ -361,7 +361,7 @@ def _svrg_dense(
         for bi in range(len(rows)):
             _row_scores_dense(X, rows[bi], W, fit_intercept, S[bi])
             _row_scores_dense(X, rows[bi], W0, fit_intercept, S0[bi])
-        _svrg_residuals(S[: len(rows)], S0, rows, b, b0, partials, q)
+        _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q)
         for j in range(n_feat + fit_intercept):
             g[:] = 0.0
             for bi in range(len(rows)):
@@ -373,16 +373,17 @@ def _svrg_dense(
 
 
 @njit(nogil=True, cache=True)
-def _grad_csr(indptr, indices, data, y, fit_intercept, W, k0, b, scale, out):
+def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=np.float64)
     for r in range(len(indptr) - 1):
         _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
+        sw = scale * w[r]
         for k in range(n_block):
-            s[k] = scale * math.exp(s[k] + b[r])
+            s[k] = sw * math.exp(s[k] + b[r])
         local = y[r] - k0
         if 0 <= local < n_block:
-            s[local] -= scale
+            s[local] -= sw
         for p in range(indptr[r], indptr[r + 1]):
             j = indices[p]
             x = data[p]
@@ -394,17 +395,18 @@ def _grad_csr(indptr, indices, data, y, fit_intercept, W, k0, b, scale, out):
 
 
 @njit(nogil=True, cache=True)
-def _grad_dense(X, y, fit_intercept, W, k0, b, scale, out):
+def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
     s = np.empty(n_block, dtype=np.float64)
     for r in range(n_rows):
         _row_scores_dense(X, r, W, fit_intercept, s)
+        sw = scale * w[r]
         for k in range(n_block):
-            s[k] = scale * math.exp(s[k] + b[r])
+            s[k] = sw * math.exp(s[k] + b[r])
         local = y[r] - k0
         if 0 <= local < n_block:
-            s[local] -= scale
+            s[local] -= sw
         for j in range(n_feat):
             x = X[r, j]
             if x != 0.0:
@@ -437,10 +439,11 @@ class NumbaKernel:
             return
         if rows.is_sparse:
             X = rows.X
-            _grad_csr(X.indptr, X.indices, X.data, rows.y, rows.fit_intercept, W_block, k0, b,
-                      float(scale), out)  # fmt: skip
+            _grad_csr(X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept,
+                      W_block, k0, b, float(scale), out)  # fmt: skip
         else:
-            _grad_dense(rows.X, rows.y, rows.fit_intercept, W_block, k0, b, float(scale), out)
+            _grad_dense(rows.X, rows.y, rows.weight, rows.fit_intercept, W_block, k0, b,
+                        float(scale), out)  # fmt: skip
 
     def update_pass(self, rows: LocalRows, W_block, k0, acc, partials, q, b, order,
                     config: UpdateConfig, snapshot: Snapshot | None = None):  # fmt: skip
@@ -468,18 +471,20 @@ class NumbaKernel:
                 m,
             )
             if rows.is_sparse:
-                _svrg_csr(X.indptr, X.indices, X.data, rows.fit_intercept, W_block, *anchor,
-                          max_touched, eta, lam, n_pen)  # fmt: skip
+                _svrg_csr(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept, W_block,
+                          *anchor, max_touched, eta, lam, n_pen)  # fmt: skip
             else:
-                _svrg_dense(X, rows.fit_intercept, W_block, *anchor, eta, lam, n_pen)
+                _svrg_dense(X, rows.weight, rows.fit_intercept, W_block, *anchor, eta, lam,
+                            n_pen)  # fmt: skip
             return
         tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta))
         if rows.is_sparse:
             _update_csr(
-                X.indptr, X.indices, X.data, rows.y, rows.fit_intercept, W_block, k0, acc,
-                partials, q, b, order, m, max_touched, *tail,
+                X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept, W_block,
+                k0, acc, partials, q, b, order, m, max_touched, *tail,
             )  # fmt: skip
         else:
             _update_dense(
-                X, rows.y, rows.fit_intercept, W_block, k0, acc, partials, q, b, order, m, *tail
+                X, rows.y, rows.weight, rows.fit_intercept, W_block, k0, acc, partials, q, b,
+                order, m, *tail,
             )  # fmt: skip

@@ -62,7 +62,7 @@ class ReferenceKernel:
         local = rows.y - k0
         inside = (local >= 0) & (local < n_block)
         R[np.flatnonzero(inside), local[inside]] -= 1.0
-        out += scale * (Xa.T @ R)
+        out += scale * (Xa.T @ (rows.weight[:, None] * R))
 
     def update_pass(
         self, rows, W_block, k0, acc, partials, q, b, order, config: UpdateConfig,
@@ -90,7 +90,7 @@ class ReferenceKernel:
             else:
                 # SVRG: the labels cancel between the current and the anchor gradient.
                 R -= np.exp(Xb @ snapshot.W_block.astype(np.float64) + snapshot.b[batch, None])
-            R /= len(batch)
+            R *= rows.weight[batch, None] / len(batch)
             G = Xb.T @ R + config.lam * W_block * pen[:, None]
             if snapshot is not None:
                 G += snapshot.mean_grad

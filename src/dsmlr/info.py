@@ -1,0 +1,229 @@
+"""``dsmlr info``: the versions and resources that a bug report or a cluster check needs.
+
+:func:`collect_info` gathers them into a dict; :func:`run_info` prints it, as aligned
+text or one JSON object.  Nothing here may fail because an optional part is missing or
+broken: each probe catches its own errors and reports them as the value
+(``"not installed"``, ``"unavailable (reason)"``).
+
+Two probes are expensive or risky, so they run only when ``info`` does: importing
+torch (seconds), and asking the MPI library for its version.  The latter runs in a
+child process when this one was not started by an MPI launcher: importing ``mpi4py.MPI``
+initialises MPI, which with some MPI installations and no runtime aborts the whole
+process, and would otherwise leave MPI initialised in the caller's process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from typing import Any
+
+from dsmlr import __version__
+from dsmlr.comm.mpi import launched_by_mpi
+
+__all__ = ["collect_info", "configure_info", "format_info", "run_info"]
+
+NOT_INSTALLED = "not installed"
+
+# (key, importable module, distribution name): versions in the order they are printed.
+_PACKAGES = [
+    ("numpy", "numpy", "numpy"),
+    ("scipy", "scipy", "scipy"),
+    ("scikit-learn", "sklearn", "scikit-learn"),
+    ("numba", "numba", "numba"),
+    ("mpi4py", "mpi4py", "mpi4py"),
+]
+_LATE_PACKAGES = [("matplotlib", "matplotlib", "matplotlib"), ("tqdm", "tqdm", "tqdm")]
+
+# Text labels of the keys whose printed name differs from the JSON key.
+_LABELS = {
+    "mpi_library": "MPI library",
+    "gpus": "GPUs",
+    "cpu_cores": "CPU cores",
+    "cpu_cores_usable": "CPU cores usable",
+    "mpi_world_size": "MPI world size",
+}
+
+# Run in a child process: MPI_Get_library_version may be called before MPI_Init, so the
+# child never initialises MPI (no runtime needed, nothing to start or to hang on).
+_MPI_PROBE = """
+import mpi4py
+mpi4py.rc.initialize = False
+mpi4py.rc.finalize = False
+from mpi4py import MPI
+print(MPI.Get_library_version())
+"""
+_MPI_PROBE_TIMEOUT_S = 30.0
+
+# Environment variables launchers set, read when mpi4py cannot tell rank and size.
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _reason(exc: BaseException) -> str:
+    return _one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _version(module_name: str, dist_name: str) -> str:
+    """The version of an importable package, ``"not installed"``, or ``"broken (...)"``."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return NOT_INSTALLED
+    except Exception as exc:  # installed, but importing it fails: say how
+        return f"broken ({_reason(exc)})"
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        return importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return _one_line(lines[0]) if lines else "unknown"
+
+
+def _mpi_library() -> str:
+    """The first line of ``MPI.Get_library_version()``, or ``"unavailable (reason)"``."""
+    try:
+        import mpi4py  # noqa: F401  (the package alone does not initialise MPI)
+    except ImportError:
+        return "unavailable (mpi4py not installed)"
+    if launched_by_mpi() or "mpi4py.MPI" in sys.modules:
+        # Under a launcher MPI is (or is about to be) initialised here anyway.
+        try:
+            from mpi4py import MPI
+
+            return _first_line(MPI.Get_library_version())
+        except Exception as exc:
+            return f"unavailable ({_reason(exc)})"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _MPI_PROBE],
+            capture_output=True, text=True, timeout=_MPI_PROBE_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"unavailable (no answer in {_MPI_PROBE_TIMEOUT_S:g} s)"
+    except OSError as exc:
+        return f"unavailable ({_reason(exc)})"
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.strip()]
+        why = _one_line(errors[-1]) if errors else f"exit status {proc.returncode}"
+        return f"unavailable ({why})"
+    return _first_line(proc.stdout)
+
+
+def _mpi_world() -> tuple[int, int | None]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` unless an MPI launcher started it.
+
+    Under a launcher without a working mpi4py the launcher's environment variables
+    answer instead (size ``None`` where they do not say), so ``info`` can still report.
+    """
+    if not launched_by_mpi():
+        return 0, 1
+    from dsmlr.comm.mpi import world_rank_and_size
+
+    try:
+        return world_rank_and_size()
+    except Exception:
+        rank = next((os.environ[v] for v in _RANK_VARIABLES if v in os.environ), "0")
+        size = next((os.environ[v] for v in _SIZE_VARIABLES if v in os.environ), None)
+        try:
+            return int(rank), int(size) if size is not None else None
+        except ValueError:
+            return 0, None
+
+
+def _torch_and_gpus() -> tuple[str, list[str]]:
+    """torch's version and the CUDA devices it sees (names; empty when none)."""
+    version = _version("torch", "torch")
+    if version == NOT_INSTALLED or version.startswith("broken"):
+        return version, []
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return version, []
+        return version, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as exc:  # a driver/runtime mismatch: report it, do not fail
+        return version, [f"unavailable ({_reason(exc)})"]
+
+
+def _usable_cores() -> int | None:
+    """Cores this process may run on (a batch scheduler's CPU set, not the machine's)."""
+    if hasattr(os, "process_cpu_count"):  # Python >= 3.13
+        return os.process_cpu_count()
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
+def collect_info() -> dict[str, Any]:
+    """Versions of dsmlr and its dependencies, and the resources this process sees.
+
+    Returns
+    -------
+    dict
+        Keys ``dsmlr``, ``python``, ``platform``, ``numpy``, ``scipy``,
+        ``scikit-learn``, ``numba``, ``mpi4py``, ``mpi_library``, ``torch``,
+        ``matplotlib``, ``tqdm`` (str: a version, ``"not installed"``, or a reason it
+        is unavailable); ``gpus`` (list of CUDA device names, empty when none);
+        ``cpu_cores`` and ``cpu_cores_usable`` (int or None); ``mpi_world_size``
+        (int: 1 unless started by an MPI launcher; None where it cannot be told).
+    """
+    info: dict[str, Any] = {
+        "dsmlr": __version__,
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "platform": platform.platform(),
+    }
+    for key, module, dist in _PACKAGES:
+        info[key] = _version(module, dist)
+    info["mpi_library"] = _mpi_library()
+    info["torch"], info["gpus"] = _torch_and_gpus()
+    for key, module, dist in _LATE_PACKAGES:
+        info[key] = _version(module, dist)
+    info["cpu_cores"] = os.cpu_count()
+    info["cpu_cores_usable"] = _usable_cores()
+    info["mpi_world_size"] = _mpi_world()[1]
+    return info
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """``info`` as aligned ``name  value`` lines (None shown as ``unknown``)."""
+    width = max(len(_LABELS.get(key, key)) for key in info)
+    lines = []
+    for key, value in info.items():
+        if key == "gpus":
+            value = ", ".join(f"{i}: {name}" for i, name in enumerate(value)) or "none"
+        elif value is None:
+            value = "unknown"
+        lines.append(f"{_LABELS.get(key, key):<{width}}  {value}")
+    return "\n".join(lines)
+
+
+def configure_info(p: argparse.ArgumentParser) -> None:
+    """Add ``dsmlr info``'s arguments to ``p``."""
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Run ``dsmlr info``: print the report (under ``mpiexec``, on rank 0 only)."""
+    rank, _ = _mpi_world()
+    if rank != 0:  # every rank would print the same report
+        return 0
+    info = collect_info()
+    print(json.dumps(info) if args.json else format_info(info), flush=True)
+    return 0

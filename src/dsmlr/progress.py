@@ -1,0 +1,127 @@
+"""What ``dsmlr train`` shows while it trains.
+
+On a terminal: a progress bar per epoch (tqdm, on stderr) with the rows processed, elapsed
+time, the epoch's ETA and the latest objective and accuracies, above which each finished
+epoch leaves one line.  Elsewhere (CI logs, Slurm output files, pipes) only the plain
+epoch lines, since a redrawn bar would fill a log file with carriage returns.  The same
+object writes the ``--metrics`` JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from typing import IO
+
+from tqdm import tqdm
+
+from dsmlr.engines import format_epoch
+
+__all__ = ["TrainingProgress"]
+
+
+class TrainingProgress:
+    """The training callback of the CLI: ``__call__`` per epoch, ``progress`` per visit.
+
+    Parameters
+    ----------
+    n_rows : int
+        Training rows: an epoch's bar counts them (every row passes through every class
+        block once per epoch; the bar advances as the blocks are visited).
+    quiet : bool
+        No bar and no epoch lines (the metrics file is still written).
+    metrics : text file, optional
+        Receives each epoch's record as one JSON line, flushed at once, so a run that is
+        killed keeps every finished epoch.
+    prefix : str
+        Put before every epoch line (``"rank 2: "`` when every MPI rank reports).
+    bar : bool, optional
+        Draw the bar; default: when ``stream`` is a terminal and not ``quiet``.
+    stream : text file, optional
+        Where the bar goes (default ``sys.stderr``); epoch lines go to stdout.
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        *,
+        quiet: bool = False,
+        metrics: IO[str] | None = None,
+        prefix: str = "",
+        bar: bool | None = None,
+        stream: IO[str] | None = None,
+    ) -> None:
+        self.n_rows = int(n_rows)
+        self.quiet = quiet
+        self.metrics = metrics
+        self.prefix = prefix
+        self.stream = sys.stderr if stream is None else stream
+        if bar is None:
+            bar = not quiet and _is_terminal(self.stream)
+        self.show_bar = bar
+        self._bar: tqdm | None = None
+        self._bar_epoch = 0
+        self._postfix: dict[str, str] = {}
+
+    def __call__(self, entry: dict) -> None:
+        """One finished epoch's history entry (:meth:`EpochRecord.as_dict`)."""
+        self._postfix = {"objective": f"{entry['objective']:.5g}",
+                         "train acc": f"{entry['train_accuracy']:.4f}"}  # fmt: skip
+        if "test_accuracy" in entry:
+            self._postfix["test acc"] = f"{entry['test_accuracy']:.4f}"
+        if not self.quiet:
+            line = self.prefix + format_epoch(entry)
+            if self._bar is not None:
+                self._bar.n = self._bar.total
+                self._bar.set_postfix(self._postfix, refresh=True)
+                tqdm.write(line, file=sys.stdout)
+            else:
+                # One write per line: under mpiexec with every rank reporting, lines
+                # from different ranks then never interleave mid-line.
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        if self.metrics is not None:
+            self.metrics.write(json.dumps(entry) + "\n")
+            self.metrics.flush()
+
+    def progress(self, epoch: int, done: int, total: int) -> None:
+        """``done`` of ``total`` block visits of ``epoch`` are finished (rank 0's)."""
+        if not self.show_bar:
+            return
+        if self._bar is None:
+            # A terminal that reports its size as 0 x 0 (some ptys) gets 100 x 24: with
+            # tqdm's own sizing the bar would be 0 wide and below the screen's last line,
+            # so never drawn.
+            size = shutil.get_terminal_size((100, 24))
+            self._bar = tqdm(
+                total=self.n_rows, unit="row", unit_scale=True, file=self.stream,
+                ncols=size.columns, nrows=size.lines, leave=False, desc=f"epoch {epoch}",
+            )  # fmt: skip
+            self._bar_epoch = epoch
+        elif epoch != self._bar_epoch:
+            self._bar.reset(total=self.n_rows)
+            self._bar.set_description(f"epoch {epoch}")
+            self._bar.set_postfix(self._postfix, refresh=False)
+            self._bar_epoch = epoch
+        self._bar.n = min(self.n_rows, round(self.n_rows * done / max(total, 1)))
+        self._bar.refresh()
+
+    def close(self) -> None:
+        """Remove the bar (call when training ends, also on error)."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> TrainingProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # closed or not a real file
+        return False
