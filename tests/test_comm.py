@@ -47,3 +47,32 @@ def test_a_failing_worker_does_not_hang_the_others():
         run_workers(4, body)
     assert time.monotonic() - start < 10
     assert not [t for t in threading.enumerate() if t.name.startswith("dsmlr-worker")]
+
+
+def test_wait_seconds_count_the_wait_for_a_late_neighbour():
+    def work(comm):
+        if comm.rank == 0:
+            time.sleep(0.3)  # the late rank: the others wait for it
+        comm.ring_shift([np.zeros(4)])
+        comm.allreduce_sum(np.ones(2))
+        return comm.wait_seconds
+
+    waits = run_workers(3, work)
+    assert waits[0] < 0.1 and min(waits[1:]) > 0.25
+
+
+def test_epoch_records_put_a_straggler_s_cost_in_the_others_wait():
+    from dsmlr.engines import EngineConfig
+    from dsmlr.training import train_embedded
+    from problems import planted_sparse_problem
+
+    X, y = planted_sparse_problem(n_samples=400, n_features=60, n_classes=8, seed=4)
+    base = {"n_samples": 400, "n_features": 60, "n_classes": 8, "max_epochs": 2, "tol": 0.0}
+    fair, slow = (
+        train_embedded(X, y, EngineConfig(**base, straggler=s), 2).history[-1]
+        for s in (None, (1, 20.0))
+    )
+    # Worker 0's record: with worker 1 twenty times slower it mostly waits.
+    assert slow.wait_seconds > 5 * max(fair.wait_seconds, 1e-3)
+    assert slow.wait_seconds <= slow.comm_seconds + 1e-6
+    assert slow.wait_seconds > 0.5 * slow.comm_seconds

@@ -172,3 +172,70 @@ def test_an_exception_on_one_rank_aborts_the_whole_job(data_dir):
     assert run.returncode != 0
     assert time.monotonic() - start < 30
     assert "dsmlr: error: rank 1: injected failure" in run.stderr
+
+
+def _rank_pid(marker: str, rank: int, timeout: float = 60) -> int:
+    """The pid of MPI rank ``rank`` of the job whose command line contains ``marker``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker.encode() in cmdline and f"PMI_RANK={rank}".encode() in environ:
+                return int(entry.name)
+        time.sleep(0.05)
+    raise AssertionError(f"rank {rank} of the job with {marker} not found")
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("engine", ["sync", "async"])
+def test_a_killed_rank_ends_the_job_and_resume_finishes_the_run(data_dir, engine):
+    ck = data_dir / f"ck-{engine}"
+    train = ["train", "d.train.svm", "--epochs", "8", "--seed", "5", "--tol", "0",
+             "--engine", engine, "--checkpoint-dir", str(ck)]  # fmt: skip
+    cmd = [MPIEXEC, "-n", "4", sys.executable, "-m", "dsmlr", *train, "--model", "killed"]
+    # Naming the dead rank races the launcher, which kills the observing ranks within
+    # a fraction of a second (benchmarks/results/faults.md has the rate); the job's end
+    # and the resume must hold every time, the name at least once in three kills.
+    named, seen = None, []
+    for _ in range(3):
+        shutil.rmtree(ck, ignore_errors=True)
+        job = subprocess.Popen(cmd, cwd=data_dir, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            while not list(ck.glob("epoch-*")) and job.poll() is None:
+                time.sleep(0.02)
+            pid = _rank_pid(str(ck), 2)
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+            out, err = job.communicate(timeout=60)
+            ended_after = time.monotonic() - killed_at
+        finally:
+            if job.poll() is None:
+                job.kill()
+        assert job.returncode != 0 and ended_after < 30, (ended_after, out, err)
+        record = ck / "failure.txt"
+        seen.append(out + err + (record.read_text() if record.exists() else "(no record)"))
+        if record.exists() and f"rank 2 (pid {pid} on " in record.read_text():
+            named = f"rank 2 (pid {pid} on "
+            break
+    assert named is not None, seen
+    resumed = _dsmlr(4, [*train, "--resume", "--model", f"resumed-{engine}"], data_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout and "stopped: " in resumed.stdout
+    assert named in resumed.stdout and not (ck / "failure.txt").exists()
+    whole = _dsmlr(4, [*train[:-2], "--model", f"whole-{engine}"], data_dir)
+    assert whole.returncode == 0, whole.stderr
+    a, b = (json.loads((data_dir / m / "manifest.json").read_text())["history"][-1]
+            for m in (f"resumed-{engine}", f"whole-{engine}"))  # fmt: skip
+    assert a["epoch"] == b["epoch"] == 8
+    if engine == "sync":  # bit for bit
+        for block in (data_dir / f"whole-{engine}").glob("block_*.npy"):
+            assert block.read_bytes() == (data_dir / f"resumed-{engine}" / block.name).read_bytes()
+    else:  # blocks meet in a different order every run: the same objective within 0.5%
+        assert abs(a["objective"] - b["objective"]) <= 5e-3 * b["objective"]

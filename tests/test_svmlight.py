@@ -146,6 +146,8 @@ def test_fast_path_used_for_sorted_files(tmp_path, monkeypatch):
 
     monkeypatch.setattr(svm, "_parse_lines", boom)
     assert dense(read_svmlight(put(tmp_path, "1 1:1 2:2\n"))) == [[1, 2]]
+    # Underscores in comments do not leave the fast path.
+    assert dense(read_svmlight(put(tmp_path, "# data_set\n1 1:1 2:2 # a_b\n"))) == [[1, 2]]
     with pytest.raises(AssertionError):
         read_svmlight(put(tmp_path, "1 2:1 1:2\n"))
 
@@ -224,6 +226,14 @@ ERRORS = [
     (b"1 1:1\n\xff\xfe\x00\x01 1:1\n", 2, "line is not text"),
     (b"1 1:1\n2 1:\x00\x07\n", 2, "line is not text"),
     (bytes(range(256)) * 4, 1, "line is not text"),
+    ("1 1:1\n2 1:1e400\n", 2, "value in token '1:1e400' overflows float64"),
+    ("1e400 1:1\n", 1, "label '1e400' overflows float64"),
+    ("1 1:1\n2 2147483648:1\n", 2, "LIBSVM indices stop at 2147483647"),
+    ("1 1:1\r2 2:1\r", 1, "bare carriage returns"),
+    ("1 1:1\n".encode("utf-16"), 1, "file is UTF-16 text"),
+    # scikit-learn reads "1e-_1" as 0.1, Python "1_0" as 10; LIBSVM refuses both.
+    ("1 1:1\n2 1:1e-_1\n", 2, "malformed token '1:1e-_1': '_' is not part"),
+    ("1_0 1:1\n", 1, "malformed label '1_0'"),
 ]
 
 
@@ -251,6 +261,8 @@ OPTION_ERRORS = [
     ("1 3:1\n", {"n_features": 3, "zero_based": True}, 1, "zero-based indices must be below 3"),
     ("1 1:1\n2 0:1\n", {"zero_based": False}, 2, "feature index 0 in a one-based file"),
     ("1 1:1e39\n", {"dtype": np.float32}, 1, "value 1e+39 overflows float32"),
+    ("1 1:1\n2 1:1e200 2:1e200\n", {"check_norms": True}, 2, "squared norm overflows float64"),
+    ("1 1:3e19\n", {"check_norms": True, "dtype": np.float32}, 1, "overflows float32"),
 ]
 
 
@@ -261,6 +273,13 @@ def test_option_errors(tmp_path, reader, content, kwargs, line, problem):
     with pytest.raises(DataError, match=f"^{path}:{line}: ") as info:
         reader(path, **kwargs)
     assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_largest_libsvm_index_and_huge_finite_values_are_read(tmp_path, reader):
+    # 2**31 - 1 is LIBSVM's own limit; values whose squares overflow are still values.
+    d = reader(put(tmp_path, "1 2147483647:1e200 1:1e200\n"))
+    assert d.X.shape == (1, 2**31 - 1) and d.X.data.tolist() == [1e200, 1e200]
 
 
 @pytest.mark.parametrize("reader", READERS)

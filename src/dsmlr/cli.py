@@ -91,6 +91,35 @@ def _warn(message: str) -> None:
     print(f"dsmlr: warning: {message}", file=sys.stderr)
 
 
+def checkpoint_params(args: argparse.Namespace) -> dict:
+    """The estimator's checkpoint parameters from ``train``'s options (checked)."""
+    if args.resume and not args.checkpoint_dir:
+        raise DataError("--resume needs --checkpoint-dir (where the checkpoints are)")
+    if args.checkpoint_dir and Path(args.checkpoint_dir).exists():
+        if not Path(args.checkpoint_dir).is_dir():
+            raise DataError("exists and is not a directory (--checkpoint-dir)", args.checkpoint_dir)
+    return {"checkpoint_dir": args.checkpoint_dir, "checkpoint_every": args.checkpoint_every,
+            "resume": args.resume}  # fmt: skip
+
+
+def resume_note(args: argparse.Namespace) -> str | None:
+    """The line saying where training continues from, or None.  A failure record left
+    by the MPI watchdog is shown once, then removed (call this on one process only)."""
+    if not args.resume:
+        return None
+    from dsmlr.checkpoint import FAILURE_FILE, latest_checkpoint
+
+    found = latest_checkpoint(args.checkpoint_dir)
+    if found is None:
+        return f"no checkpoint in {args.checkpoint_dir} yet: training from the start"
+    note = f"resuming from {found}"
+    failure = Path(args.checkpoint_dir) / FAILURE_FILE
+    if failure.is_file():  # the watchdog's record of how the last run ended
+        note += f" (the run before stopped: {failure.read_text().strip()})"
+        failure.unlink()
+    return note
+
+
 def training_summary(history: list[dict], converged: bool | None) -> list[str]:
     """``train``'s closing lines: why it stopped, and the last epoch's figures."""
     last = history[-1]
@@ -203,6 +232,13 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all-ranks", action="store_true",
                    help="under mpiexec: every rank prints its epoch lines (its own compute "
                    "and communication seconds), not only rank 0")  # fmt: skip
+    p.add_argument("--checkpoint-dir", metavar="DIR",
+                   help="save a checkpoint here every --checkpoint-every epochs and at the "
+                   "end (the newest two are kept)")  # fmt: skip
+    p.add_argument("--checkpoint-every", type=positive_int, default=1, metavar="N",
+                   help="epochs between checkpoints (1)")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --checkpoint-dir")  # fmt: skip
     p.add_argument(
         "--straggler", type=straggler, metavar="RANK:FACTOR",
         help="testing aid under mpiexec: make RANK compute FACTOR times slower",
@@ -229,6 +265,7 @@ def _run_train(args: argparse.Namespace) -> int:
         n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
         batch_size=args.batch_size, dtype=args.dtype, random_state=args.seed,
         eval_every=args.eval_every, blocks_per_rank=args.blocks_per_rank,
+        **checkpoint_params(args),
     )  # fmt: skip
     with (
         open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics,
@@ -240,6 +277,8 @@ def _run_train(args: argparse.Namespace) -> int:
                 f"{len(np.unique(y))} classes ({X.nnz} non-zeros)",
                 flush=True,
             )
+            if (note := resume_note(args)) is not None:
+                print(note, flush=True)
         model.fit(X, y, X_val=X_test, y_val=y_test, callback=on_epoch)
     print("\n".join(training_summary(model.history_, model.converged_)))
     # The index base travels with the model, so evaluate/predict read later files alike.

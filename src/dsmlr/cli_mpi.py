@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import argparse
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 
-from dsmlr.cli import DTYPES, ZERO_BASED, input_metadata, print_report, training_summary
+from dsmlr.checkpoint import FAILURE_FILE
+from dsmlr.cli import (
+    DTYPES,
+    ZERO_BASED,
+    checkpoint_params,
+    input_metadata,
+    print_report,
+    resume_note,
+    training_summary,
+)
 from dsmlr.comm.mpi import MPIComm
+from dsmlr.comm.watchdog import Watchdog
 from dsmlr.distributed import ShardedModel, fit_sharded, load_sharded
 from dsmlr.io.datasets import read_dataset_shard
 from dsmlr.io.sharded import Shard
@@ -33,8 +44,24 @@ def _say(comm: MPIComm, text: str) -> None:
 
 
 def train_mpi(args: argparse.Namespace) -> int:
-    """``dsmlr train`` with one worker per MPI rank (see module docstring)."""
+    """``dsmlr train`` with one worker per MPI rank (see module docstring); if a rank
+    dies, the watchdog names it (:mod:`dsmlr.comm.watchdog`)."""
     comm = MPIComm()
+    record, note = None, None
+    if args.checkpoint_dir:
+        record = Path(args.checkpoint_dir) / FAILURE_FILE
+        if comm.rank == 0:
+            # Before the watchdog starts: the note shows (and removes) the record of how
+            # the last run ended; any other is stale and would block the next record.
+            note = resume_note(args)
+            Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            record.unlink(missing_ok=True)
+        comm.barrier()
+    with Watchdog(comm, record=record):
+        return _train(comm, args, note)
+
+
+def _train(comm: MPIComm, args: argparse.Namespace, note: str | None) -> int:
     if args.workers is not None and args.workers != comm.size:
         _say(comm, f"dsmlr: note: --workers ignored: one worker per MPI rank ({comm.size})")
     dtype = DTYPES[args.dtype]
@@ -51,7 +78,7 @@ def train_mpi(args: argparse.Namespace) -> int:
         lam=args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         engine=args.engine, optimizer=args.optimizer, eta=args.eta, batch_size=args.batch_size,
         dtype=args.dtype, random_state=args.seed, eval_every=args.eval_every,
-        blocks_per_rank=args.blocks_per_rank,
+        blocks_per_rank=args.blocks_per_rank, **checkpoint_params(args),
     )  # fmt: skip
     metrics_file = args.metrics if comm.rank == 0 else None
     prefix = f"rank {comm.rank}: " if args.all_ranks else ""
@@ -69,6 +96,8 @@ def train_mpi(args: argparse.Namespace) -> int:
                 f"training on {train.n_samples} rows, {train.n_features} features ({nnz} "
                 f"non-zeros) with {comm.size} MPI rank(s)",
             )
+            if note is not None:
+                _say(comm, note)
         model = fit_sharded(
             train.X, train.y, comm=comm, n_features=train.n_features,
             X_val=None if test is None else test.X, y_val=None if test is None else test.y,

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines import centre_intercepts, get_engine
-from dsmlr.errors import DataError, on_all_ranks
+from dsmlr.errors import DataError, agreed, on_all_ranks
 from dsmlr.io.model_files import (
     ModelData,
     prepare_directory,
@@ -40,28 +40,11 @@ from dsmlr.io.model_files import (
 )
 from dsmlr.io.sharded import global_classes
 from dsmlr.kernels import LocalRows
+from dsmlr.memory import count_nonzeros
 from dsmlr.objective import squared_norm
 from dsmlr.scoring import encode_labels
 
 __all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
-
-
-def agreed(comm: Communicator, fn: Callable[[], object]) -> object:
-    """Run the local step ``fn`` on every rank; if it fails anywhere, fail everywhere.
-
-    A rank that raised alone would leave the others blocked in their next collective
-    call, so failures are exchanged first and every rank raises the same
-    :class:`DataError` (the lowest failing rank's message).
-    """
-    problem, out = "", None
-    try:
-        out = fn()
-    except (DataError, ValueError, OSError) as exc:
-        problem = str(exc) if comm.size == 1 else f"rank {comm.rank}: {exc}"
-    problems = [p for p in comm.allgather(problem) if p]
-    if problems:
-        raise on_all_ranks(DataError(str(problems[0])))
-    return out
 
 
 def _local_matrix(X, n_features: int, dtype) -> sp.csr_matrix | np.ndarray:
@@ -275,8 +258,15 @@ def fit_sharded(
         X_test = agreed(comm, lambda: _local_matrix(X_val, n_features, dtype))
         test_rows = LocalRows(X_test, y_test, cfg.fit_intercept)
         n_test = int(comm.allreduce_sum(np.array([len(y_test)], dtype=np.int64))[0])
-    monitor = clf._monitor(callback, every_rank)
-    result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, monitor)
+    totals = comm.allreduce_sum(np.array([
+        X_mine.shape[0] + (0 if test_rows is None else test_rows.n_rows),
+        count_nonzeros(X_mine) + (0 if test_rows is None else count_nonzeros(test_rows.X)),
+    ], dtype=np.int64))  # fmt: skip
+    clf._check_memory(comm, cfg, int(totals[0]), int(totals[1]), 1)
+    clf.classes_ = classes  # the labels a checkpoint records
+    cfg, start, saver = clf._checkpointing(comm, cfg, None)
+    monitor = clf._monitor(callback, every_rank, checkpoint=saver)
+    result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, monitor, start)
     blocks = result.blocks
     if cfg.fit_intercept:
         centre_intercepts(comm, blocks, len(classes))

@@ -8,7 +8,10 @@ that line and exits with status 1; it never shows a traceback for them.
 
 from __future__ import annotations
 
-__all__ = ["DataError", "NumericalError", "on_all_ranks"]
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["DataError", "NumericalError", "agreed", "on_all_ranks"]
 
 
 class DataError(ValueError):
@@ -50,3 +53,22 @@ def on_all_ranks(exc: BaseException) -> BaseException:
     """
     exc.all_ranks = True  # type: ignore[attr-defined]
     return exc
+
+
+def agreed(comm: Any, fn: Callable[[], object]) -> object:
+    """Run the local step ``fn`` on every rank; if it fails anywhere, fail everywhere.
+
+    A rank that raised alone would leave the others blocked in their next collective
+    call, so failures are exchanged first and every rank raises the same
+    :class:`DataError` (the lowest failing rank's message).  ``comm`` is a
+    :class:`~dsmlr.comm.base.Communicator`.
+    """
+    problem, out = "", None
+    try:
+        out = fn()
+    except (DataError, ValueError, OSError) as exc:
+        problem = str(exc) if comm.size == 1 else f"rank {comm.rank}: {exc}"
+    problems = [p for p in comm.allgather(problem) if p]
+    if problems:
+        raise on_all_ranks(DataError(str(problems[0])))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import ClassVar
 
@@ -15,10 +16,21 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from dsmlr.engines import ENGINES, OPTIMIZERS, EngineConfig, EpochRecord, Monitor, format_epoch
+from dsmlr.comm import run_workers
+from dsmlr.engines import (
+    ENGINES,
+    OPTIMIZERS,
+    EngineConfig,
+    EpochRecord,
+    Monitor,
+    Start,
+    format_epoch,
+    n_class_blocks,
+)
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
 from dsmlr.kernels import KERNELS
+from dsmlr.memory import count_nonzeros
 from dsmlr.objective import squared_norm
 from dsmlr.scoring import BlockScores, dense_scores, encode_labels, model_scores, summarise
 from dsmlr.training import train_embedded
@@ -90,6 +102,18 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         This is the way to continue training; there is no ``partial_fit``, because
         every DS-MLR epoch needs all rows (each row's auxiliary ``b_i`` and the SVRG
         anchor gradient are exact only over the whole training set).
+    checkpoint_dir : str or None, default=None
+        Save a checkpoint here after every ``checkpoint_every`` epochs (with an exact
+        objective) and after the last (see :mod:`dsmlr.checkpoint`; the newest two are
+        kept, and each loads as a model).
+    checkpoint_every : int, default=1
+        See ``checkpoint_dir``.
+    resume : bool, default=False
+        Continue from the newest checkpoint in ``checkpoint_dir``, if there is one (its
+        seed replaces ``random_state``); the result is exactly that of the uninterrupted
+        run when the number of workers and the settings are the same.  Data that
+        defines another problem (rows, features, classes, ``lam``, intercept, dtype) is
+        refused.
     random_state : int or None, default=None
         Seed for the row shuffles.
     verbose : int, default=0
@@ -128,6 +152,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         "kernel": [StrOptions(set(KERNELS))],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "warm_start": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
+        "resume": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -151,6 +178,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         kernel: str = "numba",
         class_weight: dict | str | None = None,
         warm_start: bool = False,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -170,6 +200,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self.kernel = kernel
         self.class_weight = class_weight
         self.warm_start = warm_start
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.resume = resume
         self.random_state = random_state
         self.verbose = verbose
 
@@ -266,16 +299,62 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             y_test = encode_labels(y_val, self.classes_)
 
         cfg = self._engine_config(X.shape[0], X.shape[1], n_classes, self._seed())
-        monitor = self._monitor(callback)
+        start = None if W0 is None else Start(weights=lambda k0, k1: W0[k0:k1])
         n_workers = self._resolved_workers(X.shape[0], n_classes)
+        nnz = count_nonzeros(X) + (0 if X_test is None else count_nonzeros(X_test))
+        n_rows = X.shape[0] + (0 if X_test is None else X_test.shape[0])
+
+        def prepare(comm):  # the checks and loads a distributed run makes collectively
+            self._check_memory(comm, cfg, n_rows, nnz, n_workers)
+            return self._checkpointing(comm, cfg, start)
+
+        cfg, start, saver = run_workers(1, prepare)[0]
+        monitor = self._monitor(callback, checkpoint=saver)
         result = train_embedded(
-            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, monitor, weight, W0
+            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, monitor, weight, start
         )  # fmt: skip
         self._set_weights(result.W)
         self.history_ = [r.as_dict() for r in result.history]
         self.n_iter_ = len(result.history)
         self.converged_ = result.converged
         return self
+
+    def _check_memory(self, comm, cfg: EngineConfig, n_rows: int, nnz: int, workers: int) -> None:
+        """Refuse (collectively) a run that would not fit in memory (:mod:`dsmlr.memory`).
+
+        ``n_rows`` and ``nnz`` count all ranks' training and held-out rows; ``workers``
+        is the number of workers sharing one process (the embedded run)."""
+        from dsmlr.memory import check_memory, plan_memory
+
+        def plan_for(n_ranks: int):
+            return plan_memory(
+                n_rows=-(-n_rows // n_ranks), nnz=-(-nnz // n_ranks), n_features=cfg.n_features,
+                n_classes=cfg.n_classes, n_ranks=n_ranks,
+                n_blocks=n_class_blocks(self.engine, cfg, max(n_ranks, workers)),
+                itemsize=np.dtype(cfg.dtype).itemsize, optimizer=cfg.optimizer,
+                fit_intercept=cfg.fit_intercept,
+            )  # fmt: skip
+
+        check_memory(comm, plan_for)
+
+    def _checkpointing(self, comm, cfg: EngineConfig, start: Start | None):
+        """``(cfg, start, checkpointer)`` with checkpoints as the parameters ask: the
+        newest checkpoint's start (and seed) when resuming from one (collective)."""
+        if self.checkpoint_dir is None:
+            return cfg, start, None
+        from dsmlr.checkpoint import Checkpointer, checkpoint_settings, resume_start
+
+        if self.resume:
+            found = resume_start(self.checkpoint_dir, comm, cfg, self.classes_)
+            if found is not None:
+                start, seed, _ = found
+                cfg = replace(cfg, seed=seed)
+        saver = Checkpointer(
+            self.checkpoint_dir, self.checkpoint_every, classes=self.classes_,
+            fit_intercept=bool(self.fit_intercept), params=self.json_params(),
+            settings=checkpoint_settings(cfg),
+        )  # fmt: skip
+        return cfg, start, saver
 
     def _sample_weight(self, sample_weight, X, y_idx: np.ndarray) -> np.ndarray | None:
         """Row weights from ``sample_weight`` and ``class_weight``; None when all are 1."""
@@ -337,7 +416,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _monitor(
-        self, callback: Callable[[dict], None] | None, every_rank: bool = False
+        self, callback: Callable[[dict], None] | None, every_rank: bool = False, checkpoint=None
     ) -> Monitor:
         """The progress hooks: a line per epoch when verbose, and the user's callback
         (with its ``progress`` method, if it has one, called after each block visit)."""
@@ -349,7 +428,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             if callback is not None:
                 callback(entry)
 
-        return Monitor(on_epoch, getattr(callback, "progress", None), every_rank)
+        return Monitor(on_epoch, getattr(callback, "progress", None), every_rank, checkpoint)
 
     def _set_weights(self, W: np.ndarray) -> None:
         n_features = W.shape[1] - int(self.fit_intercept)
@@ -443,9 +522,12 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         """The parameters a model file records: those with plain JSON values.
 
         A ``class_weight`` dict is left out (its keys may be any labels); it shaped
-        training but plays no part in prediction.
+        training but plays no part in prediction.  So are ``checkpoint_dir`` and
+        ``resume``, which concern one run.
         """
-        return {k: v for k, v in self.get_params().items() if _jsonable(v)}
+        # Where and whether to checkpoint is about one run, not about the model.
+        skip = ("checkpoint_dir", "resume")
+        return {k: v for k, v in self.get_params().items() if _jsonable(v) and k not in skip}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

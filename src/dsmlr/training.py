@@ -16,6 +16,7 @@ from dsmlr.engines import (
     EngineConfig,
     EpochRecord,
     Monitor,
+    Start,
     WorkerResult,
     centre_intercepts,
     get_engine,
@@ -82,7 +83,7 @@ def train_embedded(
     y_test: np.ndarray | None = None,
     monitor: Monitor | None = None,
     sample_weight: np.ndarray | None = None,
-    W0: np.ndarray | None = None,
+    start: Start | None = None,
 ) -> TrainingResult:
     """Train with ``n_workers`` in-process workers.
 
@@ -104,19 +105,18 @@ def train_embedded(
         Progress hooks (called from worker 0's thread).
     sample_weight : ndarray of float64, shape (N,), optional
         Weight of each row's loss term; None: all ones.
-    W0 : ndarray of shape (K, D_fit), optional
-        Starting weights (warm start; intercept in the last column when fitted).
+    start : Start, optional
+        Starting weights (warm start) or a checkpointed run to continue.
     """
     run = get_engine(engine)
     shards = shard_rows(X, y, n_workers, cfg.fit_intercept, sample_weight)
-    initial = None if W0 is None else (lambda k0, k1: W0[k0:k1])
     tests: list[LocalRows | None] = [None] * n_workers
     if X_test is not None and y_test is not None:
         tests = list(shard_rows(X_test, y_test, n_workers, cfg.fit_intercept))
     n_test = 0 if y_test is None else len(y_test)
 
     def train_rank(comm) -> WorkerResult:
-        res = run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, monitor, initial)
+        res = run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, monitor, start)
         if cfg.fit_intercept:
             centre_intercepts(comm, res.blocks, cfg.n_classes)
         return res

@@ -100,3 +100,21 @@ def test_storage_with_room_receives_a_wider_block_in_place(comm, monkeypatch):
     if comm.size > 1:
         ok = ok and got.base is storage  # received into the storage it sent from
     agree(comm, ok, f"got {got.shape}, same storage: {got.base is storage}")
+
+
+def test_wait_seconds_count_the_wait_for_a_late_rank(comm):
+    import time
+
+    before = comm.wait_seconds
+    if comm.rank == 0:
+        time.sleep(0.3)
+    comm.ring_shift([np.zeros(1000)])
+    comm.allreduce_sum(np.ones(2))
+    waited = comm.wait_seconds - before
+    # Rank 0's ring neighbours wait for it in the handshake; ranks further away meet
+    # neighbours that are themselves held up, which counts as transfer time.
+    neighbour = comm.rank in (1, comm.size - 1) and comm.rank != 0
+    if comm.rank == 0:
+        agree(comm, waited < 0.15, f"the late rank waited {waited:.3f}s")
+    else:
+        agree(comm, waited > 0.2 or not neighbour, f"a neighbour waited only {waited:.3f}s")

@@ -36,11 +36,19 @@ class Communicator(Protocol):
         Number of workers.
     bytes_sent : int
         Payload bytes this rank has sent so far (for metrics).
+    wait_seconds : float
+        Seconds this rank has spent inside communication calls waiting for other ranks
+        rather than moving data (for metrics; a part of the time the calls took): in a
+        collective (small payloads: all of its time), in a ring shift's handshake with
+        its two neighbours, or in an idle :meth:`poll`.  A ring shift counts only the
+        wait for the neighbours themselves: when a neighbour is held up by its own
+        neighbour, that delay shows as transfer time.
     """
 
     rank: int
     size: int
     bytes_sent: int
+    wait_seconds: float
 
     def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
         """Send ``buffers`` to rank ``rank - 1``; return those rank ``rank + 1`` sent.

@@ -60,12 +60,19 @@ class InProcessComm:
         self.rank = rank
         self.size = group.size
         self.bytes_sent = 0
+        self.wait_seconds = 0.0
         self._generation = 0
+
+    def _wait(self) -> None:
+        """The group barrier; threads share memory, so all of it is waiting."""
+        t0 = time.perf_counter()
+        self._group.barrier.wait()
+        self.wait_seconds += time.perf_counter() - t0
 
     def _exchange(self, value: object) -> list[object]:
         g = self._group
         g.slots[self.rank] = value
-        g.barrier.wait()
+        self._wait()
         everything = list(g.slots)
         # A second barrier so no rank overwrites its slot before all have read.
         g.barrier.wait()
@@ -97,7 +104,7 @@ class InProcessComm:
 
     def barrier(self) -> None:
         if self.size > 1:
-            self._group.barrier.wait()
+            self._wait()
 
     def ibarrier(self) -> _InProcessBarrier:
         g = self._group
@@ -116,12 +123,15 @@ class InProcessComm:
         deadline = time.monotonic() + timeout
         while True:
             self._group.check_alive()
+            t0 = time.perf_counter()
             try:
                 # Short waits, so a worker notices promptly when another one failed.
                 return inbox.get(timeout=min(0.05, max(deadline - time.monotonic(), 0.0)))
             except queue.Empty:
                 if time.monotonic() >= deadline:
                     return None
+            finally:
+                self.wait_seconds += time.perf_counter() - t0
 
     def flush(self) -> None:
         return None  # arrays move by reference: nothing stays in flight

@@ -34,7 +34,8 @@ _MAX_ARRAYS = 16
 _MAX_DIM = 3
 _HEADER = 1 + _MAX_ARRAYS * (2 + _MAX_DIM)  # count, then (dtype, ndim, shape...) per array
 
-_TAG_RING_HEADER, _TAG_RING = 11, 1000
+_TAG_RING_HEADER, _TAG_RING_READY, _TAG_RING = 11, 12, 1000
+_READY = np.zeros(1, dtype=np.int8)
 # Ring transfers go this many bytes at a time; those of equal shapes in place (MPI
 # buffers one chunk internally for Sendrecv_replace).
 _CHUNK_BYTES = 16 * 2**20
@@ -153,6 +154,7 @@ class MPIComm:
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
         self.bytes_sent = 0
+        self.wait_seconds = 0.0
         self._in_flight: list[tuple[list[Any], list[np.ndarray]]] = []
         self._to_self: collections.deque[list[np.ndarray]] = collections.deque()
 
@@ -166,10 +168,20 @@ class MPIComm:
         buffers = [np.ascontiguousarray(a) for a in buffers]
         head = _header(buffers)
         incoming_head = np.empty_like(head)
+        # A handshake with both neighbours before the payload: the header comes from
+        # the right one, an empty "ready" from the left one (small sends complete at
+        # once, the receives only when that neighbour has arrived).  It moves a few
+        # bytes, so its time is this rank's wait; the payload's is transfer.
+        t0 = time.perf_counter()
         comm.Sendrecv(
             head, dest=left, sendtag=_TAG_RING_HEADER,
             recvbuf=incoming_head, source=right, recvtag=_TAG_RING_HEADER,
         )  # fmt: skip
+        comm.Sendrecv(
+            _READY, dest=right, sendtag=_TAG_RING_READY,
+            recvbuf=np.empty_like(_READY), source=left, recvtag=_TAG_RING_READY,
+        )  # fmt: skip
+        self.wait_seconds += time.perf_counter() - t0
         # On the wire every array travels as the same sequence of chunks, whichever way
         # each end stores it, so neighbours need not agree on storing in place.
         storages = [_storage(a) for a in buffers]
@@ -232,7 +244,10 @@ class MPIComm:
         if self.size == 1:
             return values.copy()
         everything = np.empty((self.size, *values.shape), dtype=values.dtype)
+        # A few numbers: the time is the wait for the last rank to arrive.
+        t0 = time.perf_counter()
         self._comm.Allgather(values, everything)
+        self.wait_seconds += time.perf_counter() - t0
         self.bytes_sent += int(values.nbytes)
         total = np.zeros_like(values)
         for part in everything:  # rank order: identical on every rank
@@ -242,11 +257,16 @@ class MPIComm:
     def allgather(self, value: object) -> list[object]:
         if self.size == 1:
             return [value]
-        return self._comm.allgather(value)
+        t0 = time.perf_counter()  # small objects: the time is waiting, as for allreduce
+        out = self._comm.allgather(value)
+        self.wait_seconds += time.perf_counter() - t0
+        return out
 
     def barrier(self) -> None:
         if self.size > 1:
+            t0 = time.perf_counter()
             self._comm.Barrier()
+            self.wait_seconds += time.perf_counter() - t0
 
     def ibarrier(self) -> _MPIBarrier:
         return _MPIBarrier(self._comm.Ibarrier())
@@ -291,6 +311,7 @@ class MPIComm:
             # Sleep rather than spin: ranks often share cores, and a spinning idle rank
             # would steal cycles from the one it is waiting for.
             time.sleep(min(pause, deadline - now))
+            self.wait_seconds += time.monotonic() - now
             pause = min(pause * 2, 5e-3)
 
     def flush(self) -> None:

@@ -1,7 +1,7 @@
 """Training engines (orchestration only), registered by name.
 
 An engine is a function run on every rank with signature
-``(comm, rows, cfg, test_rows=None, n_test=0, monitor=None, initial=None) -> WorkerResult``.
+``(comm, rows, cfg, test_rows=None, n_test=0, monitor=None, start=None) -> WorkerResult``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from dsmlr.engines.base import (
     EngineConfig,
     EpochRecord,
     Monitor,
+    ResumeState,
+    Start,
     StoppingRule,
     WorkerResult,
     centre_intercepts,
@@ -27,17 +29,28 @@ __all__ = [
     "EngineConfig",
     "EpochRecord",
     "Monitor",
+    "ResumeState",
+    "Start",
     "StoppingRule",
     "WorkerResult",
     "centre_intercepts",
     "format_epoch",
     "get_engine",
+    "n_class_blocks",
 ]
 
 ENGINES: dict[str, Callable[..., WorkerResult]] = {
     "sync": sync_ring_worker,
     "async": async_token_worker,
 }
+
+
+def n_class_blocks(engine: str, cfg: EngineConfig, n_ranks: int) -> int:
+    """How many class blocks B the engine ``engine`` cuts the classes into on ``n_ranks``."""
+    from dsmlr.engines import async_tokens, sync_ring
+
+    module = async_tokens if engine == "async" else sync_ring
+    return n_ranks * module.blocks_per_group(cfg, n_ranks)
 
 
 def get_engine(name: str) -> Callable[..., WorkerResult]:

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines.base import EngineConfig, Monitor, WorkerResult
-from dsmlr.engines.ring import Block, InitialWeights, Ring, run_epochs
+from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
+from dsmlr.engines.ring import Block, Ring, run_epochs
 from dsmlr.engines.sync_ring import update_fields, visit
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
 
@@ -149,6 +149,13 @@ def _token_phase(
     ring.group = sorted(home, key=lambda blk: blk.q)
 
 
+def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
+    """Class blocks each rank starts with: ``cfg.blocks_per_rank`` or 4, but never more
+    blocks than classes (an empty token would be pure overhead)."""
+    per_group = cfg.blocks_per_rank or DEFAULT_BLOCKS_PER_RANK
+    return max(1, min(per_group, cfg.n_classes // n_ranks))
+
+
 def async_token_worker(
     comm: Communicator,
     rows: LocalRows,
@@ -156,13 +163,11 @@ def async_token_worker(
     test_rows: LocalRows | None = None,
     n_test: int = 0,
     monitor: Monitor | None = None,
-    initial: InitialWeights | None = None,
+    start: Start | None = None,
 ) -> WorkerResult:
     """Train on this rank's rows with the asynchronous engine; runs on every rank.
 
     Same parameters and result as :func:`~dsmlr.engines.sync_ring.sync_ring_worker`.
     """
-    per_group = cfg.blocks_per_rank or DEFAULT_BLOCKS_PER_RANK
-    # Never more blocks than classes: an empty token would be pure overhead.
-    per_group = max(1, min(per_group, cfg.n_classes // comm.size))
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _token_phase, initial)
+    per_group = blocks_per_group(cfg, comm.size)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _token_phase, start)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -13,6 +14,8 @@ __all__ = [
     "EngineConfig",
     "EpochRecord",
     "Monitor",
+    "ResumeState",
+    "Start",
     "StoppingRule",
     "WorkerResult",
     "centre_intercepts",
@@ -114,9 +117,11 @@ class EpochRecord:
     (a scoring pass, not the running stochastic estimate); ``time`` is wall seconds
     since training started.  With a held-out set, ``test_objective`` (over its rows
     with labels seen in training), ``test_accuracy`` and ``test_top5_accuracy`` (rows
-    with unseen labels count as errors).  ``compute_seconds`` (kernels), ``comm_seconds`` (ring
-    passes, waiting included), ``eval_seconds`` (the scoring ring) and ``bytes_sent``
-    (payload per rank, averaged over ranks) cover the epochs since the previous record
+    with unseen labels count as errors).  ``compute_seconds`` (kernels), ``comm_seconds``
+    (communication, waiting included), ``wait_seconds`` (the part of it spent waiting
+    for other ranks, see :attr:`~dsmlr.comm.base.Communicator.wait_seconds`),
+    ``eval_seconds`` (the scoring ring) and ``bytes_sent`` (payload per rank, averaged
+    over ranks) cover the epochs since the previous record
     (one epoch unless :attr:`EngineConfig.eval_every` > 1).  ``peak_rss`` is
     each rank's peak resident memory so far, in bytes, in rank order (in-process
     workers share one process, so they report the same figure).
@@ -131,6 +136,7 @@ class EpochRecord:
     test_top5_accuracy: float | None = None
     compute_seconds: float = 0.0
     comm_seconds: float = 0.0
+    wait_seconds: float = 0.0
     eval_seconds: float = 0.0
     bytes_sent: int = 0
     peak_rss: list[int] | None = None
@@ -161,6 +167,75 @@ class Monitor:
     on_epoch: Callable[[EpochRecord], None] | None = None
     on_visit: Callable[[int, int, int], None] | None = None
     every_rank: bool = False
+    checkpoint: Checkpoint | None = None
+
+
+class Checkpoint(Protocol):
+    """Saves training state at the end of epochs (see :mod:`dsmlr.checkpoint`)."""
+
+    def due(self, epoch: int, previous: int) -> bool:
+        """Whether a checkpoint is wanted after ``epoch`` (one with an exact objective),
+        the one before with an exact objective being ``previous`` (0 if none)."""
+        ...
+
+    def save(self, comm, epoch: int, blocks: list, state: ResumeState) -> None:
+        """Write one checkpoint (collective); ``blocks`` are this rank's ring blocks."""
+        ...
+
+
+@dataclass
+class ResumeState:
+    """Where a training run stands after an epoch: what continuing it exactly needs
+    besides the weights.
+
+    Attributes
+    ----------
+    epoch : int
+        The last finished epoch.
+    history : list of EpochRecord
+    backoff : float
+        The step-size factor (halved at each rise of the objective).
+    best, quiet : float, int
+        The stopping rule's state (:class:`StoppingRule`).
+    elapsed : float
+        Wall seconds of training so far (``time`` of the records goes on from it).
+    converged : bool
+        The run had already stopped on ``tol``.
+    rng : list of dict or None
+        Every rank's row-shuffle generator state (``bit_generator.state``), in rank
+        order; None when it cannot be used (another number of ranks), in which case each
+        rank starts a new stream from the seed and the epoch.
+    """
+
+    epoch: int
+    history: list[EpochRecord]
+    backoff: float
+    best: float
+    quiet: int
+    elapsed: float
+    converged: bool = False
+    rng: list[dict] | None = None
+
+
+@dataclass(frozen=True)
+class Start:
+    """How a run starts other than from zero weights.
+
+    Attributes
+    ----------
+    weights : callable
+        ``weights(k0, k1)``: the starting weights of classes ``k0:k1``, shape
+        ``(k1 - k0, D_fit)`` (warm start, or a checkpoint).
+    acc : callable, optional
+        ``acc(q, k0, k1)``: the AdaGrad accumulator of block ``q``, or None for zeros.
+    state : ResumeState, optional
+        Continue a checkpointed run (its epoch count, step size, stopping rule and
+        random streams) instead of starting a new one at these weights.
+    """
+
+    weights: Callable[[int, int], np.ndarray]
+    acc: Callable[[int, int, int], np.ndarray | None] | None = None
+    state: ResumeState | None = None
 
 
 @dataclass
@@ -182,8 +257,12 @@ class StoppingRule:
     def __init__(self, tol: float, patience: int):
         self.tol = tol
         self.patience = patience
-        self._best = np.inf
-        self._quiet = 0
+        self.best = np.inf
+        self.quiet = 0
+
+    def restore(self, best: float, quiet: int) -> None:
+        """Continue from a checkpointed run's state."""
+        self.best, self.quiet = float(best), int(quiet)
 
     def update(self, objective: float) -> bool:
         """Record an epoch's objective; return True when training should stop.
@@ -192,10 +271,10 @@ class StoppingRule:
         best objective so far is instability (the engine shortens its step), not
         convergence, and resets the count.
         """
-        gain = (self._best - objective) / max(abs(objective), 1e-300)
-        self._best = min(self._best, objective)
-        self._quiet = self._quiet + 1 if 0.0 <= gain < self.tol else 0
-        return self._quiet >= self.patience
+        gain = (self.best - objective) / max(abs(objective), 1e-300)
+        self.best = min(self.best, objective)
+        self.quiet = self.quiet + 1 if 0.0 <= gain < self.tol else 0
+        return self.quiet >= self.patience
 
 
 def format_epoch(entry: dict) -> str:

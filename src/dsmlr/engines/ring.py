@@ -39,6 +39,8 @@ from dsmlr.engines.base import (
     EngineConfig,
     EpochRecord,
     Monitor,
+    ResumeState,
+    Start,
     StoppingRule,
     WorkerResult,
     peak_rss_bytes,
@@ -52,11 +54,7 @@ from dsmlr.scoring import BlockScores, score_local_blocks, summarise
 #: Top-k accuracy reported on a held-out set each epoch.
 TEST_TOP_K = 5
 
-__all__ = ["Block", "Clock", "InitialWeights", "Ring", "UpdatePhase", "block_array", "run_epochs"]
-
-#: ``initial(k0, k1)`` -> starting weights of classes ``k0:k1``, shape ``(k1 - k0, D_fit)``
-#: (intercept last): how a warm start or a resumed run hands each rank its blocks.
-InitialWeights = Callable[[int, int], np.ndarray]
+__all__ = ["Block", "Clock", "Ring", "UpdatePhase", "block_array", "run_epochs"]
 
 
 class Clock:
@@ -179,15 +177,16 @@ def _sum_sq_norms(rows: LocalRows) -> float:
     """
     if rows.n_rows == 0:
         return 0.0
+    # Summed in float64 whatever the data's type: float32 squares overflow at 1e19.
     X = rows.X
     if rows.weighted:
-        sq_rows = (
-            np.asarray(X.multiply(X).sum(axis=1)).ravel()
-            if rows.is_sparse
-            else (np.einsum("ij,ij->i", X, X))
-        )
+        if rows.is_sparse:
+            sq_rows = np.asarray(X.multiply(X).sum(axis=1, dtype=np.float64)).ravel()
+        else:
+            sq_rows = np.einsum("ij,ij->i", X, X, dtype=np.float64)
         return float(rows.weight @ (sq_rows + float(rows.fit_intercept)))
-    sq = float(X.multiply(X).sum()) if rows.is_sparse else float(np.einsum("ij,ij->", X, X))
+    values = X.data if rows.is_sparse else X.ravel()
+    sq = float(np.einsum("i,i->", values, values, dtype=np.float64))
     return sq + rows.n_rows * float(rows.fit_intercept)
 
 
@@ -213,9 +212,8 @@ class Ring:
     ----------
     per_group : int
         Blocks per group, so ``B = P * per_group`` blocks in all.
-    initial : callable, optional
-        ``initial(k0, k1)`` gives the starting weights of classes ``k0:k1`` as a
-        ``(k1 - k0, D_fit)`` array (warm start); None starts from zero.
+    start : Start, optional
+        Starting weights (and AdaGrad state) of each class range; None starts from zero.
     """
 
     def __init__(
@@ -224,7 +222,7 @@ class Ring:
         cfg: EngineConfig,
         clock: Clock,
         per_group: int,
-        initial: InitialWeights | None = None,
+        start: Start | None = None,
     ):
         self.comm = comm
         self.clock = clock
@@ -239,9 +237,13 @@ class Ring:
         for q in _group_blocks(self.gid, self.size, self.per_group):
             lo, hi = self.blocks[q]
             W = block_array(cfg.n_columns, hi - lo, self.capacity, cfg.dtype)
-            if initial is not None:
-                W[...] = np.asarray(initial(lo, hi)).T
-            self.group.append(Block(q, (lo, hi), W, np.zeros(cfg.n_columns)))
+            acc = np.zeros(cfg.n_columns)
+            if start is not None:
+                W[...] = np.asarray(start.weights(lo, hi)).T
+                saved = start.acc(q, lo, hi) if start.acc is not None else None
+                if saved is not None:
+                    acc[...] = saved
+            self.group.append(Block(q, (lo, hi), W, acc))
 
     @property
     def n_blocks(self) -> int:
@@ -308,17 +310,20 @@ def run_epochs(
     monitor: Monitor | None,
     per_group: int,
     update_phase: UpdatePhase,
-    initial: InitialWeights | None = None,
+    start: Start | None = None,
 ) -> WorkerResult:
     """The epoch loop every engine runs; the engine supplies ``update_phase``.
 
-    With ``initial`` weights (warm start) a scoring ring first makes ``b`` and the
-    cached partials exact at those weights, and SVRG anchors from the first epoch: the
-    plain warm-up pass is for starting far from the optimum.
+    With ``start`` weights (warm start, checkpoint) a scoring ring first makes ``b`` and
+    the cached partials exact at those weights (bit for bit what the interrupted run
+    had after its last scoring ring), and SVRG anchors from the first epoch: the plain
+    warm-up pass is for starting far from the optimum.  ``start.state`` continues a
+    checkpointed run where it stopped.  ``monitor.checkpoint`` is asked after each
+    epoch with an exact objective.
     """
     kernel = get_kernel(cfg.kernel)
     clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
-    ring = Ring(comm, cfg, clock, per_group, initial)
+    ring = Ring(comm, cfg, clock, per_group, start)
     monitor = monitor or Monitor()
     visits = [0, 0]  # epoch, visits done in it
     if monitor.on_visit is not None and comm.rank == 0:
@@ -330,7 +335,7 @@ def run_epochs(
 
         ring.on_visit = count_visit
     carry = ("acc",) if cfg.optimizer == "adagrad" else ()
-    if initial is None:
+    if start is None:
         partials = _initial_partials(rows.n_rows, ring.blocks)
         b = np.full(rows.n_rows, -np.log(cfg.n_classes))
     else:
@@ -339,21 +344,41 @@ def run_epochs(
         partials, b = start_scores.partials, -start_scores.sums()[0]
     rng = np.random.default_rng([cfg.seed, comm.rank])
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
-    total_sq = comm.allreduce_sum(np.array([_sum_sq_norms(rows)]))[0]
+    with np.errstate(over="ignore"):
+        total_sq = comm.allreduce_sum(np.array([_sum_sq_norms(rows)]))[0]
+    if not np.isfinite(total_sq):
+        raise on_all_ranks(
+            NumericalError(
+                "feature values too large: the squared row norms overflow float64 (values "
+                "above about 1e154); rescale the features"
+            )
+        )
     curvature = max(float(total_sq) / cfg.n_samples, 1e-12)
     history: list[EpochRecord] = []
     converged = False
     backoff = 1.0
-    start = time.perf_counter()
+    first_epoch, elapsed = 1, 0.0
+    state = start.state if start is not None else None
+    if state is not None:
+        history, backoff, converged = list(state.history), state.backoff, state.converged
+        stopper.restore(state.best, state.quiet)
+        first_epoch, elapsed = state.epoch + 1, state.elapsed
+        if state.rng is not None and len(state.rng) == comm.size:
+            rng.bit_generator.state = state.rng[comm.rank]
+        else:  # another number of ranks: fresh streams, still reproducible
+            rng = np.random.default_rng([cfg.seed, comm.rank, state.epoch])
+    t_start = time.perf_counter() - elapsed
 
-    bytes_before = comm.bytes_sent
-    for epoch in range(1, cfg.max_epochs + 1):
+    bytes_before, wait_before = comm.bytes_sent, comm.wait_seconds
+    for epoch in range(first_epoch, cfg.max_epochs + 1):
+        if converged:
+            break
         step = _step_config(cfg, epoch, curvature, backoff)
         visits[:] = [epoch, 0]
         # SVRG's anchor gradient helps little far from the optimum: the first epoch is
         # a plain stochastic pass, which gets there faster.
         b_anchor = None
-        if cfg.optimizer == "svrg" and (epoch > 1 or initial is not None):
+        if cfg.optimizer == "svrg" and (epoch > 1 or start is not None):
             # Anchor at the current W, whose exact b the last scoring ring computed.
             b_anchor = b.copy()
             _gradient_ring(ring, kernel, rows, b_anchor, cfg, carry)
@@ -373,7 +398,8 @@ def run_epochs(
         partials, b = train.partials, -lse
         held_out = test.sums() if test is not None else np.zeros(4)
         sent = float(comm.bytes_sent - bytes_before)
-        totals = comm.allreduce_sum(np.array([loss, correct, penalty, sent, *held_out]))
+        sums = np.array([loss, correct, penalty, sent, *held_out])
+        totals = clock.timed("comm", comm.allreduce_sum, sums)
         eval_seconds = time.perf_counter() - t_eval
         objective = totals[0] / cfg.n_samples + totals[2]
         if not np.isfinite(objective):
@@ -386,11 +412,12 @@ def run_epochs(
             )
         record = EpochRecord(
             epoch=epoch,
-            time=time.perf_counter() - start,
+            time=time.perf_counter() - t_start,
             objective=float(objective),
             train_accuracy=float(totals[1] / cfg.n_samples),
             compute_seconds=clock.compute,
             comm_seconds=clock.comm,
+            wait_seconds=comm.wait_seconds - wait_before,
             eval_seconds=eval_seconds,
             bytes_sent=int(totals[3] / comm.size),
             peak_rss=[int(v) for v in comm.allgather(peak_rss_bytes())],  # type: ignore[call-overload]
@@ -402,16 +429,24 @@ def run_epochs(
             record.test_top5_accuracy = float(t_top / n_test)
         history.append(record)
         clock.compute = clock.comm = 0.0
-        bytes_before = comm.bytes_sent
+        bytes_before, wait_before = comm.bytes_sent, comm.wait_seconds
         if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
             monitor.on_epoch(record)
         if len(history) > 1 and record.objective > history[-2].objective:
             # A rising objective means the step is too long for this data; every rank
             # sees the same allreduced objective, so all shorten it together.
             backoff *= 0.5
-        if stopper.update(record.objective):
-            converged = True
-            break
+        converged = stopper.update(record.objective)
+        saver = monitor.checkpoint
+        previous = history[-2].epoch if len(history) > 1 else 0
+        if saver is not None and (
+            converged or epoch == cfg.max_epochs or saver.due(epoch, previous)
+        ):
+            now = ResumeState(
+                epoch, list(history), backoff, stopper.best, stopper.quiet,
+                time.perf_counter() - t_start, converged, [rng.bit_generator.state],
+            )  # fmt: skip
+            saver.save(comm, epoch, ring.group, now)
 
     return WorkerResult(
         rank=comm.rank,

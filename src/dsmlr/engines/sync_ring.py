@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines.base import EngineConfig, Monitor, WorkerResult
-from dsmlr.engines.ring import InitialWeights, Ring, run_epochs
+from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
+from dsmlr.engines.ring import Ring, run_epochs
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
 from dsmlr.kernels.base import Snapshot
 
@@ -44,6 +44,11 @@ def blocks_per_worker(n_workers: int) -> int:
     and training stalls above the optimum.
     """
     return 2 if n_workers == 2 else 1
+
+
+def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
+    """Class blocks each rank holds: ``cfg.blocks_per_rank``, or the default."""
+    return cfg.blocks_per_rank or blocks_per_worker(n_ranks)
 
 
 def update_fields(svrg: bool, carry: tuple[str, ...]) -> tuple[str, ...]:
@@ -90,7 +95,7 @@ def sync_ring_worker(
     test_rows: LocalRows | None = None,
     n_test: int = 0,
     monitor: Monitor | None = None,
-    initial: InitialWeights | None = None,
+    start: Start | None = None,
 ) -> WorkerResult:
     """Train on this rank's rows; the same call runs on every rank.
 
@@ -108,9 +113,8 @@ def sync_ring_worker(
         Global number of held-out rows.
     monitor : Monitor, optional
         Per-epoch and per-visit progress hooks.
-    initial : callable, optional
-        Starting weights per class range (warm start, see
-        :data:`~dsmlr.engines.ring.InitialWeights`); None starts from zero.
+    start : Start, optional
+        Starting weights, or a checkpointed run to continue; None starts from zero.
 
     Returns
     -------
@@ -118,5 +122,5 @@ def sync_ring_worker(
         The blocks this rank holds at the end (its starting group ``rank``) and the
         history.
     """
-    per_group = cfg.blocks_per_rank or blocks_per_worker(comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _update_ring, initial)
+    per_group = blocks_per_group(cfg, comm.size)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _update_ring, start)

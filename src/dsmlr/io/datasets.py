@@ -47,7 +47,14 @@ import scipy.sparse as sp
 
 from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.io.sharded import Shard, read_svmlight_shard
-from dsmlr.io.svmlight import _check_options, _label_array, _Options, read_svmlight
+from dsmlr.io.svmlight import (
+    _check_options,
+    _first_heavy_row,
+    _heavy_problem,
+    _label_array,
+    _Options,
+    read_svmlight,
+)
 from dsmlr.partition import row_shards
 
 if TYPE_CHECKING:
@@ -106,6 +113,7 @@ def load_dataset(
     n_features: int | None = None,
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
+    check_norms: bool = True,
 ) -> Dataset:
     """Read a LIBSVM/svmlight file or a ``.npz`` archive (see the module docstring).
 
@@ -125,6 +133,10 @@ def load_dataset(
         dtype of ``X``.
     allow_extra_features : bool, default False
         With ``n_features``, drop (with a warning) values beyond it instead of failing.
+    check_norms : bool, default True
+        Refuse a row whose squared norm overflows ``dtype`` (values around 1e154 in
+        float64, 1e19 in float32), naming its line: training would otherwise fail on it
+        far from the cause, and no model can score it.  Off, any finite values are read.
 
     Returns
     -------
@@ -143,10 +155,10 @@ def load_dataset(
     if fmt == "libsvm":
         data = read_svmlight(
             path, zero_based=base, n_features=n_features, dtype=dtype,
-            allow_extra_features=allow_extra_features,
+            allow_extra_features=allow_extra_features, check_norms=check_norms,
         )  # fmt: skip
         return Dataset(data.X, data.y, path, fmt, data.zero_based)
-    opts = _check_options(base, n_features, dtype, allow_extra_features)
+    opts = _check_options(base, n_features, dtype, allow_extra_features, check_norms)
     X, y = _read_npz(path, opts.dtype)
     X, dropped = _fit_width(X, opts, path)
     if dropped:
@@ -163,6 +175,7 @@ def read_dataset_shard(
     n_features: int | None = None,
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
+    check_norms: bool = True,
 ) -> Shard:
     """This rank's rows of a LIBSVM file or ``.npz`` archive (collective).
 
@@ -182,9 +195,9 @@ def read_dataset_shard(
     if fmt == "libsvm":
         return read_svmlight_shard(
             path, comm, zero_based=base, n_features=n_features, dtype=dtype,
-            allow_extra_features=allow_extra_features,
+            allow_extra_features=allow_extra_features, check_norms=check_norms,
         )  # fmt: skip
-    opts = _check_options(base, n_features, dtype, allow_extra_features)
+    opts = _check_options(base, n_features, dtype, allow_extra_features, check_norms)
     problem: tuple[str, str | None] | None = None
     crash: BaseException | None = None
     dropped = 0
@@ -484,18 +497,26 @@ def _labels(y: np.ndarray, n_rows: int, path: str) -> np.ndarray:
 
 
 def _fit_width(X: sp.csr_matrix, opts: _Options, path: str) -> tuple[sp.csr_matrix, int]:
-    """``X`` with exactly ``opts.n_features`` columns (if given), and the values dropped."""
-    n = opts.n_features
-    if n is None or X.shape[1] == n:
-        return X, 0
-    if X.shape[1] < n:
-        return sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n)), 0
-    if not opts.allow_extra_features:
-        raise DataError(
-            f"X has {X.shape[1]} columns, more than n_features={n} of the training data", path
-        )
-    dropped = int(np.count_nonzero(X.indices >= n))
-    return X[:, :n].tocsr(), dropped
+    """``X`` with exactly ``opts.n_features`` columns (if given), and the values dropped.
+
+    Rows are checked for overflowing norms here (if asked), after any dropping, as the
+    LIBSVM reader checks them.
+    """
+    n, dropped = opts.n_features, 0
+    if n is not None and X.shape[1] < n:
+        X = sp.csr_matrix((X.data, X.indices, X.indptr), shape=(X.shape[0], n))
+    elif n is not None and X.shape[1] > n:
+        if not opts.allow_extra_features:
+            raise DataError(
+                f"X has {X.shape[1]} columns, more than n_features={n} of the training data",
+                path,
+            )
+        dropped = int(np.count_nonzero(X.indices >= n))
+        X = X[:, :n].tocsr()
+    if opts.check_norms and (row := _first_heavy_row(X.data, X.indptr, X.dtype)) is not None:
+        largest = float(np.max(np.abs(X.data[X.indptr[row] : X.indptr[row + 1]])))
+        raise DataError(f"X row {row} (from 0): {_heavy_problem(largest, X.dtype)}", path)
+    return X, dropped
 
 
 def _dropped_warning(path: str, dropped: int, n_features: int | None) -> str:

@@ -41,6 +41,8 @@ from dsmlr.io.svmlight import (
     _NO_DATA,
     _READ_ERRORS,
     _check_options,
+    _first_heavy_row,
+    _has_zero_index,
     _open,
     _Options,
     _parse,
@@ -159,6 +161,7 @@ def read_svmlight_shard(
     n_features: int | None = None,
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
+    check_norms: bool = False,
 ) -> Shard:
     """Read this rank's part of an svmlight file (collective: every rank calls it).
 
@@ -184,6 +187,9 @@ def read_svmlight_shard(
     allow_extra_features : bool, default False
         With ``n_features``, drop values beyond it instead of failing; rank 0 warns
         once with the number dropped in the whole file.
+    check_norms : bool, default False
+        Also refuse a row whose squared norm overflows ``dtype`` (see
+        :func:`~dsmlr.io.read_svmlight`).
 
     Returns
     -------
@@ -202,7 +208,7 @@ def read_svmlight_shard(
         For invalid options (raised before any communication; the options are expected
         to be the same on every rank).
     """
-    opts = _check_options(zero_based, n_features, dtype, allow_extra_features)
+    opts = _check_options(zero_based, n_features, dtype, allow_extra_features, check_norms)
     path = os.fsdecode(os.fspath(path))
     crash: BaseException | None = None
     try:
@@ -261,6 +267,16 @@ def _read_local(
     """Read and parse this rank's lines alone; return its facts and raw-index rows."""
     try:
         payload, start = _my_bytes(path, rank, size)
+    except _BrokenStream as broken:
+        # Every rank decompresses the whole file to find its range, so every rank sees
+        # the break; read_svmlight would instead stop at the first bad line before it
+        # (and number the break by its own buffering).  What it says is what to report.
+        exc = broken
+        try:
+            _parse_lines(path, opts)
+        except DataError as first:
+            exc = first
+        return _NOTHING._replace(failure=(exc.problem, exc.path, exc.line)), None, None
     except DataError as exc:
         return _NOTHING._replace(failure=(exc.problem, exc.path, exc.line)), None, None
 
@@ -289,15 +305,27 @@ def _read_local(
 
     n = opts.n_features
     # Raw indices (zero_based=True, no n_features) depend on nothing on other ranks.
-    # With dropped extra features the value check must follow the dropping, so parse in
-    # float64 and cast after.
-    raw_dtype = np.dtype(np.float64) if opts.allow_extra_features and n is not None else opts.dtype
-    raw = _Options(True, None, raw_dtype, False)
+    # With dropped extra features the value and row-norm checks must follow the dropping,
+    # so parse in float64 without them and check after.
+    dropping = opts.allow_extra_features and n is not None
+    raw_dtype = np.dtype(np.float64) if dropping else opts.dtype
+    raw = _Options(True, None, raw_dtype, False, opts.check_norms and not dropping)
     try:
         data = _parse(path, raw, lambda: io.BytesIO(payload), first_line) if payload else None
     except DataError as exc:
         if exc.problem == _NO_DATA and exc.line is None:  # only comments and blank lines
             data = None
+        elif opts.zero_based == "auto" and n is not None:
+            # Which line is first wrong may depend on the base (index n_features is out
+            # of range only if zero-based), and index 0 may be on another rank: report
+            # the first problem under either base, as the agreement expects.
+            has_zero = _has_zero_index(io.BytesIO(payload))
+            as_zero_based = locate(opts._replace(zero_based=True), exc)
+            as_one_based = None if has_zero else locate(opts._replace(zero_based=False), exc)
+            facts = _NOTHING._replace(
+                if_zero_based=as_zero_based, if_one_based=as_one_based, has_zero=has_zero
+            )
+            return facts, None, None
         else:
             # Re-parse with the caller's options, so that the first problem reported is
             # the first line the whole-file reader would object to.
@@ -309,9 +337,13 @@ def _read_local(
     idx = X.indices
     has_zero = bool(X.nnz) and int(idx.min()) == 0
     bad_value = None
-    if raw_dtype != opts.dtype:
+    heavy_rows = False  # some row's norm overflows before dropping (only checked if dropping)
+    if dropping:  # (the value check is always made, the norm check only if asked for)
         with np.errstate(over="ignore", invalid="ignore"):
-            bad_value = ~np.isfinite(X.data.astype(opts.dtype))
+            cast = X.data.astype(opts.dtype, copy=False)
+        bad_value = ~np.isfinite(cast)
+        # Dropping values only shrinks norms: without a heavy row now, no base has one.
+        heavy_rows = opts.check_norms and _first_heavy_row(cast, X.indptr, opts.dtype) is not None
 
     # The problem (if any) and the number of values dropped, were the file to be decided
     # one-based (False) or zero-based (True).  "auto" with index 0 here can only be the
@@ -330,10 +362,13 @@ def _read_local(
             if opts.allow_extra_features:
                 dropped[base] = int(np.count_nonzero(over))
                 wrong = wrong or bool(bad_value is not None and (bad_value & ~over).any())
+                if heavy_rows and not wrong:
+                    kept = np.where(over, 0.0, cast)
+                    wrong = _first_heavy_row(kept, X.indptr, opts.dtype) is not None
             else:
                 wrong = wrong or bool(over.any())
         if wrong:
-            problems[base] = locate(_Options(base, n, opts.dtype, opts.allow_extra_features))
+            problems[base] = locate(opts._replace(zero_based=base))
     facts = _Facts(
         failure=None,
         crash=None,
@@ -466,10 +501,14 @@ def _count_lines(path: str, offset: int) -> int:
         return _scan(f, offset, path, not isinstance(f, io.BufferedReader))[1]
 
 
+class _BrokenStream(DataError):
+    """A compressed file that cannot be decompressed to its end (corrupt or truncated)."""
+
+
 def _read_error(
     exc: BaseException, path: str, compressed: bool, line: int | None = None
 ) -> DataError:
     if compressed:
-        return DataError(f"cannot read (corrupt or truncated?): {exc}", path, line)
+        return _BrokenStream(f"cannot read (corrupt or truncated?): {exc}", path, line)
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
     return DataError(f"cannot read file: {text}", path)

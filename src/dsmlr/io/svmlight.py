@@ -3,10 +3,11 @@
 Each data line is ``label idx:val idx:val ... [# comment]``.  Reading goes through
 scikit-learn's compiled loader first because it is an order of magnitude faster than
 Python on files of millions of lines; scikit-learn is stricter in some places (it
-rejects unsorted indices) and laxer in others (it accepts ``nan``), so every result is
-post-checked, and whenever scikit-learn raises or a post-check fails the file is
+rejects unsorted indices) and laxer in others (it accepts ``nan``, and underscores in
+numbers), so every result is post-checked (files with underscores in their data are not
+given to it), and whenever scikit-learn raises or a post-check fails the file is
 re-read by the pure-Python parser here, which either succeeds or raises a
-:class:`~dsmlr.errors.DataError` naming the exact line.  Both paths end in the same
+:class:`~dsmlr.errors.DataError` naming the first bad line.  Both paths end in the same
 finishing step, so they give identical results on valid input.
 """
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import io
 import lzma
+import math
 import os
 import warnings
 import zlib
@@ -37,8 +40,10 @@ _OPENERS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open
 _READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 _BOM = b"\xef\xbb\xbf"
 _TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\x0b\x0c"
-# Far beyond any real feature space, but keeps indices inside int64 arithmetic.
-_MAX_INDEX = 2**40
+# LIBSVM itself stores indices as C ints, and so does scikit-learn's loader (the fast
+# path), so a larger index is not LIBSVM data.  Refusing it here names the line, where
+# otherwise training would ask for terabytes of weights and fail without naming it.
+_MAX_INDEX = 2**31 - 1
 _WRITE_CHUNK = 65536
 _NO_DATA = "no data lines"
 
@@ -76,6 +81,7 @@ def read_svmlight(
     n_features: int | None = None,
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
+    check_norms: bool = False,
 ) -> SvmlightData:
     """Read an svmlight / LIBSVM file (plain, gzip, bzip2 or xz compressed).
 
@@ -94,6 +100,10 @@ def read_svmlight(
         dtype of ``X``.
     allow_extra_features : bool, default False
         With ``n_features``, drop (with a warning) entries beyond it instead of failing.
+    check_norms : bool, default False
+        Also refuse a row whose squared norm overflows ``dtype`` (values around 1e154 in
+        float64, 1e19 in float32): no model can be trained on it or score it.  Off, any
+        finite values are read as they are; :func:`~dsmlr.io.load_dataset` turns it on.
 
     Returns
     -------
@@ -104,7 +114,7 @@ def read_svmlight(
     DataError
         For anything wrong with the file, naming the file and the 1-based line.
     """
-    opts = _check_options(zero_based, n_features, dtype, allow_extra_features)
+    opts = _check_options(zero_based, n_features, dtype, allow_extra_features, check_norms)
     return _parse(os.fsdecode(os.fspath(path)), opts)
 
 
@@ -136,9 +146,12 @@ class _Options(NamedTuple):
     n_features: int | None
     dtype: np.dtype
     allow_extra_features: bool
+    check_norms: bool
 
 
-def _check_options(zero_based, n_features, dtype, allow_extra_features) -> _Options:
+def _check_options(
+    zero_based, n_features, dtype, allow_extra_features, check_norms: bool = False
+) -> _Options:
     if zero_based not in (True, False, "auto"):
         raise ValueError(f"zero_based must be True, False or 'auto', not {zero_based!r}")
     if n_features is not None and (int(n_features) != n_features or n_features < 1):
@@ -146,7 +159,7 @@ def _check_options(zero_based, n_features, dtype, allow_extra_features) -> _Opti
     dt = np.dtype(dtype)
     if dt.kind != "f":
         raise ValueError(f"dtype must be a floating-point type, not {dt}")
-    return _Options(zero_based, n_features, dt, bool(allow_extra_features))
+    return _Options(zero_based, n_features, dt, bool(allow_extra_features), bool(check_norms))
 
 
 def _open(path: str) -> IO[bytes]:
@@ -179,9 +192,46 @@ def _parse_fast(path: str, opts: _Options, stream: IO[bytes] | None = None) -> S
         from sklearn.datasets import load_svmlight_file
 
         X, y = load_svmlight_file(
-            f, zero_based=True, dtype=np.float32 if opts.dtype == np.float32 else np.float64
+            io.BufferedReader(_UnderscoreGuard(f), _GUARD_CHUNK),
+            zero_based=True,
+            dtype=np.float32 if opts.dtype == np.float32 else np.float64,
         )
     return _finish(path, y, X.data, X.indices.astype(np.int64), X.indptr, None, opts)
+
+
+_GUARD_CHUNK = 1 << 20
+
+
+class _UnderscoreGuard(io.RawIOBase):
+    """The bytes of ``raw``, unless an underscore occurs outside a comment.
+
+    Python reads ``1_0`` as 10, and scikit-learn's compiled loader even reads ``1e-_1``
+    as 0.1; LIBSVM's own reader (C ``strtod``) refuses both.  Files where an underscore
+    occurs in the data (not in a comment) are left to the Python parser, which refuses
+    them with the line.  The check is a C-speed search of each chunk, so the fast path
+    keeps its speed; a lone ``_`` only costs a look back to the start of its line.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._in_comment = False  # the line the previous chunk ended in has a '#'
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._raw.read(len(buffer))
+        n = len(chunk)
+        buffer[:n] = chunk
+        pos = chunk.find(b"_")
+        while pos >= 0:
+            start = chunk.rfind(b"\n", 0, pos) + 1
+            if not (b"#" in chunk[start:pos] or (start == 0 and self._in_comment)):
+                raise _NeedsLineNumber("'_' in the data")
+            pos = chunk.find(b"_", pos + 1)
+        last = chunk.rfind(b"\n")
+        self._in_comment = b"#" in chunk[last + 1 :] or (last < 0 and self._in_comment)
+        return n
 
 
 def _parse_python(
@@ -191,9 +241,10 @@ def _parse_python(
     n_features: int | None = None,
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
+    check_norms: bool = False,
 ) -> SvmlightData:
     """The pure-Python reader; same contract as :func:`read_svmlight`."""
-    opts = _check_options(zero_based, n_features, dtype, allow_extra_features)
+    opts = _check_options(zero_based, n_features, dtype, allow_extra_features, check_norms)
     return _parse_lines(os.fsdecode(os.fspath(path)), opts)
 
 
@@ -202,66 +253,94 @@ def _parse_lines(
 ) -> SvmlightData:
     """Parse line by line, raising a DataError that names the first bad line.
 
+    Every check is made as the line is read, so the error is always about the first
+    line that is wrong in any way (the compiled path's checks, made afterwards on the
+    whole file, could only name the first line of each kind); the per-rank reader relies
+    on this to report the same line as the whole-file reader.
+
     Lines are numbered from ``first_line``, the number in the file of the stream's first
     line.  Only line 1 of a file may start with a byte-order mark, so a caller parsing a
     later part of a file whose line number it does not know yet passes any number above 1
     and shifts the line of an error itself.
     """
-    zero_based, n_features = opts.zero_based, opts.n_features
+    with _open(path) if stream is None else stream as f:
+        if opts.zero_based == "auto" and opts.n_features is not None:
+            # Whether index n_features is in range (or dropped) depends on the base, which
+            # "auto" only knows at the end: find it first (an error path, or a test file
+            # read without the training file's base: worth a second pass).
+            try:
+                opts = opts._replace(zero_based=_has_zero_index(f))
+            except _READ_ERRORS:
+                pass  # the parse below reports the break, or a bad line before it
+            f.seek(0)
+        return _parse_stream(path, opts, f, first_line)
+
+
+def _parse_stream(path: str, opts: _Options, f: IO[bytes], first_line: int) -> SvmlightData:
+    """The parse itself, from ``f`` (see :func:`_parse_lines`)."""
+    zero_based, n_features, dtype = opts.zero_based, opts.n_features, opts.dtype
     labels, values, indices = array("d"), array("d"), array("q")
     indptr, row_lines = array("q", [0]), array("q")
     lo = 1 if zero_based is False else 0
-    if n_features is None or opts.allow_extra_features:
-        hi = _MAX_INDEX
-    else:
-        # In "auto" mode index n_features is legal only if the file is one-based;
-        # _finish re-checks once the convention is known.
-        hi = n_features - 1 if zero_based is True else n_features
+    # Indices above `keep` are dropped (with allow_extra_features) or out of range.  Left
+    # "auto" (see _parse_lines), index n_features is kept: _finish re-checks it.
+    keep = _MAX_INDEX if n_features is None else n_features - (zero_based is True)
+    hi = _MAX_INDEX if n_features is None or opts.allow_extra_features else keep
+    # Checks the compiled path leaves to _finish, made here per token and per line only
+    # when they can fail: a value beyond a narrower dtype, a row norm beyond dtype.
+    narrow = _overflow_threshold(dtype)
+    limit = float(np.finfo(dtype).max) if opts.check_norms else math.inf
+    checking = narrow is not None or opts.check_norms
     lineno = first_line - 1
-    with _open(path) if stream is None else stream as f:
-        try:
-            for lineno, line in enumerate(f, first_line):
-                if lineno == 1 and line.startswith(_BOM):
-                    line = line[3:]
-                cut = line.find(b"#")
-                if cut >= 0:
-                    line = line[:cut]
-                parts = line.split()
-                if not parts:
-                    continue
+    try:
+        for lineno, line in enumerate(f, first_line):
+            if lineno == 1 and line.startswith(_BOM):
+                line = line[3:]
+            cut = line.find(b"#")
+            if cut >= 0:
+                line = line[:cut]
+            parts = line.split()
+            if not parts:
+                continue
+            if b"_" in line:  # float() and int() take "1_0" as 10; LIBSVM does not
+                _refuse_underscore(parts, line, path, lineno)
+            try:
+                label = float(parts[0])
+            except ValueError:
+                raise DataError(_label_problem(parts[0], line, lineno), path, lineno) from None
+            if label - label != 0.0:
+                raise DataError(_non_finite("label", parts[0]), path, lineno)
+            start, prev, unsorted, sq = len(indices), -1, False, 0.0
+            for k in range(1, len(parts)):
+                tok = parts[k]
+                i_s, sep, v_s = tok.partition(b":")
                 try:
-                    label = float(parts[0])
+                    idx, val = int(i_s), float(v_s)
                 except ValueError:
-                    raise DataError(_label_problem(parts[0], line), path, lineno) from None
-                if label - label != 0.0:
-                    raise DataError(f"non-finite label {_q(parts[0])}", path, lineno)
-                start, prev, unsorted = len(indices), -1, False
-                for k in range(1, len(parts)):
-                    tok = parts[k]
-                    i_s, sep, v_s = tok.partition(b":")
-                    try:
-                        idx, val = int(i_s), float(v_s)
-                    except ValueError:
-                        if sep and i_s.startswith(b"qid"):
-                            continue
-                        raise DataError(_token_problem(tok, line), path, lineno) from None
-                    if idx <= prev or idx < lo or idx > hi:
-                        _check_index(idx, tok, lo, hi, n_features, path, lineno)
-                        unsorted = True
-                    if val - val != 0.0:
-                        raise DataError(f"non-finite value in token {_q(tok)}", path, lineno)
-                    prev = idx
-                    indices.append(idx)
-                    values.append(val)
-                if unsorted:
-                    _sort_line(indices, values, start, path, lineno)
-                labels.append(label)
-                indptr.append(len(indices))
-                row_lines.append(lineno)
-        except _READ_ERRORS as exc:
-            raise DataError(
-                f"cannot read (corrupt or truncated?): {exc}", path, lineno + 1
-            ) from None
+                    if sep and i_s.startswith(b"qid"):
+                        continue
+                    raise DataError(_token_problem(tok, line, lineno), path, lineno) from None
+                if idx <= prev or idx < lo or idx > hi:
+                    _check_index(idx, tok, lo, hi, n_features, path, lineno)
+                    unsorted = True
+                if val - val != 0.0:
+                    raise DataError(_non_finite("value in token", tok), path, lineno)
+                if checking and idx <= keep:  # (dropped values are not checked)
+                    if narrow is not None and not -narrow < val < narrow:
+                        raise DataError(f"value {val!r} overflows {dtype.name}", path, lineno)
+                    sq += val * val
+                prev = idx
+                indices.append(idx)
+                values.append(val)
+            if unsorted:
+                _sort_line(indices, values, start, path, lineno)
+            if sq > 0.5 * limit:  # near the limit: decide exactly as _finish does
+                _check_row_norm(indices[start:], values[start:], keep, dtype, path, lineno)
+            labels.append(label)
+            indptr.append(len(indices))
+            row_lines.append(lineno)
+    except _READ_ERRORS as exc:
+        raise DataError(f"cannot read (corrupt or truncated?): {exc}", path, lineno + 1) from None
     return _finish(
         path,
         np.frombuffer(labels, np.float64),
@@ -271,6 +350,55 @@ def _parse_lines(
         np.frombuffer(row_lines, np.int64),
         opts,
     )
+
+
+def _refuse_underscore(parts: list[bytes], line: bytes, path: str, lineno: int) -> None:
+    if line.translate(None, _TEXT_BYTES):
+        raise DataError(_not_text(line, lineno), path, lineno)
+    for k, tok in enumerate(parts):
+        # qid tokens are skipped unread, whatever they hold.
+        if b"_" in tok and not (k and tok.startswith(b"qid") and b":" in tok):
+            what = "label" if k == 0 else "token"
+            problem = f"malformed {what} {_q(tok)}: '_' is not part of a LIBSVM number"
+            raise DataError(problem, path, lineno)
+
+
+def _has_zero_index(f: IO[bytes]) -> bool:
+    """Whether any feature index 0 occurs, read leniently (a line may be malformed).
+
+    The per-rank reader asks this of a part it cannot parse, so that "auto" is decided
+    on the same evidence as when the whole file is parsed.
+    """
+    for line in f:
+        if b"0:" not in line:  # most lines: no work in Python
+            continue
+        for tok in line.partition(b"#")[0].split()[1:]:
+            i_s, sep, _ = tok.partition(b":")
+            try:
+                if sep and int(i_s) == 0:
+                    return True
+            except ValueError:
+                pass
+    return False
+
+
+def _overflow_threshold(dtype: np.dtype) -> float | None:
+    """The smallest magnitude that rounds to inf in ``dtype``; None for float64 and wider."""
+    info = np.finfo(dtype)
+    if info.bits >= 64:
+        return None
+    # Halfway between the largest finite value and the next power of two rounds up.
+    return float(info.max) + 2.0 ** (info.maxexp - info.nmant - 2)
+
+
+def _check_row_norm(row_indices, row_values, keep, dtype, path, lineno) -> None:
+    """Raise if the row's squared norm overflows ``dtype``, computed as _finish computes it."""
+    kept = np.asarray(row_values, dtype=np.float64)[np.asarray(row_indices) <= keep]
+    with np.errstate(over="ignore"):
+        cast = kept.astype(dtype)
+    if _first_heavy_row(cast, np.array([0, len(cast)]), dtype) is not None:
+        largest = float(np.max(np.abs(cast)))
+        raise DataError(_heavy_problem(largest, dtype), path, lineno)
 
 
 def _check_index(idx, tok, lo, hi, n_features, path, lineno) -> None:
@@ -284,8 +412,19 @@ def _check_index(idx, tok, lo, hi, n_features, path, lineno) -> None:
         )
     if idx > hi:
         if hi == _MAX_INDEX:
-            raise DataError(f"feature index {idx} is implausibly large", path, lineno)
+            raise DataError(_too_large(idx), path, lineno)
         raise DataError(_range_problem(idx, n_features, lo == 0 and hi < n_features), path, lineno)
+
+
+def _too_large(idx: int) -> str:
+    return f"feature index {idx} is implausibly large (LIBSVM indices stop at {_MAX_INDEX})"
+
+
+def _non_finite(what: str, tok: bytes) -> str:
+    """``nan``/``inf`` spelled out, or a number beyond float64 (``1e400``): say which."""
+    if any(word in tok.lower() for word in (b"nan", b"inf")):
+        return f"non-finite {what} {_q(tok)}"
+    return f"{what} {_q(tok)} overflows float64"
 
 
 def _range_problem(idx: int, n_features: int, zero_based: bool) -> str:
@@ -324,6 +463,11 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
         fail(0, "non-finite label", row=int(np.argmin(np.isfinite(labels))))
     indptr = np.asarray(indptr, dtype=np.int64)
     has_zero = bool(indices.size) and bool(indices.min() == 0)
+    if indices.size and indices.max() > _MAX_INDEX:
+        # Only the fast path gets here (the Python parser checks every token), and only
+        # if scikit-learn ever reads indices beyond a C int.
+        pos = int(np.argmax(indices > _MAX_INDEX))
+        fail(pos, _too_large(int(indices[pos])))
     zb = has_zero if zero_based == "auto" else bool(zero_based)
     if has_zero and not zb:
         fail(int(np.argmin(indices)), "feature index 0 in a one-based file")
@@ -335,6 +479,10 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
             if not opts.allow_extra_features:
                 pos = int(np.argmax(over))
                 fail(pos, _range_problem(int(indices[pos]), n_features, zb))
+            # NaN or inf is not a value at all, dropped or not (the Python parser refuses
+            # it on sight); only scikit-learn lets it get this far.
+            if not np.isfinite(data[over]).all():
+                fail(int(np.argmax(over & ~np.isfinite(data))), "non-finite value")
             keep = ~over
             dropped = int(over.size - np.count_nonzero(keep))
             indptr = np.concatenate(([0], np.cumsum(keep)))[indptr]
@@ -344,13 +492,22 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
         n_cols = int(cols.max()) + 1 if cols.size else 0
     with np.errstate(over="ignore", invalid="ignore"):
         cast = data.astype(dtype)
+    # A value that is not finite in dtype also makes its row's norm overflow, so the
+    # first heavy row is never after the first bad value; the value is the clearer news.
+    heavy = _first_heavy_row(cast, indptr, dtype) if opts.check_norms else None
     bad = ~np.isfinite(cast)
     if bad.any():
         pos = int(np.argmax(bad))
-        value = float(data[pos])
-        if np.isfinite(value):
-            fail(pos, f"value {value!r} overflows {dtype.name}")
-        fail(pos, "non-finite value")
+        row = int(np.searchsorted(indptr, pos, side="right")) - 1
+        if heavy is None or row <= heavy:
+            value = float(data[pos])
+            if np.isfinite(value):
+                fail(pos, f"value {value!r} overflows {dtype.name}", row=row)
+            fail(pos, "non-finite value", row=row)
+    if heavy is not None:
+        start, stop = indptr[heavy], indptr[heavy + 1]
+        largest = float(np.max(np.abs(cast[start:stop])))
+        fail(start, _heavy_problem(largest, dtype), row=heavy)
     X = sp.csr_matrix((cast, cols, indptr), shape=(n, n_cols))
     if not X.has_sorted_indices:
         X.sort_indices()
@@ -360,6 +517,38 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
             stacklevel=4,
         )
     return SvmlightData(X=X, y=_label_array(labels), zero_based=zb, path=path)
+
+
+def _first_heavy_row(values: np.ndarray, indptr: np.ndarray, dtype: np.dtype) -> int | None:
+    """The first row whose squared norm is beyond ``dtype``'s range (or not finite), or None.
+
+    Training divides its step size by the mean squared row norm and scores rows by dot
+    products with the weights, so such a row would turn the step into 0 or the scores
+    into inf/NaN; refusing it here names its line.  The common case costs two passes
+    over the values (their extremes): norms are only summed when some value is large
+    enough for its row's norm to overflow.
+    """
+    if values.size == 0:
+        return None
+    limit = float(np.finfo(dtype).max)
+    longest = int(np.diff(indptr).max())
+    with np.errstate(invalid="ignore"):
+        largest = max(float(values.max()), -float(values.min()))  # NaN stays NaN
+    if largest <= math.sqrt(limit / longest):  # False for NaN, so NaN rows are found below
+        return None
+    n_rows = len(indptr) - 1
+    rows = np.repeat(np.arange(n_rows), np.diff(indptr))
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.bincount(rows, weights=np.square(values, dtype=np.float64), minlength=n_rows)
+    heavy = ~(sq <= limit)
+    return int(np.argmax(heavy)) if heavy.any() else None
+
+
+def _heavy_problem(largest: float, dtype: np.dtype) -> str:
+    return (
+        f"values too large: the row's squared norm overflows {dtype.name} (largest "
+        f"|value| {largest:.6g}); rescale the features"
+    )
 
 
 def _label_array(labels: np.ndarray) -> np.ndarray:
@@ -375,9 +564,24 @@ def _q(tok: bytes) -> str:
 _NOT_TEXT = "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
 
 
-def _label_problem(head: bytes, line: bytes) -> str:
+def _not_text(line: bytes, lineno: int) -> str:
+    # Windows editors save "Unicode" text as UTF-16: worth saying, it is easily fixed.
+    if lineno == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "file is UTF-16 text: save it as ASCII or UTF-8"
+    return _NOT_TEXT
+
+
+def _bare_cr(line: bytes) -> bool:
+    """Lines ended by a lone carriage return (classic Mac OS) read as one long line."""
+    return b"\r" in line.rstrip()
+
+
+_BARE_CR = "lines end in bare carriage returns (\\r): convert the file to \\n line endings"
+
+
+def _label_problem(head: bytes, line: bytes, lineno: int) -> str:
     if line.translate(None, _TEXT_BYTES):
-        return _NOT_TEXT
+        return _not_text(line, lineno)
     if b":" in head:
         return f"missing label: line starts with feature {_q(head)}"
     if b"," in head:
@@ -385,9 +589,11 @@ def _label_problem(head: bytes, line: bytes) -> str:
     return f"non-numeric label {_q(head)}"
 
 
-def _token_problem(tok: bytes, line: bytes) -> str:
+def _token_problem(tok: bytes, line: bytes, lineno: int) -> str:
     if line.translate(None, _TEXT_BYTES):  # anything left is neither printable nor space
-        return _NOT_TEXT
+        return _not_text(line, lineno)
+    if _bare_cr(line):
+        return _BARE_CR
     i_s, sep, v_s = tok.partition(b":")
     if not sep:
         return f"malformed token {_q(tok)}: expected index:value"

@@ -245,8 +245,8 @@ def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized):
     """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
     if n_steps <= 0:
         return
-    if penalized and lam > 0.0:
-        a = eta * lam
+    a = eta * lam
+    if penalized and a > 0.0:  # a can underflow to 0 with a tiny step: no decay then
         if a < 1.0:
             log_c = math.log1p(-a)
             power = math.exp(n_steps * log_c)
