@@ -146,6 +146,8 @@ class Watchdog:
 
     def _connect(self, addresses: list[str], port: int, peer: tuple[int, int, str]) -> None:
         for address in addresses:
+            if address.startswith("127.") and peer[2] != self._me[2]:
+                continue  # another host's loopback address is this host's own
             try:
                 conn = socket.create_connection((address, port), timeout=_CONNECT_TIMEOUT)
                 rank, pid, host = self._me
