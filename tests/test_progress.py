@@ -87,10 +87,13 @@ def test_quiet_prints_nothing_but_keeps_metrics(capsys):
     assert len(metrics.getvalue().splitlines()) == 1
 
 
-def test_prefix_marks_each_rank_line(capsys):
+def test_prefix_marks_each_rank_line_with_its_own_timings(capsys):
     show = TrainingProgress(10, prefix="rank 2: ", stream=io.StringIO())
-    show({"epoch": 3, "time": 0.1, "objective": 1.0, "train_accuracy": 0.0})
-    assert capsys.readouterr().out.startswith("rank 2: epoch    3")
+    show({"epoch": 3, "time": 0.1, "objective": 1.0, "train_accuracy": 0.0,
+          "compute_seconds": 1.5, "comm_seconds": 0.25, "wait_seconds": 0.125})  # fmt: skip
+    line = capsys.readouterr().out
+    assert line.startswith("rank 2: epoch    3")
+    assert line.rstrip().endswith("compute 1.50s  comm 0.25s  wait 0.12s")
 
 
 def test_held_out_top5_accuracy_is_recorded_each_epoch():

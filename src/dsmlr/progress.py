@@ -35,7 +35,9 @@ class TrainingProgress:
         Receives each epoch's record as one JSON line, flushed at once, so a run that is
         killed keeps every finished epoch.
     prefix : str
-        Put before every epoch line (``"rank 2: "`` when every MPI rank reports).
+        Put before every epoch line (``"rank 2: "`` when every MPI rank reports); with
+        a prefix the line also gives this rank's compute, communication and wait
+        seconds, which differ between ranks.
     bar : bool, optional
         Draw the bar; default: when ``stream`` is a terminal and not ``quiet``.
     stream : text file, optional
@@ -72,6 +74,9 @@ class TrainingProgress:
             self._postfix["test acc"] = f"{entry['test_accuracy']:.4f}"
         if not self.quiet:
             line = self.prefix + format_epoch(entry)
+            if self.prefix:
+                seconds = [entry.get(f"{k}_seconds", 0.0) for k in ("compute", "comm", "wait")]
+                line += "  compute {:.2f}s  comm {:.2f}s  wait {:.2f}s".format(*seconds)
             if self._bar is not None:
                 self._bar.n = self._bar.total
                 self._bar.set_postfix(self._postfix, refresh=True)
