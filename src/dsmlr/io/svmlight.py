@@ -406,7 +406,8 @@ def _check_index(idx, tok, lo, hi, n_features, path, lineno) -> None:
         raise DataError(f"negative feature index in token {_q(tok)}", path, lineno)
     if idx < lo:
         raise DataError(
-            "feature index 0 in a one-based file (pass zero_based=True if it is zero-based)",
+            "feature index 0 in a one-based file (if it is zero-based: --zero-based yes, or "
+            "zero_based=True in Python)",
             path,
             lineno,
         )
