@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from rank_processes import rank_pid  # noqa: E402  (the tests' helper, found above)
+
 BIN = Path(sys.executable).parent
 MPIEXEC = shutil.which("mpiexec", path=str(BIN)) or shutil.which("mpiexec")
 RANKS = 4
@@ -37,23 +40,6 @@ def dsmlr(args: list[str], cwd: Path, n: int | None = RANKS) -> subprocess.Compl
     if n is not None:
         cmd = [MPIEXEC, "-n", str(n), *cmd]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-
-
-def rank_pid(marker: str, rank: int, timeout: float = 60) -> int | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker.encode() in cmdline and f"PMI_RANK={rank}".encode() in environ:
-                return int(entry.name)
-        time.sleep(0.02)
-    return None
 
 
 def final(model: Path) -> dict:

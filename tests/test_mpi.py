@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rank_processes import rank_pid
+
 pytest.importorskip("mpi4py")
 
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
@@ -174,24 +176,6 @@ def test_an_exception_on_one_rank_aborts_the_whole_job(data_dir):
     assert "dsmlr: error: rank 1: injected failure" in run.stderr
 
 
-def _rank_pid(marker: str, rank: int, timeout: float = 60) -> int:
-    """The pid of MPI rank ``rank`` of the job whose command line contains ``marker``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker.encode() in cmdline and f"PMI_RANK={rank}".encode() in environ:
-                return int(entry.name)
-        time.sleep(0.05)
-    raise AssertionError(f"rank {rank} of the job with {marker} not found")
-
-
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
 @pytest.mark.parametrize("engine", ["sync", "async"])
 def test_a_killed_rank_ends_the_job_and_resume_finishes_the_run(data_dir, engine):
@@ -210,7 +194,8 @@ def test_a_killed_rank_ends_the_job_and_resume_finishes_the_run(data_dir, engine
         try:
             while not list(ck.glob("epoch-*")) and job.poll() is None:
                 time.sleep(0.02)
-            pid = _rank_pid(str(ck), 2)
+            pid = rank_pid(str(ck), 2)
+            assert pid is not None, "rank 2 not found"
             os.kill(pid, signal.SIGKILL)
             killed_at = time.monotonic()
             out, err = job.communicate(timeout=60)

@@ -298,7 +298,7 @@ def resume_start(
     def acc(q: int, k0: int, k1: int) -> np.ndarray | None:
         name = f"acc_{q:05d}.npy"
         digest = record.get("acc", {}).get(f"block_{q:05d}.npy")
-        if digest is None or (k0, k1) not in [tuple(b) for b in saved_blocks]:
+        if digest is None or (k0, k1) not in saved_blocks:
             return None  # another block layout: AdaGrad restarts
         return _read_checked(found / name, digest)
 

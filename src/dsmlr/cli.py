@@ -95,9 +95,9 @@ def checkpoint_params(args: argparse.Namespace) -> dict:
     """The estimator's checkpoint parameters from ``train``'s options (checked)."""
     if args.resume and not args.checkpoint_dir:
         raise DataError("--resume needs --checkpoint-dir (where the checkpoints are)")
-    if args.checkpoint_dir and Path(args.checkpoint_dir).exists():
-        if not Path(args.checkpoint_dir).is_dir():
-            raise DataError("exists and is not a directory (--checkpoint-dir)", args.checkpoint_dir)
+    where = Path(args.checkpoint_dir or ".")
+    if where.exists() and not where.is_dir():
+        raise DataError("exists and is not a directory (--checkpoint-dir)", str(where))
     return {"checkpoint_dir": args.checkpoint_dir, "checkpoint_every": args.checkpoint_every,
             "resume": args.resume}  # fmt: skip
 
