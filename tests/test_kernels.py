@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -12,6 +14,28 @@ from dsmlr.objective import add_intercept_column, closed_form_b, ds_gradient
 
 N, D, K = 120, 25, 7
 BLOCK = (2, 6)  # classes 2..5: a block in the middle, so k0 offsets matter
+
+try:
+    import torch  # noqa: F401
+
+    #: Fast kernels checked against the reference (torch on its CPU device).
+    FAST = ["numba", "torch"]
+except ImportError:  # the "gpu" extra is optional
+    FAST = ["numba"]
+
+
+#: Where the torch kernel runs in these tests: its CPU device unless a GPU is asked for
+#: (``DSMLR_TEST_DEVICE=cuda`` checks the GPU path against the same reference).
+TORCH_DEVICE = os.environ.get("DSMLR_TEST_DEVICE", "cpu")
+
+
+def _kernel(name: str):
+    return get_kernel(name, TORCH_DEVICE) if name == "torch" else get_kernel(name)
+
+
+def _on_device(kernel, *arrays):
+    """Copies of host arrays where ``kernel`` keeps blocks (host kernels: the arrays)."""
+    return [kernel.from_host(np.array(a)) if a is not None else None for a in arrays]
 
 
 def _rows(
@@ -28,6 +52,8 @@ def _rows(
 
 
 def _tolerance(dtype):
+    if dtype == np.float64 and TORCH_DEVICE != "cpu":
+        return {"rtol": 1e-8, "atol": 1e-10}  # a GPU sums in another order
     return {"rtol": 1e-10, "atol": 1e-12} if dtype == np.float64 else {"rtol": 2e-4, "atol": 2e-5}
 
 
@@ -49,32 +75,40 @@ CASES = [
 
 
 def _run_update(kernel_name, rows, dtype, config, svrg: bool):
-    kernel = get_kernel(kernel_name)
+    kernel = _kernel(kernel_name)
     W, acc, partials, b = _initial_state(rows, dtype)
     snapshot = None
     if svrg:
         W0 = W.copy()
         b0 = b.copy()
         mu = np.random.default_rng(5).normal(scale=0.01, size=W.shape)
+        W0, mu = _on_device(kernel, W0, mu)
         snapshot = Snapshot(W0, mu, b0)
+    W, acc = _on_device(kernel, W, acc)
     order = np.random.default_rng(7).permutation(N)
     for _ in range(3):
         kernel.update_pass(rows, W, BLOCK[0], acc, partials, 1, b, order, config, snapshot)
-    return W, acc, partials, b
+    return kernel.to_host(W), kernel.to_host(acc), partials, b
 
 
 @pytest.mark.parametrize(("sparse", "fit_intercept", "dtype"), CASES)
 @pytest.mark.parametrize(
-    ("method", "batch_size"), [("adagrad", 1), ("adagrad", 8), ("sgd", 5), ("svrg", 1), ("svrg", 4)]
+    ("method", "batch_size"),
+    [("adagrad", 1), ("adagrad", 8), ("sgd", 1), ("sgd", 5), ("svrg", 1), ("svrg", 4)],
 )
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
-def test_update_pass_matches_reference(sparse, fit_intercept, dtype, method, batch_size, weighted):
+@pytest.mark.parametrize("fast_kernel", FAST)
+def test_update_pass_matches_reference(
+    sparse, fit_intercept, dtype, method, batch_size, weighted, fast_kernel
+):
     rows = _rows(sparse, fit_intercept, dtype, weighted=weighted)
+    # Mini-batches step the intercept column less (as the engines do).
     config = UpdateConfig(
-        eta=0.3, lam=0.05, n_penalized=D, batch_size=batch_size, adaptive=method == "adagrad"
-    )
+        eta=0.3, lam=0.05, n_penalized=D, batch_size=batch_size, adaptive=method == "adagrad",
+        unpenalized_scale=1.0 if batch_size == 1 else 0.4,
+    )  # fmt: skip
     ref = _run_update("reference", rows, dtype, config, svrg=method == "svrg")
-    fast = _run_update("numba", rows, dtype, config, svrg=method == "svrg")
+    fast = _run_update(fast_kernel, rows, dtype, config, svrg=method == "svrg")
     for a, c in zip(ref, fast, strict=True):
         np.testing.assert_allclose(c, a, **_tolerance(dtype))
     W_start = _initial_state(rows, dtype)[0]
@@ -82,19 +116,21 @@ def test_update_pass_matches_reference(sparse, fit_intercept, dtype, method, bat
 
 
 @pytest.mark.parametrize(("sparse", "fit_intercept", "dtype"), CASES)
-def test_score_pass_matches_reference(sparse, fit_intercept, dtype):
+@pytest.mark.parametrize("fast_kernel", FAST)
+def test_score_pass_matches_reference(sparse, fit_intercept, dtype, fast_kernel):
     rows = _rows(sparse, fit_intercept, dtype, seed=1)
     out = []
-    for name in ("reference", "numba"):
+    for name in ("reference", fast_kernel):
+        kernel = _kernel(name)
         W, _, partials, _ = _initial_state(rows, dtype)
         stats = (np.zeros(N), np.full(N, -np.inf), np.full(N, -1, dtype=np.int64))
-        get_kernel(name).score_pass(rows, W, BLOCK[0], partials, 1, *stats)
+        kernel.score_pass(rows, *_on_device(kernel, W), BLOCK[0], partials, 1, *stats)
         out.append((partials, *stats))
     for a, c in zip(*out, strict=True):
         np.testing.assert_allclose(c, a, **_tolerance(dtype))
 
 
-@pytest.mark.parametrize("kernel_name", ["reference", "numba"])
+@pytest.mark.parametrize("kernel_name", ["reference", *FAST])
 @pytest.mark.parametrize(("sparse", "fit_intercept"), [(True, False), (False, True)])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_gradient_pass_equals_mathematical_gradient(kernel_name, sparse, fit_intercept, weighted):
@@ -111,10 +147,14 @@ def test_gradient_pass_equals_mathematical_gradient(kernel_name, sparse, fit_int
         rows.weight[i] * ds_gradient(W_full, b[i : i + 1], Xa[i : i + 1], rows.y[i : i + 1], 0.0)[0]
         for i in range(N)
     )
-    out = np.zeros((n_cols, BLOCK[1] - BLOCK[0]))
-    W_block = np.ascontiguousarray(W_full[BLOCK[0] : BLOCK[1]].T)
-    get_kernel(kernel_name).gradient_pass(rows, W_block, BLOCK[0], b, 1.0, out)
-    np.testing.assert_allclose(out, gW[BLOCK[0] : BLOCK[1]].T, rtol=1e-10, atol=1e-14)
+    kernel = _kernel(kernel_name)
+    out, W_block = _on_device(
+        kernel, np.zeros((n_cols, BLOCK[1] - BLOCK[0])), W_full[BLOCK[0] : BLOCK[1]].T
+    )
+    kernel.gradient_pass(rows, W_block, BLOCK[0], b, 1.0, out)
+    np.testing.assert_allclose(
+        kernel.to_host(out), gW[BLOCK[0] : BLOCK[1]].T, rtol=1e-10, atol=1e-14
+    )
 
 
 def test_update_refreshes_b_to_closed_form_with_one_block():
@@ -132,14 +172,13 @@ def test_update_refreshes_b_to_closed_form_with_one_block():
     np.testing.assert_allclose(b, closed_form_b(W_before.T, Xa), rtol=1e-12)
 
 
-@pytest.mark.parametrize("kernel_name", ["reference", "numba"])
+@pytest.mark.parametrize("kernel_name", ["reference", *FAST])
 def test_empty_block_contributes_nothing(kernel_name):
     rows = _rows(True, False, np.float64)
     partials = np.zeros((N, 2))
-    W = np.zeros((D, 0))
-    get_kernel(kernel_name).score_pass(
-        rows, W, 3, partials, 1, np.zeros(N), np.full(N, -np.inf), np.full(N, -1)
-    )
+    kernel = _kernel(kernel_name)
+    (W,) = _on_device(kernel, np.zeros((D, 0)))
+    kernel.score_pass(rows, W, 3, partials, 1, np.zeros(N), np.full(N, -np.inf), np.full(N, -1))
     assert np.all(partials[:, 1] == -np.inf)
 
 

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -25,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr import __version__
+from dsmlr.cli_plan import configure_plan, run_plan
 from dsmlr.comm.mpi import launched_by_mpi
 from dsmlr.datagen import make_extreme_multiclass
 from dsmlr.engines import ENGINES, OPTIMIZERS
@@ -71,6 +73,12 @@ def fraction(text: str) -> float:
     if value >= 1.0:
         raise argparse.ArgumentTypeError(f"must be < 1, got {text}")
     return value
+
+
+def device_name(text: str) -> str:
+    if re.fullmatch(r"cpu|cuda(:\d+)?", text) is None:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def straggler(text: str) -> tuple[int, float]:
@@ -214,8 +222,11 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=sorted(ENGINES), default="sync", help="engine (sync)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="svrg", help="update rule (svrg)")
     p.add_argument("--eta", type=positive_float, default=2.0, help="step size scale (2.0)")
-    p.add_argument("--batch-size", type=positive_int, default=1, metavar="M",
-                   help="rows a stochastic step (1)")  # fmt: skip
+    p.add_argument("--batch-size", type=positive_int, metavar="M",
+                   help="rows a stochastic step (1 on the CPU, 256 on a GPU)")  # fmt: skip
+    p.add_argument("--device", type=device_name, default="cpu",
+                   help="cpu, or cuda / cuda:N: train on GPUs (PyTorch, the gpu extra; "
+                   "under mpiexec one GPU per rank) (cpu)")  # fmt: skip
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
                    help="data and weights type (float64)")  # fmt: skip
     p.add_argument("--blocks-per-rank", type=positive_int, metavar="B",
@@ -264,7 +275,7 @@ def _run_train(args: argparse.Namespace) -> int:
         args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
         batch_size=args.batch_size, dtype=args.dtype, random_state=args.seed,
-        eval_every=args.eval_every, blocks_per_rank=args.blocks_per_rank,
+        eval_every=args.eval_every, blocks_per_rank=args.blocks_per_rank, device=args.device,
         **checkpoint_params(args),
     )  # fmt: skip
     with (
@@ -471,6 +482,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("write a model as one plain .npz", _configure_export, _run_export),
     "plot": Command("draw training curves from --metrics files", configure_plot, run_plot),
     "info": Command("print versions, MPI, GPUs and CPU cores", configure_info, run_info),
+    "plan": Command("predict memory, compute and communication per rank", configure_plan, run_plan),
 }
 
 

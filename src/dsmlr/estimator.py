@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from numbers import Integral, Real
@@ -29,13 +30,17 @@ from dsmlr.engines import (
 )
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, read_model, write_model
-from dsmlr.kernels import KERNELS
+from dsmlr.kernels import HOST_KERNELS, KERNELS, gpu_count
 from dsmlr.memory import count_nonzeros
 from dsmlr.objective import squared_norm
 from dsmlr.scoring import BlockScores, dense_scores, encode_labels, model_scores, summarise
 from dsmlr.training import train_embedded
 
 __all__ = ["CLASSES_PER_WORKER", "DSMLRClassifier", "load_model"]
+
+#: Rows per stochastic step on a GPU when ``batch_size=None``.
+GPU_BATCH_SIZE = 256
+
 
 #: With ``n_workers=None``, no more workers than ``n_classes // CLASSES_PER_WORKER``.
 CLASSES_PER_WORKER = 100
@@ -77,8 +82,11 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     eta : float, default=2.0
         Step size in units of ``1 / mean_i ||x_i||^2`` (for AdaGrad: its raw scale).
         It is halved automatically whenever an epoch raises the objective.
-    batch_size : int, default=1
-        Rows per stochastic step.
+    batch_size : int or None, default=None
+        Rows per stochastic step.  None: 1 on the CPU, ``GPU_BATCH_SIZE`` (256) on a GPU,
+        where one-row steps would leave it idle.  Steps on a mini-batch's mean gradient
+        are scaled up to keep the per-epoch progress of one-row steps (see
+        :func:`dsmlr.engines.ring.batch_gain`).
     dtype : {"float64", "float32"}, default="float64"
         Storage type of data and weights.
     blocks_per_rank : int or None, default=None
@@ -90,8 +98,13 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Compute the exact objective (one ring pass over all class blocks) every this
         many epochs, and after the last; ``tol`` is checked at those epochs.  Larger
         values save that pass's compute and communication.
-    kernel : str, default="numba"
-        Compute kernel (``"numba"`` fast CPU, ``"reference"`` numpy oracle).
+    kernel : str, default="auto"
+        Compute kernel: ``"numba"`` (fast CPU), ``"torch"`` (PyTorch, on ``device``),
+        ``"reference"`` (numpy oracle); ``"auto"`` is numba on the CPU, torch on a GPU.
+    device : str, default="cpu"
+        ``"cuda"`` (or ``"cuda:N"``) trains on GPUs with the torch kernel (the ``gpu``
+        extra): class blocks and rows stay on the GPU, one GPU per worker (``"cuda"``
+        spreads the workers over the visible GPUs; by default one worker per GPU).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes' loss terms, multiplied into ``sample_weight`` as in
         scikit-learn's ``LogisticRegression``: a ``{label: weight}`` dict, or
@@ -145,11 +158,12 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         "engine": [StrOptions(set(ENGINES))],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "eta": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "dtype": [StrOptions({"float64", "float32"})],
         "blocks_per_rank": [Interval(Integral, 1, None, closed="left"), None],
         "eval_every": [Interval(Integral, 1, None, closed="left")],
-        "kernel": [StrOptions(set(KERNELS))],
+        "kernel": [StrOptions({*KERNELS, "auto"})],
+        "device": [str],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "warm_start": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
@@ -171,11 +185,12 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         engine: str = "sync",
         optimizer: str = "svrg",
         eta: float = 2.0,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         dtype: str = "float64",
         blocks_per_rank: int | None = None,
         eval_every: int = 1,
-        kernel: str = "numba",
+        kernel: str = "auto",
+        device: str = "cpu",
         class_weight: dict | str | None = None,
         warm_start: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
@@ -198,6 +213,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self.blocks_per_rank = blocks_per_rank
         self.eval_every = eval_every
         self.kernel = kernel
+        self.device = device
         self.class_weight = class_weight
         self.warm_start = warm_start
         self.checkpoint_dir = checkpoint_dir
@@ -239,9 +255,29 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
     def _resolved_workers(self, n_samples: int, n_classes: int) -> int:
         workers = self.n_workers
+        if workers is None and self.device != "cpu":
+            workers = 1 if ":" in self.device else gpu_count()
         if workers is None:
             workers = min(os.cpu_count() or 1, n_classes // CLASSES_PER_WORKER)
         return max(1, min(workers, n_samples))
+
+    def _resolved_kernel(self) -> str:
+        """The kernel name ``kernel`` and ``device`` mean (checked to fit together)."""
+        if re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is None:
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
+        if self.kernel == "auto":
+            return "numba" if self.device == "cpu" else "torch"
+        if self.device != "cpu" and self.kernel in HOST_KERNELS:
+            raise ValueError(
+                f"kernel={self.kernel!r} runs on the CPU only; use kernel='torch' (or "
+                f"'auto') with device={self.device!r}"
+            )
+        return self.kernel
+
+    def _resolved_batch_size(self) -> int:
+        if self.batch_size is not None:
+            return int(self.batch_size)
+        return GPU_BATCH_SIZE if self.device != "cpu" else 1
 
     # -- training ---------------------------------------------------------------------
 
@@ -406,11 +442,12 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             tol=float(self.tol),
             n_iter_no_change=int(self.n_iter_no_change),
             eta=float(self.eta),
-            batch_size=int(self.batch_size),
+            batch_size=self._resolved_batch_size(),
             optimizer=self.optimizer,
             dtype=np.dtype(self.dtype).type,
             seed=seed,
-            kernel=self.kernel,
+            kernel=self._resolved_kernel(),
+            device=self.device,
             eval_every=int(self.eval_every),
             blocks_per_rank=None if self.blocks_per_rank is None else int(self.blocks_per_rank),
         )

@@ -43,12 +43,16 @@ class Communicator(Protocol):
         its two neighbours, or in an idle :meth:`poll`.  A ring shift counts only the
         wait for the neighbours themselves: when a neighbour is held up by its own
         neighbour, that delay shows as transfer time.
+    needs_host_buffers : bool
+        Whether arrays must be host numpy arrays (MPI); False when they are handed over
+        as objects (in process), so device tensors pass as they are.
     """
 
     rank: int
     size: int
     bytes_sent: int
     wait_seconds: float
+    needs_host_buffers: bool
 
     def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
         """Send ``buffers`` to rank ``rank - 1``; return those rank ``rank + 1`` sent.

@@ -61,6 +61,7 @@ class InProcessComm:
         self.size = group.size
         self.bytes_sent = 0
         self.wait_seconds = 0.0
+        self.needs_host_buffers = False
         self._generation = 0
 
     def _wait(self) -> None:

@@ -155,6 +155,7 @@ class MPIComm:
         self.size = self._comm.Get_size()
         self.bytes_sent = 0
         self.wait_seconds = 0.0
+        self.needs_host_buffers = True
         self._in_flight: list[tuple[list[Any], list[np.ndarray]]] = []
         self._to_self: collections.deque[list[np.ndarray]] = collections.deque()
 

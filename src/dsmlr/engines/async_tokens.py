@@ -106,7 +106,7 @@ def _token_phase(
         meta, arrays = message[0], message[1:]
         q, visits_left, sender, sender_load = (int(v) for v in meta[:4])
         load[sender] = sender_load
-        blk = ring.make_block(q, dict(zip(fields, arrays, strict=True)))
+        blk = ring.make_block(q, dict(zip(fields, ring.from_wire(arrays), strict=True)))
         if visits_left == 0:
             home.append(blk)
         else:
@@ -115,7 +115,7 @@ def _token_phase(
     def send(token: _Token, dest: int) -> None:
         blk = token.block
         meta = np.concatenate([[blk.q, token.visits_left, me, len(queue)], token.visits])
-        arrays = [meta.astype(np.int64)] + [getattr(blk, f) for f in fields]
+        arrays = [meta.astype(np.int64), *ring.to_wire([getattr(blk, f) for f in fields])]
         clock.timed("comm", comm.post, dest, arrays)
         load[dest] += 1
 

@@ -74,6 +74,9 @@ class EngineConfig:
         Seed from which every rank derives its own random stream.
     kernel : str
         Name in :data:`dsmlr.kernels.KERNELS`.
+    device : str
+        Where the kernel keeps blocks and rows: ``"cpu"``, or ``"cuda"`` / ``"cuda:N"``
+        for the ``torch`` kernel (``"cuda"`` gives each rank of a host its own GPU).
     blocks_per_rank : int or None
         Class blocks per rank, B / P; None for the engine's default (sync: 1, or 2 with
         two ranks; async: 4, so tokens can flow around a slow rank).
@@ -99,6 +102,7 @@ class EngineConfig:
     dtype: type = np.float64
     seed: int = 0
     kernel: str = "numba"
+    device: str = "cpu"
     blocks_per_rank: int | None = None
     eval_every: int = 1
     straggler: tuple[int, float] | None = None

@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Kernel", "LocalRows", "Snapshot", "UpdateConfig"]
+__all__ = ["HostBlocks", "Kernel", "LocalRows", "Snapshot", "UpdateConfig", "merge_best"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,10 @@ class UpdateConfig:
         constant step ``eta``.
     delta : float
         AdaGrad's floor inside the square root.
+    unpenalized_scale : float
+        Factor on the step of the unpenalised (intercept) column.  A mini-batch's step
+        is longer than one row's along features its rows rarely share, but not along the
+        intercept, which every row shares (see :func:`dsmlr.engines.ring.batch_gain`).
 
     Notes
     -----
@@ -115,6 +119,7 @@ class UpdateConfig:
     batch_size: int
     adaptive: bool = True
     delta: float = 1e-12
+    unpenalized_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -146,10 +151,62 @@ class Snapshot:
     b: np.ndarray
 
 
+def merge_best(
+    top: np.ndarray, arg: np.ndarray, best_score: np.ndarray, best_class: np.ndarray
+) -> None:
+    """Merge a block's per-row best score and class into the running arg-max, in place.
+
+    Ties go to the lower class index, so the merge is independent of the visit order.
+    """
+    better = (top > best_score) | ((top == best_score) & (arg < best_class))
+    best_score[better] = top[better]
+    best_class[better] = arg[better]
+
+
+class HostBlocks:
+    """Block storage of the kernels that work on host numpy arrays.
+
+    The engines allocate class blocks and move them between ranks through these methods,
+    so a kernel on another device (:class:`dsmlr.kernels.torch_kernel.TorchKernel`)
+    keeps its blocks there for the whole run; for host kernels they are plain numpy.
+    """
+
+    def zeros_block(self, n_columns: int, width: int, capacity: int, dtype) -> np.ndarray:
+        """A zeroed ``(n_columns, width)`` block with room for ``capacity`` classes (see
+        :func:`dsmlr.engines.ring.block_array`)."""
+        flat = np.zeros(n_columns * max(capacity, width), dtype=dtype)
+        return flat[: n_columns * width].reshape(n_columns, width)
+
+    def zeros(self, n: int) -> np.ndarray:
+        """A float64 vector (AdaGrad accumulators)."""
+        return np.zeros(n)
+
+    def from_host(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def to_host(self, a: np.ndarray) -> np.ndarray:
+        return a
+
+    def squared_norm(self, W: np.ndarray) -> float:
+        from dsmlr.objective import squared_norm
+
+        return squared_norm(W)
+
+
 class Kernel(Protocol):
     """The two local passes every kernel provides (see module docstring)."""
 
     name: str
+
+    def zeros_block(self, n_columns: int, width: int, capacity: int, dtype): ...
+
+    def zeros(self, n: int): ...
+
+    def from_host(self, a: np.ndarray): ...
+
+    def to_host(self, a) -> np.ndarray: ...
+
+    def squared_norm(self, W) -> float: ...
 
     def score_pass(
         self,

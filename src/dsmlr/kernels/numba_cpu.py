@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from dsmlr.kernels.base import LocalRows, Snapshot, UpdateConfig
+from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
 
 __all__ = ["NumbaKernel"]
 
@@ -139,7 +139,7 @@ def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
 @njit(nogil=True, cache=True)
 def _update_csr(
     indptr, indices, data, y, w, fit_intercept, W, k0, acc, partials, q, b, order,
-    batch_size, max_touched, eta, lam, n_pen, adaptive, delta,
+    batch_size, max_touched, eta, lam, n_pen, adaptive, delta, eta_u,
 ):  # fmt: skip
     n_cols, n_block = W.shape
     S = np.empty((batch_size, n_block), dtype=np.float64)
@@ -188,7 +188,8 @@ def _update_csr(
                     G[n_t - 1, k] += S[bi, k]
         for s in range(n_t):
             j = touched[s]
-            _apply_step(W, G[s], j, acc, eta, lam, n_pen, adaptive, delta)
+            _apply_step(W, G[s], j, acc, eta if j < n_pen else eta_u, lam, n_pen, adaptive,
+                        delta)  # fmt: skip
             last[j] = t
             slot[j] = -1
     if lazy:
@@ -199,7 +200,7 @@ def _update_csr(
 @njit(nogil=True, cache=True)
 def _update_dense(
     X, y, w, fit_intercept, W, k0, acc, partials, q, b, order, batch_size, eta, lam, n_pen,
-    adaptive, delta,
+    adaptive, delta, eta_u,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
@@ -225,7 +226,7 @@ def _update_dense(
                 if x != 0.0:
                     for k in range(n_block):
                         g[k] += x * S[bi, k]
-            _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta)
+            _apply_step(W, g, j, acc, eta if j < n_pen else eta_u, lam, n_pen, adaptive, delta)
 
 
 @njit(nogil=True, cache=True)
@@ -295,7 +296,7 @@ def _row_scores_dense(X, r, W, fit_intercept, s):
 @njit(nogil=True, cache=True)
 def _svrg_csr(
     indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order,
-    batch_size, max_touched, eta, lam, n_pen,
+    batch_size, max_touched, eta, lam, n_pen, eta_u,
 ):  # fmt: skip
     n_cols, n_block = W.shape
     S = np.empty((batch_size, n_block), dtype=np.float64)
@@ -339,7 +340,7 @@ def _svrg_csr(
                     G[n_t - 1, k] += S[bi, k]
         for s in range(n_t):
             j = touched[s]
-            _svrg_step(W, G[s], mu, j, eta, lam, j < n_pen)
+            _svrg_step(W, G[s], mu, j, eta if j < n_pen else eta_u, lam, j < n_pen)
             last[j] = t
             slot[j] = -1
     for j in range(n_cols):
@@ -348,7 +349,7 @@ def _svrg_csr(
 
 @njit(nogil=True, cache=True)
 def _svrg_dense(
-    X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen,
+    X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen, eta_u,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
@@ -369,7 +370,7 @@ def _svrg_dense(
                 if x != 0.0:
                     for k in range(n_block):
                         g[k] += x * S[bi, k]
-            _svrg_step(W, g, mu, j, eta, lam, j < n_pen)
+            _svrg_step(W, g, mu, j, eta if j < n_pen else eta_u, lam, j < n_pen)
 
 
 @njit(nogil=True, cache=True)
@@ -417,7 +418,7 @@ def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out):
                 out[n_feat, k] += s[k]
 
 
-class NumbaKernel:
+class NumbaKernel(HostBlocks):
     """numba implementation of the kernel passes (CSR and dense, float32 and float64)."""
 
     name = "numba"
@@ -454,6 +455,7 @@ class NumbaKernel:
             return
         m = int(config.batch_size)
         eta, lam, n_pen = float(config.eta), float(config.lam), int(config.n_penalized)
+        eta_u = eta * float(config.unpenalized_scale)
         order = np.ascontiguousarray(order, dtype=np.int64)
         X = rows.X
         if rows.is_sparse:
@@ -472,12 +474,12 @@ class NumbaKernel:
             )
             if rows.is_sparse:
                 _svrg_csr(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept, W_block,
-                          *anchor, max_touched, eta, lam, n_pen)  # fmt: skip
+                          *anchor, max_touched, eta, lam, n_pen, eta_u)  # fmt: skip
             else:
                 _svrg_dense(X, rows.weight, rows.fit_intercept, W_block, *anchor, eta, lam,
-                            n_pen)  # fmt: skip
+                            n_pen, eta_u)  # fmt: skip
             return
-        tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta))
+        tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta), eta_u)
         if rows.is_sparse:
             _update_csr(
                 X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept, W_block,

@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
-from dsmlr.kernels.base import LocalRows, Snapshot, UpdateConfig
+from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig, merge_best
 from dsmlr.objective import add_intercept_column
 
 __all__ = ["ReferenceKernel"]
@@ -31,7 +31,7 @@ def _touched_columns(rows: LocalRows, batch: np.ndarray) -> np.ndarray:
     return mask
 
 
-class ReferenceKernel:
+class ReferenceKernel(HostBlocks):
     """Numpy implementation of the kernel passes, eager in everything."""
 
     name = "reference"
@@ -46,12 +46,7 @@ class ReferenceKernel:
         local = rows.y - k0
         inside = (local >= 0) & (local < n_block)
         true_score[inside] = S[inside, local[inside]]
-        top = S.max(axis=1)
-        arg = S.argmax(axis=1) + k0
-        # Ties go to the lower class index, so the merge is independent of visit order.
-        better = (top > best_score) | ((top == best_score) & (arg < best_class))
-        best_score[better] = top[better]
-        best_class[better] = arg[better]
+        merge_best(S.max(axis=1), S.argmax(axis=1) + k0, best_score, best_class)
 
     def gradient_pass(self, rows, W_block, k0, b, scale, out):
         n_block = W_block.shape[1]
@@ -100,6 +95,7 @@ class ReferenceKernel:
                 step = config.eta / np.sqrt(acc + config.delta)
             else:
                 step = np.full(W_block.shape[0], config.eta)
+            step[~pen] *= config.unpenalized_scale
             if snapshot is not None:
                 # Untouched columns see only the penalty and the anchor gradient.
                 W_block -= (step[:, None] * G).astype(W_block.dtype)

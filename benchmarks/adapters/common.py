@@ -1,0 +1,129 @@
+"""What every adapter shares: the objective, accuracy, a pausable clock and the run record."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import logsumexp
+
+__all__ = [
+    "Clock",
+    "RunResult",
+    "Skipped",
+    "TracePoint",
+    "accuracy",
+    "objective",
+    "peak_rss_mb",
+]
+
+# Rows per block when scoring: the objective never holds an N x K array, so evaluating
+# it for the trace adds little to a run's peak memory (N x K is 800 MB at medium).
+_CHUNK = 4096
+
+
+class Skipped(Exception):
+    """The method cannot run here (library, Java or CUDA missing); the message says why."""
+
+
+@dataclass
+class TracePoint:
+    """One point of a run's trace: a model the method had after ``time`` seconds.
+
+    Attributes
+    ----------
+    time : float
+        Training seconds, the trace's own evaluation excluded.
+    objective : float
+        Exact objective of that model on the training rows (float64).
+    test_accuracy : float or None
+    epochs : float
+        Passes over the data (or solver iterations) done by then.
+    """
+
+    time: float
+    objective: float
+    test_accuracy: float | None
+    epochs: float
+
+
+@dataclass
+class RunResult:
+    """Everything one (problem, method, repeat) run reports to the suite (JSON-ready)."""
+
+    method: str
+    trace: list[TracePoint] = field(default_factory=list)
+    stopped: str = ""
+    peak_rss_mb: float = 0.0
+    settings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    gpu_peak_mb: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Clock:
+    """Wall seconds of training only: :meth:`paused` excludes the trace's own evaluation."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self._paused = 0.0
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._start - self._paused
+
+    def paused(self) -> _Pause:
+        return _Pause(self)
+
+
+class _Pause:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.clock._paused += time.perf_counter() - self.t0
+
+
+def _scores(X, W: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    S = X @ W.T
+    S = np.asarray(S.toarray() if sp.issparse(S) else S, dtype=np.float64)
+    return S if b is None else S + b
+
+
+def objective(W: np.ndarray, b: np.ndarray | None, X, y: np.ndarray, lam: float) -> float:
+    """``(1/N) sum_i [logsumexp(x_i W^T + b) - x_i . w_{y_i} - b_{y_i}] + lam/2 ||W||^2``.
+
+    ``W`` is (K, D), ``b`` (K,) or None; the intercept is not penalised.  Computed in
+    float64 over blocks of rows.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    n = X.shape[0]
+    total = 0.0
+    for i in range(0, n, _CHUNK):
+        S = _scores(X[i : i + _CHUNK], W, b)
+        yy = y[i : i + _CHUNK]
+        total += float(np.sum(logsumexp(S, axis=1) - S[np.arange(len(yy)), yy]))
+    return total / n + 0.5 * lam * float(np.einsum("ij,ij->", W, W))
+
+
+def accuracy(W: np.ndarray, b: np.ndarray | None, X, y: np.ndarray) -> float:
+    """Share of rows whose highest score is their label (label -1 is always wrong)."""
+    W = np.asarray(W, dtype=np.float64)
+    correct = 0
+    for i in range(0, X.shape[0], _CHUNK):
+        correct += int(np.sum(_scores(X[i : i + _CHUNK], W, b).argmax(axis=1) == y[i : i + _CHUNK]))
+    return correct / X.shape[0]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (ru_maxrss is KB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024.0**2 if sys.platform == "darwin" else rss / 1024.0

@@ -1,0 +1,555 @@
+"""A cost model of training: memory, compute and communication per rank and epoch.
+
+:func:`plan_training` predicts, for N examples, D features, K classes, ``nnz`` stored
+non-zeros, P ranks and a network of a given bandwidth and latency, what one rank of the
+synchronous ring (:mod:`dsmlr.engines.sync_ring`) needs per epoch.  :func:`calibrate`
+measures the kernel rates it uses on this machine; ``dsmlr plan`` prints the prediction
+(:mod:`dsmlr.cli_plan`).  ``docs/cost-model.md`` shows the model checked against measured
+runs (``benchmarks/validate_plan.py``) and a projection to the DS-MLR paper's Reddit-Full.
+
+The model
+---------
+Notation: ``N_p = ceil(N / P)`` rows and ``Z_p = ceil(nnz / P)`` non-zeros per rank,
+``D_fit = D + 1`` with an intercept (else D), ``s`` bytes per value (8 for float64, 4 for
+float32), ``B`` class blocks (:func:`dsmlr.engines.n_class_blocks`) and
+``M = K * D_fit * s``, the model's size in bytes.
+
+**Memory** per rank is :func:`dsmlr.memory.plan_memory` (the estimate training itself
+checks before it starts) with ``n_rows = N_p``, ``nnz = Z_p``: rows
+``Z_p (s + 4) + 16 N_p``, per-row state ``8 N_p (2B + 2)``, the rank's share of the
+class blocks ``ceil(K / P) D_fit`` values times ``s`` (SGD), ``2s + 8`` (SVRG: weights,
+anchor weights, float64 anchor gradient) or ``s`` plus ``8 D_fit B / P`` (AdaGrad), and a
+fixed 300 MiB for Python and the libraries.
+
+**Compute.**  Each kernel pass visits every class of every local row: it does work
+proportional to ::
+
+    U = (Z_p + N_p) * K          # "units": one (non-zero or row) x class each
+
+(a row's scores cost one multiply-add per non-zero and class, its softmax one exp per
+class).  A pass of kind ``k`` takes ``U / r_k`` seconds, with rates ``r_k`` in units
+per second from :class:`Throughput` (:func:`calibrate` measures them).  Per epoch, in
+the steady state (from the second epoch on):
+
+* update pass: 1, at ``r_update`` of the optimiser (SGD, SVRG or AdaGrad steps);
+* gradient pass: 1 for SVRG (its anchor), none for SGD and AdaGrad, and none in the
+  first epoch (SVRG's first epoch is a plain pass);
+* scoring pass: ``1 / eval_every`` (the exact objective every ``eval_every`` epochs).
+
+``kernel_seconds = U / r_update + [svrg] U / r_gradient`` is what an
+:class:`~dsmlr.engines.base.EpochRecord`'s ``compute_seconds`` measures;
+``score_seconds = U / r_score / eval_every`` is spent in the scoring ring
+(``eval_seconds``); ``compute_seconds`` is their sum.
+
+**Bytes sent** per rank per epoch (steady state; 0 when P = 1: nothing moves) are the
+engines' documented volumes::
+
+    update ring   M                        SGD
+                  M (2 + 8/s)              SVRG (weights, anchor, float64 gradient)
+                  M + 8 B D_fit            AdaGrad (its float64 accumulators travel)
+    gradient ring M (1 + 8/s)              SVRG only, from the second epoch
+    scoring ring  (M [+ 8 B D_fit AdaGrad]) / eval_every
+
+so an SVRG epoch in float64 moves ``6 M``, an SGD epoch ``2 M``.  These are the ring
+payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent` counts them: the
+64-byte allreduce after each scoring ring is left out of both.  The asynchronous
+engine moves the same volume on average plus small headers; it is modelled as the
+synchronous one.
+
+**Messages and communication time.**  A ring is P shifts; the MPI communicator makes
+each shift two small handshakes and then sends the payload in chunks of
+``CHUNK_BYTES`` (16 MiB), each chunk one exchange.  So a shift of ``b`` bytes counts
+about ``2 + ceil(b / CHUNK_BYTES)`` messages (each array is chunked on its own), and the
+allreduce ``2 ceil(log2 P)``.  With
+bandwidth ``beta`` (bytes per second each rank can send while it receives as much, a
+full-duplex link) and latency ``alpha`` (seconds per message)::
+
+    comm_seconds = bytes_sent / beta + messages * alpha
+
+Waiting for a slower neighbour (load imbalance, a busy core) is not modelled: the
+model assumes ranks of equal speed with rows balanced by non-zeros.
+
+**Epoch time** is ``compute_seconds + comm_seconds``: *no overlap* of communication
+with computation, because the engines do not overlap them today (a ring shift starts
+when the rank's kernel passes of the round are done and the next round starts when it
+ends).  ``first_epoch_seconds`` is the first epoch (SVRG: no gradient pass or ring;
+the update ring moves the weights only), and :meth:`TrainingPlan.total_seconds`
+adds up E epochs.
+
+In-process workers (``--workers P``) hand blocks over by reference: pass
+``bandwidth=math.inf`` (the bytes are still counted, as the engines count them) and
+the latency of a thread barrier (about 15 µs per message on the development machine).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from dsmlr.memory import MemoryPlan, plan_memory
+
+__all__ = [
+    "CHUNK_BYTES",
+    "DEFAULT_LATENCY",
+    "MEASURED_THROUGHPUT",
+    "Throughput",
+    "TrainingPlan",
+    "calibrate",
+    "default_throughput",
+    "plan_training",
+]
+
+#: Bytes the MPI communicator sends as one message of a ring shift
+#: (:mod:`dsmlr.comm.mpi` transfers blocks in chunks this large).
+CHUNK_BYTES = 16 * 2**20
+
+#: Seconds per message of a typical cluster network (TCP over Ethernet: tens of µs).
+DEFAULT_LATENCY = 50e-6
+
+#: Optimisers and engines the model knows (those of :mod:`dsmlr.engines`).
+_OPTIMIZERS = ("sgd", "svrg", "adagrad")
+_ENGINES = ("sync", "async")
+_ITEMSIZE = {"float64": 8, "float32": 4}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Kernel rates, in units per second (one unit = one non-zero or row times a class).
+
+    Attributes
+    ----------
+    update_sgd, update_svrg, update_adagrad : float
+        The update pass (one stochastic pass of a block over the local rows) with plain,
+        variance-reduced and AdaGrad steps.
+    gradient : float
+        SVRG's full-gradient pass.
+    score : float
+        The scoring pass (partial log-sum-exp, true-class score, arg-max).
+    source : str
+        Where the figures come from (machine, problem, date).
+    """
+
+    update_sgd: float
+    update_svrg: float
+    update_adagrad: float
+    gradient: float
+    score: float
+    source: str = ""
+
+    def update(self, optimizer: str) -> float:
+        """The update pass's rate for ``optimizer``."""
+        return {"sgd": self.update_sgd, "svrg": self.update_svrg,
+                "adagrad": self.update_adagrad}[optimizer]  # fmt: skip
+
+
+#: Rates of the numba kernels measured with :func:`calibrate` at its defaults (5000 rows,
+#: 20000 features, 50 non-zeros a row, one block of 500 classes, one rank), the median
+#: of 3 calibrations on 2026-11-27, on this project's 2-core development machine (AMD
+#: EPYC, shared with other jobs).  They are *that machine's* figures, kept so that
+#: ``dsmlr plan`` answers at once: run ``dsmlr plan --calibrate`` (or pass
+#: ``calibrate()``'s result) to plan for another one.
+MEASURED_THROUGHPUT: dict[str, Throughput] = {
+    "float64": Throughput(
+        update_sgd=4.32e8,
+        update_svrg=2.31e8,
+        update_adagrad=2.52e8,
+        gradient=4.80e8,
+        score=1.21e9,
+        source="calibrate() defaults, 2-core development machine, 2026-11-27",
+    ),
+    "float32": Throughput(
+        update_sgd=5.32e8,
+        update_svrg=2.75e8,
+        update_adagrad=3.19e8,
+        gradient=6.03e8,
+        score=1.67e9,
+        source="calibrate() defaults, 2-core development machine, 2026-11-27",
+    ),
+}
+
+
+def default_throughput(dtype: str = "float64") -> Throughput:
+    """The rates measured on the development machine for ``dtype``
+    (:data:`MEASURED_THROUGHPUT`)."""
+    return MEASURED_THROUGHPUT[_check_dtype(dtype)]
+
+
+def _check_dtype(dtype: str) -> str:
+    name = np.dtype(dtype).name
+    if name not in _ITEMSIZE:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    return name
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One rank's predicted costs (see the module docstring for every formula).
+
+    Per-epoch figures are the steady state (second epoch on); ``first_epoch_*`` the
+    first.  Seconds assume no overlap of communication with computation.
+    """
+
+    n_samples: int
+    n_features: int
+    n_classes: int
+    nnz: int
+    n_ranks: int
+    n_blocks: int
+    optimizer: str
+    dtype: str
+    engine: str
+    eval_every: int
+    bandwidth: float
+    latency: float
+    memory: MemoryPlan
+    model_bytes: int
+    units_per_pass: float
+    update_seconds: float
+    gradient_seconds: float
+    score_seconds: float
+    bytes_sent: int
+    first_epoch_bytes: int
+    messages: int
+    first_epoch_messages: int
+    throughput: Throughput = field(repr=False)
+
+    @property
+    def kernel_seconds(self) -> float:
+        """Update and gradient passes: what ``EpochRecord.compute_seconds`` measures."""
+        return self.update_seconds + self.gradient_seconds
+
+    @property
+    def compute_seconds(self) -> float:
+        """All kernel passes of an epoch, the scoring pass included."""
+        return self.kernel_seconds + self.score_seconds
+
+    @property
+    def comm_seconds(self) -> float:
+        """``bytes_sent / bandwidth + messages * latency``."""
+        return _transfer(self.bytes_sent, self.messages, self.bandwidth, self.latency)
+
+    @property
+    def epoch_seconds(self) -> float:
+        """``compute_seconds + comm_seconds`` (no overlap)."""
+        return self.compute_seconds + self.comm_seconds
+
+    @property
+    def first_epoch_seconds(self) -> float:
+        """The first epoch: no gradient pass (SVRG starts with a plain pass)."""
+        comm = _transfer(self.first_epoch_bytes, self.first_epoch_messages, self.bandwidth,
+                         self.latency)  # fmt: skip
+        return self.update_seconds + self.score_seconds + comm
+
+    def total_seconds(self, epochs: int) -> float:
+        """Predicted wall time of ``epochs`` epochs (the first one, then steady ones)."""
+        if epochs <= 0:
+            return 0.0
+        return self.first_epoch_seconds + (epochs - 1) * self.epoch_seconds
+
+    def as_dict(self) -> dict:
+        """Every input, part and derived figure, JSON-ready."""
+        out = asdict(self)
+        out["memory"] = {**asdict(self.memory), "total": self.memory.total}
+        out["bandwidth"] = None if math.isinf(self.bandwidth) else self.bandwidth
+        for name in ("kernel_seconds", "compute_seconds", "comm_seconds", "epoch_seconds",
+                     "first_epoch_seconds"):  # fmt: skip
+            out[name] = getattr(self, name)
+        return out
+
+
+def _transfer(n_bytes: float, messages: int, bandwidth: float, latency: float) -> float:
+    wire = 0.0 if math.isinf(bandwidth) else n_bytes / bandwidth
+    return wire + messages * latency
+
+
+def _ring_messages(n_ranks: int, shift_bytes: float) -> int:
+    """Messages of one ring: P shifts of two handshakes and the payload's chunks."""
+    if n_ranks == 1:
+        return 0
+    return n_ranks * (2 + max(1, math.ceil(shift_bytes / CHUNK_BYTES)))
+
+
+def plan_training(
+    *,
+    n_samples: int,
+    n_features: int,
+    n_classes: int,
+    nnz: int,
+    n_ranks: int,
+    bandwidth: float,
+    latency: float = DEFAULT_LATENCY,
+    optimizer: str = "svrg",
+    dtype: str = "float64",
+    engine: str = "sync",
+    blocks_per_rank: int | None = None,
+    eval_every: int = 1,
+    fit_intercept: bool = True,
+    throughput: Throughput | None = None,
+) -> TrainingPlan:
+    """Predict one rank's memory, compute and communication per epoch.
+
+    Every formula is in the module docstring of :mod:`dsmlr.plan`; in short, per rank
+    and steady-state epoch::
+
+        U              = (ceil(nnz/P) + ceil(N/P)) * K
+        compute        = U/r_update + [svrg] U/r_gradient + U/r_score / eval_every
+        M              = K * D_fit * itemsize
+        bytes_sent     = update ring + [svrg] gradient ring + scoring ring / eval_every
+                         (SGD 2M, SVRG float64 6M with eval_every = 1; 0 when P = 1)
+        comm           = bytes_sent / bandwidth + messages * latency
+        epoch          = compute + comm          (no overlap, as the engines run)
+        memory         = dsmlr.memory.plan_memory(ceil(N/P) rows, ceil(nnz/P), ...)
+
+    Parameters
+    ----------
+    n_samples, n_features, n_classes : int
+        N, D and K.  Count held-out rows in ``n_samples`` and ``nnz`` for memory if a
+        ``--test`` set is loaded too (it is scored, not trained on).
+    nnz : int
+        Stored non-zeros of the whole training set (N times the mean per row).
+    n_ranks : int
+        P.
+    bandwidth : float
+        Bytes per second one rank sends (while receiving as much); ``math.inf`` for
+        in-process workers, which hand blocks over by reference.
+    latency : float
+        Seconds per message.
+    optimizer : {"svrg", "sgd", "adagrad"}
+    dtype : {"float64", "float32"}
+    engine : {"sync", "async"}
+        Sets the default number of class blocks; the asynchronous engine's traffic is
+        modelled as the synchronous one's (equal on average).
+    blocks_per_rank : int, optional
+        B / P; None for the engine's default.
+    eval_every : int
+        The exact objective (a scoring ring) every this many epochs.
+    fit_intercept : bool
+        A per-class intercept (one more column of the model).
+    throughput : Throughput, optional
+        Kernel rates; default :func:`default_throughput` (this project's development
+        machine), or :func:`calibrate`'s for the machine at hand.
+
+    Returns
+    -------
+    TrainingPlan
+
+    Raises
+    ------
+    ValueError
+        A size that is not positive, an unknown optimiser, dtype or engine.
+    """
+    sizes = {"n_samples": n_samples, "n_features": n_features, "n_classes": n_classes,
+             "n_ranks": n_ranks, "eval_every": eval_every}  # fmt: skip
+    for name, value in sizes.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if nnz < 0:
+        raise ValueError(f"nnz must be >= 0, got {nnz!r}")
+    if optimizer not in _OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
+    if not (latency >= 0 and math.isfinite(latency)):
+        raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
+    dtype = _check_dtype(dtype)
+    rates = throughput if throughput is not None else default_throughput(dtype)
+    s = _ITEMSIZE[dtype]
+    P, K = int(n_ranks), int(n_classes)
+    d_fit = int(n_features) + int(fit_intercept)
+    n_blocks = _n_blocks(engine, P, blocks_per_rank, n_samples, n_features, K, fit_intercept)
+    rows_p, nnz_p = -(-int(n_samples) // P), -(-int(nnz) // P)
+
+    memory = plan_memory(
+        n_rows=rows_p, nnz=nnz_p, n_features=int(n_features), n_classes=K, n_ranks=P,
+        n_blocks=n_blocks, itemsize=s, optimizer=optimizer, fit_intercept=fit_intercept,
+    )  # fmt: skip
+
+    units = float(nnz_p + rows_p) * K
+    svrg = optimizer == "svrg"
+    update_s = units / rates.update(optimizer)
+    gradient_s = units / rates.gradient if svrg else 0.0
+    score_s = units / rates.score / eval_every
+
+    M = K * d_fit * s
+    carried = 8 * n_blocks * d_fit if optimizer == "adagrad" else 0  # AdaGrad state
+    update_bytes = {"sgd": M, "svrg": M * (2 + 8 // s), "adagrad": M + carried}[optimizer]
+    first_update = M + carried  # SVRG's first epoch: plain steps, weights only
+    gradient_bytes = M * (1 + 8 // s) if svrg else 0
+    scoring_bytes = M + carried
+    allreduce_msgs = 2 * math.ceil(math.log2(P)) if P > 1 else 0
+
+    def ring_msgs(ring_bytes: int) -> int:
+        return _ring_messages(P, ring_bytes / P)  # each shift moves 1/P of the ring
+
+    if P == 1:
+        steady = first = 0.0
+        msgs = first_msgs = 0
+    else:
+        scoring = scoring_bytes / eval_every
+        steady = update_bytes + gradient_bytes + scoring
+        first = first_update + scoring
+        score_msgs = (ring_msgs(scoring_bytes) + allreduce_msgs) / eval_every
+        msgs = ring_msgs(update_bytes) + (ring_msgs(gradient_bytes) if svrg else 0) + score_msgs
+        first_msgs = ring_msgs(first_update) + score_msgs
+    return TrainingPlan(
+        n_samples=int(n_samples), n_features=int(n_features), n_classes=K, nnz=int(nnz),
+        n_ranks=P, n_blocks=n_blocks, optimizer=optimizer, dtype=dtype, engine=engine,
+        eval_every=int(eval_every), bandwidth=float(bandwidth), latency=float(latency),
+        memory=memory, model_bytes=M, units_per_pass=units, update_seconds=update_s,
+        gradient_seconds=gradient_s, score_seconds=score_s, bytes_sent=round(steady),
+        first_epoch_bytes=round(first), messages=math.ceil(msgs),
+        first_epoch_messages=math.ceil(first_msgs), throughput=rates,
+    )  # fmt: skip
+
+
+def _n_blocks(engine: str, n_ranks: int, blocks_per_rank: int | None, n_samples: int,
+              n_features: int, n_classes: int, fit_intercept: bool) -> int:  # fmt: skip
+    """B as the engine chooses it (the engines' own rule, not a copy of it)."""
+    from dsmlr.engines import n_class_blocks
+    from dsmlr.engines.base import EngineConfig
+
+    cfg = EngineConfig(n_samples=n_samples, n_features=n_features, n_classes=n_classes,
+                       fit_intercept=fit_intercept, blocks_per_rank=blocks_per_rank)  # fmt: skip
+    return int(n_class_blocks(engine, cfg, n_ranks))
+
+
+# -- calibration -------------------------------------------------------------------------
+
+
+def calibrate(
+    *,
+    n_rows: int = 5000,
+    n_features: int = 20000,
+    block_classes: int = 500,
+    nnz_per_row: int = 50,
+    dtype: str = "float64",
+    ranks_per_host: int = 1,
+    repeats: int = 3,
+    seed: int = 0,
+) -> Throughput:
+    """Measure the numba kernels' rates on this machine.
+
+    Generates a small text-like problem (:func:`dsmlr.datagen.make_extreme_multiclass`)
+    and times each kernel pass of one class block of ``block_classes`` classes over its
+    ``n_rows`` rows, as one rank runs them in an epoch.  With ``ranks_per_host`` > 1 as
+    many threads run the same passes at the same time, each on its own copy (the numba
+    kernels release the GIL), so the rates are those of one of that many ranks sharing
+    the host's cores, caches and memory bandwidth.  Each pass's rate is
+    ``(nnz + n_rows) * block_classes / seconds``, with the best of ``repeats`` timings
+    of each thread (the least disturbed by other jobs), the median over threads.  A first
+    untimed call compiles the kernels (numba caches the compiled code on disk, so this is
+    slow only once).
+
+    Choose ``block_classes`` near ``K / B`` of the problem to plan (``dsmlr plan
+    --calibrate`` does) and ``n_features`` large enough that the block,
+    ``(n_features + 1) * block_classes * itemsize`` bytes, is far larger than the CPU
+    caches, as a real model's blocks are.
+
+    Returns
+    -------
+    Throughput
+    """
+    import threading
+
+    from dsmlr.datagen import make_extreme_multiclass
+
+    dtype = _check_dtype(dtype)
+    problem = make_extreme_multiclass(n_rows, n_features, block_classes,
+                                      nnz_per_row=nnz_per_row, random_state=seed)  # fmt: skip
+    X = problem.X.astype(dtype)
+    X.sort_indices()
+    units = float(X.nnz + n_rows) * block_classes
+    y = np.asarray(problem.y, dtype=np.int64)
+    n_threads = max(1, int(ranks_per_host))
+    benches = [_KernelBench(X.copy(), y, block_classes, dtype, seed) for _ in range(n_threads)]
+    names = list(benches[0].passes)
+    best = np.full((n_threads, len(names)), np.inf)
+    start = threading.Barrier(n_threads)
+    errors: list[BaseException] = []
+
+    def body(t: int) -> None:
+        try:
+            for j, name in enumerate(names):
+                run = benches[t].passes[name]
+                start.wait()
+                run()  # compile (or load from numba's cache) and warm the caches
+                for _ in range(max(1, repeats)):
+                    start.wait()  # the threads' passes run at the same time
+                    t0 = time.perf_counter()
+                    run()
+                    best[t, j] = min(best[t, j], time.perf_counter() - t0)
+        except BaseException as exc:
+            errors.append(exc)
+            start.abort()
+
+    threads = [threading.Thread(target=body, args=(t,)) for t in range(1, n_threads)]
+    for th in threads:
+        th.start()
+    body(0)
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+    rates = {name: units / float(np.median(best[:, j])) for j, name in enumerate(names)}
+    where = f"{platform.machine()} {os.cpu_count()} cores"
+    return Throughput(**rates, source=(
+        f"calibrate(n_rows={n_rows}, n_features={n_features}, block_classes={block_classes}, "
+        f"nnz_per_row={nnz_per_row}, dtype={dtype}, ranks_per_host={n_threads}) on {where}"
+    ))  # fmt: skip
+
+
+class _KernelBench:
+    """One rank's block, rows and state, and its kernel passes (for :func:`calibrate`)."""
+
+    def __init__(self, X, y: np.ndarray, n_classes: int, dtype: str, seed: int) -> None:
+        from dsmlr.kernels import LocalRows, UpdateConfig, get_kernel
+        from dsmlr.kernels.base import Snapshot
+
+        n, d = X.shape
+        rows = LocalRows(X, y, True)
+        kernel = get_kernel("numba")
+        W = np.zeros((d + 1, n_classes), dtype=dtype)
+        mean_grad = np.zeros((d + 1, n_classes))
+        acc = np.zeros(d + 1)
+        b = np.full(n, -np.log(n_classes))
+        partials = np.full((n, 1), np.log(n_classes))
+        order = np.random.default_rng(seed).permutation(n)
+        # The engines' step: eta over the mean squared row norm (intercept included).
+        curvature = float(np.mean(np.asarray(X.multiply(X).sum(axis=1)).ravel() + 1.0))
+        anchor: list[Snapshot] = []
+
+        def step(adaptive: bool) -> UpdateConfig:
+            return UpdateConfig(eta=0.5 / curvature, lam=1e-4, n_penalized=d, batch_size=1,
+                                adaptive=adaptive)  # fmt: skip
+
+        def update(adaptive: bool) -> None:
+            kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(adaptive))
+
+        def gradient() -> None:
+            mean_grad[...] = 0.0
+            kernel.gradient_pass(rows, W, 0, b, 1.0 / n, mean_grad)
+
+        def svrg() -> None:
+            if not anchor:  # anchored at the weights the gradient pass saw
+                anchor.append(Snapshot(W.copy(), mean_grad.copy(), b.copy()))
+            kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(False), anchor[0])
+
+        def score() -> None:
+            kernel.score_pass(rows, W, 0, np.empty((n, 1)), 0, np.zeros(n),
+                              np.full(n, -np.inf), np.full(n, -1, np.int64))  # fmt: skip
+
+        # Dict order is run order: the SVRG pass needs the gradient pass's anchor.
+        self.passes = {
+            "update_sgd": lambda: update(False),
+            "update_adagrad": lambda: update(True),
+            "gradient": gradient,
+            "update_svrg": svrg,
+            "score": score,
+        }

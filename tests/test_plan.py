@@ -1,0 +1,266 @@
+"""The cost model (:mod:`dsmlr.plan`) and ``dsmlr plan`` (:mod:`dsmlr.cli_plan`)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dsmlr.cli_plan import add_parser, parse_bandwidth, parse_ranks
+from dsmlr.engines import n_class_blocks
+from dsmlr.engines.base import EngineConfig
+from dsmlr.memory import plan_memory
+from dsmlr.plan import Throughput, TrainingPlan, calibrate, default_throughput, plan_training
+
+# A model far larger than its rows, as at scale (memory then shrinks with P).
+BIG = {"n_samples": 1_000_000, "n_features": 200_000, "n_classes": 5000, "nnz": 50_000_000}
+RATES = Throughput(update_sgd=1e8, update_svrg=5e7, update_adagrad=6e7, gradient=1e8,
+                   score=2e8, source="test")  # fmt: skip
+
+
+def plan(**kw) -> TrainingPlan:
+    args = {**BIG, "n_ranks": 4, "bandwidth": 1e9, "throughput": RATES, **kw}
+    return plan_training(**args)
+
+
+def model_bytes(itemsize: int = 8) -> int:
+    return BIG["n_classes"] * (BIG["n_features"] + 1) * itemsize
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "svrg", "adagrad"])
+@pytest.mark.parametrize("engine", ["sync", "async"])
+@pytest.mark.parametrize("n_ranks", [1, 2, 3, 8])
+def test_memory_is_plan_memory(optimizer, engine, n_ranks):
+    got = plan(optimizer=optimizer, engine=engine, n_ranks=n_ranks, dtype="float32").memory
+    cfg = EngineConfig(n_samples=BIG["n_samples"], n_features=BIG["n_features"],
+                       n_classes=BIG["n_classes"])  # fmt: skip
+    want = plan_memory(
+        n_rows=-(-BIG["n_samples"] // n_ranks), nnz=-(-BIG["nnz"] // n_ranks),
+        n_features=BIG["n_features"], n_classes=BIG["n_classes"], n_ranks=n_ranks,
+        n_blocks=n_class_blocks(engine, cfg, n_ranks), itemsize=4, optimizer=optimizer,
+    )  # fmt: skip
+    assert got == want
+
+
+def test_more_ranks_need_less_memory_compute_and_time():
+    plans = [plan(n_ranks=p) for p in (1, 2, 4, 8, 16, 32)]
+    for fewer, more in itertools.pairwise(plans):
+        assert more.memory.total < fewer.memory.total
+        assert more.compute_seconds < fewer.compute_seconds
+    # Every rank sends the whole model each ring, whatever P.
+    assert len({p.bytes_sent for p in plans[1:]}) == 1
+
+
+# -- bytes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "dtype", "models", "first"),
+    [
+        ("sgd", "float64", 2, 2),  # update ring + scoring ring
+        ("sgd", "float32", 2, 2),
+        ("svrg", "float64", 6, 2),  # (2 + 1) + (1 + 1) + 1; first epoch plain
+        ("svrg", "float32", 8, 2),  # (2 + 2) + (1 + 2) + 1
+    ],
+)
+def test_bytes_per_epoch_follow_the_engines_formulas(optimizer, dtype, models, first):
+    itemsize = 8 if dtype == "float64" else 4
+    got = plan(optimizer=optimizer, dtype=dtype)
+    assert got.model_bytes == model_bytes(itemsize)
+    assert got.bytes_sent == models * model_bytes(itemsize)
+    assert got.first_epoch_bytes == first * model_bytes(itemsize)
+
+
+def test_adagrad_bytes_carry_the_accumulators_and_scoring_every_n_epochs():
+    got = plan(optimizer="adagrad", n_ranks=4)
+    carried = 8 * got.n_blocks * (BIG["n_features"] + 1)
+    assert got.bytes_sent == 2 * (model_bytes() + carried)
+    sparse_eval = plan(optimizer="sgd", eval_every=4)
+    assert sparse_eval.bytes_sent == model_bytes() + model_bytes() / 4
+    assert sparse_eval.score_seconds == pytest.approx(plan(optimizer="sgd").score_seconds / 4)
+
+
+def test_one_rank_sends_nothing():
+    got = plan(n_ranks=1)
+    assert got.bytes_sent == got.first_epoch_bytes == got.messages == 0
+    assert got.comm_seconds == 0.0
+
+
+def test_seconds_follow_the_formulas():
+    got = plan(optimizer="svrg", n_ranks=4, latency=1e-4)
+    units = (-(-BIG["nnz"] // 4) + BIG["n_samples"] // 4) * BIG["n_classes"]
+    assert got.units_per_pass == units
+    assert got.kernel_seconds == pytest.approx(units / 5e7 + units / 1e8)
+    assert got.compute_seconds == pytest.approx(got.kernel_seconds + units / 2e8)
+    assert got.comm_seconds == pytest.approx(got.bytes_sent / 1e9 + got.messages * 1e-4)
+    assert got.epoch_seconds == pytest.approx(got.compute_seconds + got.comm_seconds)
+    assert got.total_seconds(3) == pytest.approx(got.first_epoch_seconds + 2 * got.epoch_seconds)
+    # In-process workers hand blocks over by reference: latency only.
+    local = plan(optimizer="svrg", n_ranks=4, bandwidth=math.inf, latency=0.0)
+    assert local.comm_seconds == 0.0 and local.bytes_sent == got.bytes_sent
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"optimizer": "lbfgs"},
+        {"engine": "ring"},
+        {"dtype": "float16"},
+        {"n_ranks": 0},
+        {"bandwidth": 0.0},
+        {"latency": -1.0},
+        {"nnz": -1},
+        {"eval_every": 0},
+    ],
+)
+def test_bad_inputs_are_value_errors(bad):
+    with pytest.raises(ValueError):
+        plan(**bad)
+
+
+def test_chunk_size_is_the_mpi_communicators():
+    from dsmlr.comm import mpi
+    from dsmlr.plan import CHUNK_BYTES
+
+    assert mpi._CHUNK_BYTES == CHUNK_BYTES
+
+
+def test_default_rates_are_positive():
+    for dtype in ("float64", "float32"):
+        rates = default_throughput(dtype)
+        assert min(rates.update_sgd, rates.update_svrg, rates.update_adagrad, rates.gradient,
+                   rates.score) > 0  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "svrg"])
+def test_bytes_match_a_real_in_process_run(optimizer):
+    """The engines' own byte counters, epoch by epoch, against the model."""
+    from dsmlr import DSMLRClassifier, make_extreme_multiclass
+
+    n, d, k = 300, 40, 10
+    problem = make_extreme_multiclass(n, d, k, nnz_per_row=8, random_state=0)
+    clf = DSMLRClassifier(n_workers=2, optimizer=optimizer, max_epochs=3, tol=-1.0,
+                          random_state=0).fit(problem.X, problem.y)  # fmt: skip
+    n_classes = len(clf.classes_)
+    want = plan_training(
+        n_samples=n, n_features=d, n_classes=n_classes, nnz=problem.X.nnz, n_ranks=2,
+        bandwidth=math.inf, optimizer=optimizer,
+    )  # fmt: skip
+    sent = [h["bytes_sent"] for h in clf.history_]
+    assert len(sent) == 3
+    assert sent[0] == want.first_epoch_bytes
+    assert sent[1:] == [want.bytes_sent] * 2
+
+
+def test_calibrate_measures_positive_rates():
+    rates = calibrate(n_rows=200, n_features=300, block_classes=8, nnz_per_row=5, repeats=1,
+                      ranks_per_host=2)  # fmt: skip
+    values = [rates.update_sgd, rates.update_svrg, rates.update_adagrad, rates.gradient,
+              rates.score]  # fmt: skip
+    assert all(np.isfinite(values)) and min(values) > 0
+    assert "ranks_per_host=2" in rates.source
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def run_plan_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="dsmlr")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    try:
+        args = parser.parse_args(["plan", *argv])
+        code = args.run(args)
+    except SystemExit as exc:
+        code = int(exc.code)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+PROBLEM = ("--samples", "100000", "--features", "20000", "--classes", "1000",
+           "--nnz-per-row", "50")  # fmt: skip
+
+
+def test_cli_prints_one_line_per_rank_count(capsys):
+    code, out, err = run_plan_cli(capsys, *PROBLEM, "--ranks", "1,2,4,8", "--bandwidth",
+                                  "10Gb/s", "--epochs", "10")  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:1] == ["P"])
+    assert "10 epochs" in lines[head]
+    assert [line.split()[0] for line in lines[head + 1 : head + 5]] == ["1", "2", "4", "8"]
+    assert "no overlap" in out
+
+
+def test_cli_json_matches_the_function(capsys):
+    code, out, _ = run_plan_cli(capsys, *PROBLEM, "--ranks", "4", "--bandwidth", "2GB/s",
+                                "--optimizer", "sgd", "--dtype", "float32", "--json")  # fmt: skip
+    assert code == 0
+    (got,) = json.loads(out)
+    want = plan_training(n_samples=100000, n_features=20000, n_classes=1000, nnz=5_000_000,
+                         n_ranks=4, bandwidth=2e9, optimizer="sgd", dtype="float32")  # fmt: skip
+    assert got["bytes_sent"] == want.bytes_sent
+    assert got["memory"]["total"] == want.memory.total
+    assert got["epoch_seconds"] == pytest.approx(want.epoch_seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1.25e9", 1.25e9),
+        ("10Gb/s", 1.25e9),
+        ("10GB/s", 1e10),
+        ("100Gbps", 12.5e9),
+        ("1GiB/s", 2**30),
+        ("800 Mbit/s", 1e8),
+        ("inf", math.inf),
+    ],
+)
+def test_bandwidth_units(text, value):
+    assert parse_bandwidth(text) == value
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (("--bandwidth", "fast"), "argument --bandwidth: not a bandwidth: 'fast'"),
+        (("--bandwidth", "10G"), "not a bandwidth: '10G'"),
+        (("--bandwidth", "0GB/s"), "bandwidth must be > 0"),
+        (("--ranks", "4,0"), "argument --ranks"),
+        (("--nnz", "5"), "not allowed with argument"),
+    ],
+)
+def test_cli_usage_errors_are_one_clean_message(capsys, argv, fragment):
+    code, out, err = run_plan_cli(capsys, *PROBLEM, *argv)
+    assert code == 2 and out == ""
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("dsmlr plan: error: ")
+    assert fragment in err
+
+
+def test_cli_needs_the_non_zeros(capsys):
+    code, _, err = run_plan_cli(capsys, "--samples", "10", "--features", "5", "--classes", "3")
+    assert code == 2 and "--nnz-per-row" in err
+
+
+def test_parse_ranks():
+    assert parse_ranks("16") == [16]
+    assert parse_ranks("1,2,4") == [1, 2, 4]
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_ranks("a,b")
+
+
+def test_wired_into_dsmlr_main(capsys):
+    """Once ``plan`` is in :data:`dsmlr.cli.COMMANDS`, ``dsmlr plan`` runs it."""
+    from dsmlr.cli import COMMANDS, main
+
+    if "plan" not in COMMANDS:
+        pytest.skip("dsmlr plan is not wired into dsmlr.cli.COMMANDS yet")
+    assert main(["plan", *PROBLEM, "--ranks", "2"]) == 0
+    assert "sent" in capsys.readouterr().out
