@@ -122,3 +122,14 @@ def test_cuda_defaults_use_mini_batches_and_reach_the_optimum():
     clf.fit(X, y)
     assert clf._resolved_batch_size() == 256
     assert clf.history_[-1]["objective"] <= reference_optimum(X, y, lam) * (1 + 1e-3)
+
+
+def test_without_torch_the_torch_kernel_is_a_clear_error(monkeypatch):
+    import sys
+
+    from dsmlr.kernels import get_kernel
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    monkeypatch.delitem(sys.modules, "dsmlr.kernels.torch_kernel", raising=False)
+    with pytest.raises(ValueError, match=r"pip install 'dsmlr\[gpu\]'"):
+        get_kernel("torch")

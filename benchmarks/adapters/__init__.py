@@ -28,6 +28,8 @@ METHODS: tuple[str, ...] = (
     "dsmlr-sync",
     "dsmlr-async",
     "dsmlr-gpu",
+    "dsmlr-sgd",
+    "dsmlr-adagrad",
     "sklearn-saga",
     "sklearn-lbfgs",
     "torch-lbfgs",

@@ -1,4 +1,6 @@
-"""dsmlr: ``dsmlr-sync``, ``dsmlr-async`` and ``dsmlr-gpu``, each with default settings.
+"""dsmlr: ``dsmlr-sync``, ``dsmlr-async`` and ``dsmlr-gpu``, each with default settings,
+and the default engine with another optimiser: ``dsmlr-sgd`` (the DS-MLR paper's
+decaying-step SGD) and ``dsmlr-adagrad``, to measure the default SVRG against them.
 
 The trace is read from the estimator's per-epoch records: ``time`` is wall seconds since
 training started (after input validation and layout), ``objective`` the exact training
@@ -17,7 +19,7 @@ from .common import RunResult, Skipped, TracePoint, peak_rss_mb
 
 __all__ = ["METHODS", "run"]
 
-METHODS = ("dsmlr-sync", "dsmlr-async", "dsmlr-gpu")
+METHODS = ("dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad")
 
 
 class _Stop(Exception):
@@ -53,13 +55,13 @@ def run(
 
     params: dict = {"lam": lam, "fit_intercept": fit_intercept, "random_state": seed}
     params["engine"] = "async" if method == "dsmlr-async" else "sync"
+    if method in ("dsmlr-sgd", "dsmlr-adagrad"):
+        params["optimizer"] = method.removeprefix("dsmlr-")
     if method == "dsmlr-gpu":
         import torch
 
         if not torch.cuda.is_available():
             raise Skipped("dsmlr-gpu: no CUDA device (torch.cuda.is_available() is False)")
-        if "device" not in DSMLRClassifier().get_params():
-            raise Skipped("dsmlr-gpu: this dsmlr has no `device` parameter yet")
         params["device"] = "cuda"
     clf = DSMLRClassifier(**params)
     records: list[dict] = []

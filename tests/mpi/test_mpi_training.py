@@ -110,26 +110,32 @@ def _row_range(shards, comm) -> slice:
     return slice(start, start + shards[comm.rank].n_rows)
 
 
-@pytest.mark.parametrize("engine", ["sync", "async"])
 @pytest.mark.parametrize("optimizer", ["svrg", "adagrad"])
-def test_torch_blocks_cross_ranks_through_host_buffers(comm, problem, engine, optimizer):
+def test_torch_blocks_cross_ranks_through_host_buffers(comm, problem, optimizer):
     # The torch kernel keeps blocks as tensors; MPI sends host copies and the arriving
-    # arrays become tensors again.  Synchronous runs equal the in-process torch run.
+    # arrays become tensors again: the same model as the in-process torch run.
     pytest.importorskip("torch")
     X, y, _ = problem
     X_mine, y_mine = my_rows(X, y, comm)
     params = {"lam": LAM, "max_epochs": 3, "random_state": 4, "kernel": "torch",
-              "engine": engine, "optimizer": optimizer, "batch_size": 4}  # fmt: skip
+              "optimizer": optimizer, "batch_size": 4}  # fmt: skip
     model = fit_sharded(X_mine, y_mine, comm=comm, **params)
     from dsmlr.estimator import DSMLRClassifier
 
     clf = DSMLRClassifier(n_workers=comm.size, **params).fit(X, y)
-    mine = model.history_[-1]["objective"]
-    theirs = clf.history_[-1]["objective"]
-    if engine == "sync":
-        W = np.hstack([clf.coef_, clf.intercept_[:, None]])
-        same = all(
-            np.allclose(W[lo:hi], B.T, rtol=1e-9, atol=1e-12) for (lo, hi), B in model.blocks
-        )
-        agree(comm, same, "torch blocks under MPI differ from the in-process run")
-    agree(comm, abs(mine - theirs) <= 2e-3 * theirs, f"objective {mine} against {theirs}")
+    W = np.hstack([clf.coef_, clf.intercept_[:, None]])
+    same = all(np.allclose(W[lo:hi], B.T, rtol=1e-9, atol=1e-12) for (lo, hi), B in model.blocks)
+    agree(comm, same, "torch blocks under MPI differ from the in-process run")
+
+
+def test_torch_tokens_reach_the_serial_optimum(comm, problem):
+    # Asynchronous tokens (their order depends on timing) carrying torch blocks.
+    pytest.importorskip("torch")
+    X, y, best = problem
+    X_mine, y_mine = my_rows(X, y, comm)
+    model = fit_sharded(
+        X_mine, y_mine, comm=comm, lam=LAM, engine="async", kernel="torch", max_epochs=60,
+        tol=1e-9, random_state=0,
+    )  # fmt: skip
+    gap = (model.history_[-1]["objective"] - best) / best
+    agree(comm, 0 <= gap < 1e-4 or abs(gap) < 1e-9, f"relative gap {gap:.2e}")

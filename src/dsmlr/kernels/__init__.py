@@ -38,7 +38,10 @@ def _numba(device: str = "cpu", rank: int = 0) -> Kernel:
 
 
 def _torch(device: str = "cpu", rank: int = 0) -> Kernel:
-    from dsmlr.kernels.torch_kernel import TorchKernel, resolve_device
+    try:
+        from dsmlr.kernels.torch_kernel import TorchKernel, resolve_device
+    except ImportError as missing:  # a usage problem, reported in one line
+        raise ValueError(str(missing)) from None
 
     return TorchKernel(resolve_device(device, rank))
 

@@ -263,6 +263,9 @@ class TorchKernel:
         fast = (
             dr.is_sparse
             and not config.adaptive
+            # Decays (1 - eta lam) near or below 0 (absurd steps) take the general pass,
+            # which clamps them at 0 for untouched columns as the reference does.
+            and config.eta * config.lam < 0.5
             and config.batch_size * rows.X.nnz <= SCATTER_RATIO * dr.n_cols * max(dr.n_rows, 1)
         )
         kind = _ScaledPass if fast else _Pass
@@ -464,8 +467,6 @@ class _ScaledPass(_Pass):
                 S += self.W[d]
             R = self._residuals(S.double(), Xb, rows_b, hi - lo)
             Rd = R.to(dtype)
-            if a >= 1.0 - self.MIN_SCALE:  # such a long step has no scaled form
-                self._fold(V, mu)
             s_next = self.s * (1.0 - a)
             contrib = val[z0:z1, None] * Rd[rid[z0:z1] - lo]
             V.index_add_(0, col[z0:z1], contrib, alpha=-cfg.eta / s_next)
