@@ -284,6 +284,25 @@ def _subtract_labels(R: torch.Tensor, local: torch.Tensor, amount) -> None:
     R[idx, local[idx]] -= sub
 
 
+def _in_order(order, order_d, indptr, crow, col, val):
+    """The rows in a pass's order as one CSR matrix: mini-batch t is then the contiguous
+    slice of rows ``t*m:(t+1)*m``, found without any per-step search.
+
+    Returns the host and device row pointers, the device row lengths, and the column
+    indices and values in the new order.
+    """
+    lens = np.diff(indptr)[order]
+    pc = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(lens, out=pc[1:])
+    dev = crow.device
+    pc_d = torch.as_tensor(pc).to(dev)
+    lens_d = torch.as_tensor(lens).to(dev)
+    nnz = int(pc[-1])
+    shift = torch.repeat_interleave(crow[order_d] - pc_d[:-1], lens_d, output_size=nnz)
+    pos = shift + torch.arange(nnz, device=dev)
+    return pc, pc_d, lens_d, col[pos], val[pos]
+
+
 class _Pass:
     """One stochastic pass of a block over the rows in a given order (lazy penalty)."""
 
@@ -339,17 +358,7 @@ class _Pass:
         n_batches = (n + m - 1) // m
         order_d = torch.as_tensor(order).to(dev)
         if dr.is_sparse:
-            # The rows in this pass's order, as one CSR matrix: mini-batch t is then the
-            # contiguous slice of rows t*m:(t+1)*m, found without any per-step search.
-            lens = np.diff(dr.indptr)[order]
-            pc = np.zeros(n + 1, dtype=np.int64)
-            np.cumsum(lens, out=pc[1:])
-            pc_d = torch.as_tensor(pc).to(dev)
-            lens_d = torch.as_tensor(lens).to(dev)
-            nnz = int(pc[-1])
-            shift = torch.repeat_interleave(dr.crow[order_d] - pc_d[:-1], lens_d, output_size=nnz)
-            pos = shift + torch.arange(nnz, device=dev)
-            col, val = dr.col[pos], dr.val[pos]
+            pc, pc_d, _, col, val = _in_order(order, order_d, dr.indptr, dr.crow, dr.col, dr.val)
         for t in range(n_batches):
             lo, hi = t * m, min(n, (t + 1) * m)
             rows_b = order_d[lo:hi]
@@ -440,16 +449,8 @@ class _ScaledPass(_Pass):
         icpt = dr.n_cols > d
         fptr, crow, col_all, val_all = dr.features
         order_d = torch.as_tensor(order).to(dev)
-        lens = np.diff(fptr)[order]
-        pc = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lens, out=pc[1:])
-        pc_d = torch.as_tensor(pc).to(dev)
-        lens_d = torch.as_tensor(lens).to(dev)
-        nnz = int(pc[-1])
-        shift = torch.repeat_interleave(crow[order_d] - pc_d[:-1], lens_d, output_size=nnz)
-        pos = shift + torch.arange(nnz, device=dev)
-        col, val = col_all[pos], val_all[pos]
-        rid = torch.repeat_interleave(torch.arange(n, device=dev), lens_d, output_size=nnz)
+        pc, pc_d, lens_d, col, val = _in_order(order, order_d, fptr, crow, col_all, val_all)
+        rid = torch.repeat_interleave(torch.arange(n, device=dev), lens_d, output_size=len(col))
         V = self.W[:d]  # a view: the penalised rows, as V during the pass
         mu = snap.mean_grad[:d].to(dtype) if snap is not None else None
         a = cfg.eta * cfg.lam
