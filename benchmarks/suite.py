@@ -242,6 +242,11 @@ def markdown(results: dict) -> str:
             lines.append(f"- skipped {method}: {why}")
         for method, why in prob.get("failed", {}).items():
             lines.append(f"- failed {method}: {why}")
+        for method in prob.get("not_repeated", []):
+            lines.append(
+                f"- {method} ran once: its first run reached no target within the time limit, "
+                "so further repeats could not change a time or a ratio"
+            )
         for warning in prob.get("warnings", []):
             lines.append(f"- warning: {warning}")
     return "\n".join(lines) + "\n"
@@ -362,9 +367,10 @@ def run_suite(args: argparse.Namespace) -> dict:
         runs: dict[str, list[dict]] = {m: [] for m in args.methods}
         skipped: dict[str, str] = {}
         failed: dict[str, str] = {}
+        not_repeated: list[str] = []
         for repeat in range(args.repeats):
             for method in args.methods:
-                if method in skipped:
+                if method in skipped or method in not_repeated:
                     continue
                 spec = {
                     "problem": name,
@@ -405,6 +411,11 @@ def run_suite(args: argparse.Namespace) -> dict:
                     f"{res['stopped']}; RSS {res['peak_rss_mb']:.0f} MB; wall {wall:.1f}s",
                     flush=True,
                 )
+                # A target counts only if every repeat reached it, so a method that
+                # reached none in its first run cannot change any time or ratio by
+                # running again: spare the machine its remaining repeats.
+                if not args.repeat_unreached and all(h is None for h in a["hits"].values()):
+                    not_repeated.append(method)
         runs = {m: r for m, r in runs.items() if r}
         # A run below the cached optimum means lbfgs was not tight: measure against the
         # lowest objective anyone reached instead, and say so.
@@ -433,6 +444,7 @@ def run_suite(args: argparse.Namespace) -> dict:
             "ratios": ratio_table(summaries),
             "skipped": skipped,
             "failed": failed,
+            "not_repeated": [m for m in not_repeated if m in runs],
             "warnings": warnings,
         }
     return results
@@ -450,6 +462,11 @@ def main(argv: list[str] | None = None) -> None:
         "--time-limit", type=float, default=600.0, help="training seconds per run (default 600)"
     )
     parser.add_argument("--seed", type=int, default=0, help="repeat r uses seed + r")
+    parser.add_argument(
+        "--repeat-unreached",
+        action="store_true",
+        help="repeat a method even when its first run reached no target (default: one run)",
+    )
     parser.add_argument("--out", default=str(HERE / "results" / "suite"))
     parser.add_argument("--cache-dir", default=None, help="default: benchmarks/cache")
     parser.add_argument("--optimum-max-iter", type=int, default=20_000)

@@ -211,3 +211,19 @@ def test_suite_end_to_end_on_tiny(tmp_path):
     assert "## tiny" in table
     rows = [line for line in table.splitlines() if line.startswith("| dsmlr-sync")]
     assert len(rows) == 1 and len(rows[0].split("|")) == 14
+
+
+def test_suite_runs_a_method_that_reached_nothing_once(tmp_path):
+    # One epoch of plain SGD does not get within 1% of tiny's optimum, and a time limit
+    # of a millisecond ends every run after its first epoch.
+    out = tmp_path / "once"
+    cmd = [sys.executable, str(BENCH / "suite.py"), "--problems", "tiny", "--methods",
+           "dsmlr-sgd", "--repeats", "2", "--time-limit", "0.001", "--cache-dir",
+           str(tmp_path), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tiny = json.loads(out.with_suffix(".json").read_text())["problems"]["tiny"]
+    assert tiny["summary"]["dsmlr-sgd"]["targets"]["1%"]["time"] is None
+    assert len(tiny["runs"]["dsmlr-sgd"]) == 1
+    assert tiny["not_repeated"] == ["dsmlr-sgd"]
+    assert "dsmlr-sgd ran once" in out.with_suffix(".md").read_text()

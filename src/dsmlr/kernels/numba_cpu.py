@@ -20,7 +20,7 @@ from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
 __all__ = ["NumbaKernel"]
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _logsumexp_row(v, n):
     top = -np.inf
     for k in range(n):
@@ -34,14 +34,14 @@ def _logsumexp_row(v, n):
     return top + math.log(total)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _init_scores(s, W, intercept_row, fit_intercept):
     """Start a row's scores at the intercept (the implicit feature 1), or at zero."""
     for k in range(s.shape[0]):
         s[k] = W[intercept_row, k] if fit_intercept else 0.0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_class):
     n_block = s.shape[0]
     partials[r, q] = _logsumexp_row(s, n_block)
@@ -55,10 +55,10 @@ def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_clas
             best_class[r] = k + k0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
     n_cols, n_block = W.shape
-    s = np.empty(n_block, dtype=np.float64)
+    s = np.empty(n_block, dtype=W.dtype)
     for r in range(len(indptr) - 1):
         _init_scores(s, W, n_cols - 1, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
@@ -69,11 +69,11 @@ def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, 
         _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _score_dense(X, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
-    s = np.empty(n_block, dtype=np.float64)
+    s = np.empty(n_block, dtype=W.dtype)
     for r in range(n_rows):
         _init_scores(s, W, n_feat, fit_intercept)
         for j in range(n_feat):
@@ -84,43 +84,89 @@ def _score_dense(X, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
         _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _refresh_b(s, r, partials, q, b):
-    """Store the block's partial for row r at scores s, then b_r = -log sum of partials."""
-    partials[r, q] = _logsumexp_row(s, s.shape[0])
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _exp_shifted(s):
+    """Replace the scores s by ``exp(s - max s)``; return ``(max s, log sum exp s)``.
+
+    One exponential per score serves both the block's partial normaliser and the
+    probabilities ``exp(s + b) = exp(s - max s) exp(max s + b)``.
+    """
+    n = s.shape[0]
+    top = -np.inf
+    for k in range(n):
+        if s[k] > top:
+            top = s[k]
+    if top == -np.inf:
+        for k in range(n):
+            s[k] = 0.0
+        return top, top
+    total = 0.0
+    for k in range(n):
+        e = math.exp(s[k] - top)
+        s[k] = e
+        total += e
+    return top, top + math.log(total)
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _probabilities(s, r, partials, q, b, scale):
+    """Turn row r's scores s into ``scale exp(s + b_r)`` in place, b_r refreshed first.
+
+    The block's partial for row r is stored from s, then ``b_r = -log sum`` of the row's
+    partials.
+    """
+    top, lse = _exp_shifted(s)
+    partials[r, q] = lse
     b[r] = -_logsumexp_row(partials[r], partials.shape[1])
+    factor = scale * math.exp(top + b[r])
+    for k in range(s.shape[0]):
+        s[k] *= factor
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _residuals(S, rows, y, w, k0, partials, q, b):
     """Refresh b from the partials, then turn scores into residuals s (p - y) / m in place."""
     m = len(rows)
     n_block = S.shape[1]
     for bi in range(m):
         r = rows[bi]
-        s = S[bi]
-        _refresh_b(s, r, partials, q, b)
-        for k in range(n_block):
-            s[k] = w[r] * math.exp(s[k] + b[r]) / m
+        _probabilities(S[bi], r, partials, q, b, w[r] / m)
         local = y[r] - k0
         if 0 <= local < n_block:
-            s[local] -= w[r] / m
+            S[bi, local] -= w[r] / m
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _step_size(acc_j, eta, adaptive, delta):
     return eta / math.sqrt(acc_j + delta) if adaptive else eta
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _decay_table(n, eta, lam):
+    """``(1 - eta lam)_+ ** i`` for ``i = 0..n``: the penalty decay of ``i`` idle steps.
+
+    Tabulated once per pass (plain steps share one step size), so a catch-up is a
+    lookup and not a power per touched column and step.
+    """
+    base = max(0.0, 1.0 - eta * lam)
+    out = np.empty(n + 1, dtype=np.float64)
+    for i in range(n + 1):
+        out[i] = base**i
+    return out
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
     if n_steps > 0:
-        factor = max(0.0, 1.0 - _step_size(acc_j, eta, adaptive, delta) * lam) ** n_steps
+        if adaptive:
+            factor = max(0.0, 1.0 - _step_size(acc_j, eta, adaptive, delta) * lam) ** n_steps
+        else:
+            factor = decay[n_steps]
         for k in range(W.shape[1]):
             W[j, k] *= factor
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
     n_block = W.shape[1]
     if j < n_pen:
@@ -136,19 +182,20 @@ def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
         W[j, k] -= step * g[k]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _update_csr(
     indptr, indices, data, y, w, fit_intercept, W, k0, acc, partials, q, b, order,
     batch_size, max_touched, eta, lam, n_pen, adaptive, delta, eta_u,
 ):  # fmt: skip
     n_cols, n_block = W.shape
-    S = np.empty((batch_size, n_block), dtype=np.float64)
-    G = np.empty((max_touched, n_block), dtype=np.float64)
+    S = np.empty((batch_size, n_block), dtype=W.dtype)
+    G = np.empty((max_touched, n_block), dtype=W.dtype)
     touched = np.empty(max_touched, dtype=np.int64)
     slot = np.full(n_cols, -1, dtype=np.int64)
     last = np.full(n_cols, -1, dtype=np.int64)
     lazy = lam > 0.0
     n_batches = (len(order) + batch_size - 1) // batch_size
+    decay = _decay_table(n_batches if lazy and not adaptive else 0, eta, lam)
     for t in range(n_batches):
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
         # Gather the touched columns and bring their pending decays up to date.
@@ -161,7 +208,7 @@ def _update_csr(
                     touched[n_t] = j
                     n_t += 1
                     if lazy and j < n_pen:
-                        _catch_up(W, j, t - 1 - last[j], acc[j], eta, lam, adaptive, delta)
+                        _catch_up(W, j, t - 1 - last[j], acc[j], eta, lam, adaptive, delta, decay)
         if fit_intercept:
             slot[n_cols - 1] = n_t
             touched[n_t] = n_cols - 1
@@ -194,18 +241,18 @@ def _update_csr(
             slot[j] = -1
     if lazy:
         for j in range(n_pen):
-            _catch_up(W, j, n_batches - 1 - last[j], acc[j], eta, lam, adaptive, delta)
+            _catch_up(W, j, n_batches - 1 - last[j], acc[j], eta, lam, adaptive, delta, decay)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _update_dense(
     X, y, w, fit_intercept, W, k0, acc, partials, q, b, order, batch_size, eta, lam, n_pen,
     adaptive, delta, eta_u,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
-    S = np.empty((batch_size, n_block), dtype=np.float64)
-    g = np.empty(n_block, dtype=np.float64)
+    S = np.empty((batch_size, n_block), dtype=W.dtype)
+    g = np.empty(n_block, dtype=W.dtype)
     n_batches = (len(order) + batch_size - 1) // batch_size
     for t in range(n_batches):
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
@@ -229,40 +276,58 @@ def _update_dense(
             _apply_step(W, g, j, acc, eta if j < n_pen else eta_u, lam, n_pen, adaptive, delta)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _svrg_residuals(S, S0, rows, w, b, b0, partials, q):
     """Refresh b from the partials, then ``s (p(W) - p(W~)) / m`` in S (labels cancel)."""
     m = len(rows)
     n_block = S.shape[1]
     for bi in range(m):
         r = rows[bi]
-        _refresh_b(S[bi], r, partials, q, b)
+        _probabilities(S[bi], r, partials, q, b, w[r] / m)
         for k in range(n_block):
-            S[bi, k] = w[r] * (math.exp(S[bi, k] + b[r]) - math.exp(S0[bi, k] + b0[r])) / m
+            S[bi, k] -= w[r] * math.exp(S0[bi, k] + b0[r]) / m
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized):
+@njit(nogil=True, cache=True, error_model="numpy")
+def _svrg_tables(n, eta, lam):
+    """``c**i`` and ``(1 - c**i) / (1 - c)`` for ``c = 1 - eta lam`` and ``i = 0..n``.
+
+    ``i`` idle SVRG steps ``w <- c w - eta mu`` give ``c**i w - eta mu (1 - c**i)/(1 - c)``;
+    tabulated once per pass instead of three transcendentals per touched column.
+    """
+    power = np.ones(n + 1, dtype=np.float64)
+    geometric = np.zeros(n + 1, dtype=np.float64)
+    a = eta * lam
+    if a <= 0.0:  # a can underflow to 0 with a tiny step: no decay then
+        return power, geometric
+    if a < 1.0:
+        log_c = math.log1p(-a)
+        for i in range(1, n + 1):
+            power[i] = math.exp(i * log_c)
+            geometric[i] = -math.expm1(i * log_c) / a
+    else:
+        for i in range(1, n + 1):
+            power[i] = (1.0 - a) ** i
+            geometric[i] = (1.0 - power[i]) / a
+    return power, geometric
+
+
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
     """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
     if n_steps <= 0:
         return
-    a = eta * lam
-    if penalized and a > 0.0:  # a can underflow to 0 with a tiny step: no decay then
-        if a < 1.0:
-            log_c = math.log1p(-a)
-            power = math.exp(n_steps * log_c)
-            geometric = -math.expm1(n_steps * log_c) / a  # (1 - c^n) / (1 - c)
-        else:
-            power = (1.0 - a) ** n_steps
-            geometric = (1.0 - power) / a
+    if penalized and eta * lam > 0.0:
+        c_n = power[n_steps]
+        g_n = geometric[n_steps]
         for k in range(W.shape[1]):
-            W[j, k] = power * W[j, k] - eta * mu[j, k] * geometric
+            W[j, k] = c_n * W[j, k] - eta * mu[j, k] * g_n
     else:
         for k in range(W.shape[1]):
             W[j, k] -= n_steps * eta * mu[j, k]
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", error_model="numpy")
 def _svrg_step(W, g, mu, j, eta, lam, penalized):
     for k in range(W.shape[1]):
         total = g[k] + mu[j, k]
@@ -271,7 +336,7 @@ def _svrg_step(W, g, mu, j, eta, lam, penalized):
         W[j, k] -= eta * total
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
     n_cols = W.shape[0]
     _init_scores(s, W, n_cols - 1, fit_intercept)
@@ -282,7 +347,7 @@ def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
             s[k] += x * W[j, k]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _row_scores_dense(X, r, W, fit_intercept, s):
     n_feat = X.shape[1]
     _init_scores(s, W, n_feat, fit_intercept)
@@ -293,19 +358,20 @@ def _row_scores_dense(X, r, W, fit_intercept, s):
                 s[k] += x * W[j, k]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _svrg_csr(
     indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order,
     batch_size, max_touched, eta, lam, n_pen, eta_u,
 ):  # fmt: skip
     n_cols, n_block = W.shape
-    S = np.empty((batch_size, n_block), dtype=np.float64)
-    S0 = np.empty((batch_size, n_block), dtype=np.float64)
-    G = np.empty((max_touched, n_block), dtype=np.float64)
+    S = np.empty((batch_size, n_block), dtype=W.dtype)
+    S0 = np.empty((batch_size, n_block), dtype=W.dtype)
+    G = np.empty((max_touched, n_block), dtype=W.dtype)
     touched = np.empty(max_touched, dtype=np.int64)
     slot = np.full(n_cols, -1, dtype=np.int64)
     last = np.full(n_cols, -1, dtype=np.int64)
     n_batches = (len(order) + batch_size - 1) // batch_size
+    power, geometric = _svrg_tables(n_batches, eta, lam)
     for t in range(n_batches):
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
         n_t = 0
@@ -316,13 +382,13 @@ def _svrg_csr(
                     slot[j] = n_t
                     touched[n_t] = j
                     n_t += 1
-                    _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen)
+                    _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen, power, geometric)
         if fit_intercept:
             j = n_cols - 1
             slot[j] = n_t
             touched[n_t] = j
             n_t += 1
-            _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen)
+            _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen, power, geometric)
         for bi in range(len(rows)):
             _row_scores_csr(indptr, indices, data, rows[bi], W, fit_intercept, S[bi])
             _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
@@ -344,18 +410,18 @@ def _svrg_csr(
             last[j] = t
             slot[j] = -1
     for j in range(n_cols):
-        _svrg_catch_up(W, mu, j, n_batches - 1 - last[j], eta, lam, j < n_pen)
+        _svrg_catch_up(W, mu, j, n_batches - 1 - last[j], eta, lam, j < n_pen, power, geometric)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _svrg_dense(
     X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen, eta_u,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
-    S = np.empty((batch_size, n_block), dtype=np.float64)
-    S0 = np.empty((batch_size, n_block), dtype=np.float64)
-    g = np.empty(n_block, dtype=np.float64)
+    S = np.empty((batch_size, n_block), dtype=W.dtype)
+    S0 = np.empty((batch_size, n_block), dtype=W.dtype)
+    g = np.empty(n_block, dtype=W.dtype)
     n_batches = (len(order) + batch_size - 1) // batch_size
     for t in range(n_batches):
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
@@ -373,10 +439,10 @@ def _svrg_dense(
             _svrg_step(W, g, mu, j, eta if j < n_pen else eta_u, lam, j < n_pen)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
     n_cols, n_block = W.shape
-    s = np.empty(n_block, dtype=np.float64)
+    s = np.empty(n_block, dtype=W.dtype)
     for r in range(len(indptr) - 1):
         _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
         sw = scale * w[r]
@@ -395,11 +461,11 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
                 out[n_cols - 1, k] += s[k]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, error_model="numpy")
 def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
-    s = np.empty(n_block, dtype=np.float64)
+    s = np.empty(n_block, dtype=W.dtype)
     for r in range(n_rows):
         _row_scores_dense(X, r, W, fit_intercept, s)
         sw = scale * w[r]
