@@ -1,6 +1,8 @@
 """dsmlr: ``dsmlr-sync``, ``dsmlr-async`` and ``dsmlr-gpu``, each with default settings,
-and the default engine with another optimiser: ``dsmlr-sgd`` (the DS-MLR paper's
-decaying-step SGD) and ``dsmlr-adagrad``, to measure the default SVRG against them.
+the default engine with another optimiser: ``dsmlr-sgd`` (the DS-MLR paper's
+decaying-step SGD) and ``dsmlr-adagrad``, to measure the default SVRG against them, and
+``dsmlr-f32``: the defaults with ``dtype="float32"`` (weights and scores in float32; the
+objective, ``b`` and the SVRG anchor gradient stay float64).
 
 The trace is read from the estimator's per-epoch records: ``time`` is wall seconds since
 training started (after input validation and layout), ``objective`` the exact training
@@ -19,7 +21,7 @@ from .common import RunResult, Skipped, TracePoint, peak_rss_mb
 
 __all__ = ["METHODS", "run"]
 
-METHODS = ("dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad")
+METHODS = ("dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad", "dsmlr-f32")
 
 
 class _Stop(Exception):
@@ -40,8 +42,9 @@ def run(
 
     Parameters
     ----------
-    method : {"dsmlr-sync", "dsmlr-async", "dsmlr-gpu"}
-        The engine; ``dsmlr-gpu`` is the synchronous engine with ``device="cuda"``.
+    method : {"dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad", "dsmlr-f32"}
+        The engine and settings (module docstring); ``dsmlr-gpu`` is the synchronous
+        engine with ``device="cuda"``.
     data : problems.Data
     lam, fit_intercept : the problem's objective.
     time_limit : float
@@ -57,6 +60,8 @@ def run(
     params["engine"] = "async" if method == "dsmlr-async" else "sync"
     if method in ("dsmlr-sgd", "dsmlr-adagrad"):
         params["optimizer"] = method.removeprefix("dsmlr-")
+    if method == "dsmlr-f32":
+        params["dtype"] = "float32"
     if method == "dsmlr-gpu":
         import torch
 

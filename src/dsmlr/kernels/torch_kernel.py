@@ -46,7 +46,9 @@ __all__ = ["TorchKernel", "resolve_device"]
 #: values are 128 MB, small beside a GPU's memory and large enough to keep it busy.
 CHUNK_ELEMENTS = 2**25
 
-#: The scaled pass is used while a batch holds at most this many non-zeros per column.
+#: The scaled pass adds each non-zero's contribution straight into the block while a
+#: batch holds at most this many non-zeros per column; denser batches first sum them
+#: over the batch's distinct columns (see :class:`_ScaledPass`).
 SCATTER_RATIO = 0.5
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -253,20 +255,14 @@ class TorchKernel:
         b_d = torch.as_tensor(b).to(dev)
         b0_d = torch.as_tensor(snapshot.b).to(dev) if snapshot is not None else None
         # Sparse rows with one step size for every column: the lazy penalty as a scale
-        # factor of the whole block (no per-column bookkeeping); AdaGrad's per-column
-        # steps and dense rows take the general pass.
-        # A batch's scatter-add writes one row of the block per non-zero; once there are
-        # many more non-zeros than distinct features in a batch, gathering the touched
-        # rows once is cheaper.  On one H200 (benchmarks/results/gpu.md, 50K features,
-        # 50 non-zeros a row) the scaled pass took 0.81 s an epoch against 1.16 s at 256
-        # rows a batch, and 0.71 s against 0.38 s at 4096.
+        # factor of the whole block (no per-column bookkeeping, see _ScaledPass);
+        # AdaGrad's per-column steps and dense rows take the general pass.
         fast = (
             dr.is_sparse
             and not config.adaptive
             # Decays (1 - eta lam) near or below 0 (absurd steps) take the general pass,
             # which clamps them at 0 for untouched columns as the reference does.
             and config.eta * config.lam < 0.5
-            and config.batch_size * rows.X.nnz <= SCATTER_RATIO * dr.n_cols * max(dr.n_rows, 1)
         )
         kind = _ScaledPass if fast else _Pass
         pass_ = kind(dr, W_block, acc, config, snapshot, b0_d, k0, q, part_d, b_d)
@@ -436,6 +432,14 @@ class _ScaledPass(_Pass):
     intercept row (never penalised) is kept as is.  ``V`` is folded back into ``W``
     when ``s`` gets small and at the end of the pass.  The arithmetic is the reference
     kernel's recurrence, in another order.
+
+    The touched rows of ``V`` are updated in one of two ways.  Small batches add each
+    non-zero's contribution ``x_ij r_i`` straight into ``V``'s row ``j`` (one scatter-add
+    of ``nnz x K_q``, no sort and no synchronisation).  Once a batch holds many
+    non-zeros per column (:data:`SCATTER_RATIO`), most of them fall on the same columns
+    and the batch's gradient is first summed over its distinct columns (one sort, one
+    transposed sparse product), then added to those rows of ``V``: a write of
+    ``n_touched x K_q`` instead of ``nnz x K_q``.
     """
 
     #: Fold ``s`` back into the weights below this value (keeps ``V`` well scaled).
@@ -448,9 +452,14 @@ class _ScaledPass(_Pass):
         d = cfg.n_penalized
         icpt = dr.n_cols > d
         fptr, crow, col_all, val_all = dr.features
+        compact = m * len(col_all) > SCATTER_RATIO * max(d, 1) * max(n, 1)
         order_d = torch.as_tensor(order).to(dev)
         pc, pc_d, lens_d, col, val = _in_order(order, order_d, fptr, crow, col_all, val_all)
-        rid = torch.repeat_interleave(torch.arange(n, device=dev), lens_d, output_size=len(col))
+        rid = (
+            None
+            if compact
+            else torch.repeat_interleave(torch.arange(n, device=dev), lens_d, output_size=len(col))
+        )
         V = self.W[:d]  # a view: the penalised rows, as V during the pass
         mu = snap.mean_grad[:d].to(dtype) if snap is not None else None
         a = cfg.eta * cfg.lam
@@ -469,8 +478,13 @@ class _ScaledPass(_Pass):
             R = self._residuals(S.double(), Xb, rows_b, hi - lo)
             Rd = R.to(dtype)
             s_next = self.s * (1.0 - a)
-            contrib = val[z0:z1, None] * Rd[rid[z0:z1] - lo]
-            V.index_add_(0, col[z0:z1], contrib, alpha=-cfg.eta / s_next)
+            if compact:
+                cols, inv = torch.unique(col[z0:z1], return_inverse=True)
+                Xc = _csr_tensor(Xb.crow_indices(), inv, val[z0:z1], (hi - lo, len(cols)))
+                V.index_add_(0, cols, torch.mm(Xc.t(), Rd), alpha=-cfg.eta / s_next)
+            else:
+                contrib = val[z0:z1, None] * Rd[rid[z0:z1] - lo]
+                V.index_add_(0, col[z0:z1], contrib, alpha=-cfg.eta / s_next)
             self.s = s_next
             if mu is not None:
                 self.t = self.t * (1.0 - a) - cfg.eta
