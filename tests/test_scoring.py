@@ -16,6 +16,7 @@ from scipy.special import logsumexp
 from dsmlr import scoring
 from dsmlr.comm import run_workers
 from dsmlr.estimator import DSMLRClassifier
+from dsmlr.kernels.fold_topk import fold_block
 from dsmlr.scoring import (
     BlockScores,
     model_blocks,
@@ -181,6 +182,66 @@ def test_nan_scores_rank_last_and_poison_the_normaliser():
     got = score_local_blocks(X, [((0, 3), np.ascontiguousarray(W.T))], fit_intercept=False, k=3)
     np.testing.assert_array_equal(got.top_classes, [[1, 2, 0]])
     assert np.isnan(got.log_norm[0])
+
+
+# -- the compiled fold the training engines use for held-out rows -------------------------
+
+
+def _fold_all(X, blocks, fit_intercept, k, y):
+    state = BlockScores.empty(X.shape[0], k, with_truth=y is not None)
+    for (k0, _), Wb in blocks:
+        fold_block(X, Wb, k0, fit_intercept, y, state)
+    return state
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("k", [1, 3, K])
+def test_compiled_fold_equals_the_dense_reference(sparse, dtype, fit_intercept, k):
+    X, W, y = quantised(sparse=sparse, dtype=dtype)
+    blocks = split(W, UNEVEN, fit_intercept)[::-1]  # high classes first: ties still go low
+    got = _fold_all(X, blocks, fit_intercept, k, y)
+    assert_scores_equal(got, reference(X, W, y, k, fit_intercept))
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_compiled_fold_equals_score_local_blocks_on_continuous_data(sparse):
+    rng = np.random.default_rng(8)
+    X = sp.random(50, 12, density=0.3, random_state=8, format="csr") if sparse else (
+        rng.normal(size=(50, 12)))  # fmt: skip
+    W = rng.normal(size=(K, 13)) * 3
+    y = rng.integers(-1, K, 50)
+    blocks = split(W, UNEVEN)
+    got = _fold_all(X, blocks, True, 5, y)
+    expected = score_local_blocks(X, blocks, fit_intercept=True, k=5, y=y)
+    np.testing.assert_array_equal(got.top_classes, expected.top_classes)
+    for name in ("top_scores", "log_norm", "true_score"):
+        np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-12)
+    assert summarise(got, y, 5) == pytest.approx(summarise(expected, y, 5), rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 5, 40])
+def test_compiled_fold_ties_at_the_cut_go_to_the_lower_classes(k):
+    rng = np.random.default_rng(k)
+    scores = rng.integers(0, 4, size=(10, 300)).astype(float)
+    for row in scores:
+        state = BlockScores.empty(1, k)
+        # Two blocks, the higher classes first.
+        for k0, k1 in [(150, 300), (0, 150)]:
+            fold_block(np.ones((1, 1)), np.ascontiguousarray(row[None, k0:k1]), k0, False,
+                       None, state)  # fmt: skip
+        np.testing.assert_array_equal(state.top_classes[0], np.argsort(-row, kind="stable")[:k])
+
+
+def test_compiled_fold_nan_scores_rank_last_and_poison_the_normaliser():
+    X = np.array([[1.0, 0.0], [0.0, 1.0]])
+    W = np.array([[np.nan, 0.0], [0.0, 2.0], [-1.0, 0.0]])  # (K, D), no intercept
+    got = _fold_all(X, [((0, 3), np.ascontiguousarray(W.T))], False, 3, None)
+    np.testing.assert_array_equal(got.top_classes, [[1, 2, 0], [1, 0, 2]])
+    assert np.isnan(got.log_norm[0])
+    assert got.log_norm[1] == pytest.approx(logsumexp([0.0, 2.0, 0.0]))
+    assert got.true_score is None
 
 
 # -- ring_scores -----------------------------------------------------------------------

@@ -48,7 +48,7 @@ from dsmlr.engines.base import (
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import HostBlocks, Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.partition import class_blocks, ring_block
-from dsmlr.scoring import BlockScores, score_local_blocks, summarise
+from dsmlr.scoring import BlockScores, summarise
 
 #: Top-k accuracy reported on a held-out set each epoch.
 TEST_TOP_K = 5
@@ -147,22 +147,24 @@ class _Scorer:
 
 
 class _HeldOutScorer:
-    """Held-out rows: the scoring module's streaming top-k, so top-5 accuracy comes with
-    the loss and accuracy from the same pass; labels unseen in training are -1."""
+    """Held-out rows: the scoring module's streaming top-k (compiled, in
+    :mod:`dsmlr.kernels.fold_topk`), so top-5 accuracy comes with the loss and accuracy
+    from the same pass; labels unseen in training are -1."""
 
     def __init__(self, rows: LocalRows, n_classes: int):
         self.rows = rows
         k = max(1, min(TEST_TOP_K, n_classes))
         self.state = BlockScores.empty(rows.n_rows, k, with_truth=True)
+        from dsmlr.kernels.fold_topk import fold_block  # numba: compiled on first use
+
+        self._fold = fold_block
 
     def visit(self, kernel: Kernel, W_block: np.ndarray, k0: int, q: int) -> None:
-        # The streaming top-k runs on the host: a device block is copied once per
-        # scoring ring, beside a pass that costs as much as a training epoch's.
-        block = ((k0, k0 + W_block.shape[1]), kernel.to_host(W_block))
-        score_local_blocks(
-            self.rows.X, [block], fit_intercept=self.rows.fit_intercept, y=self.rows.y,
-            state=self.state,
-        )  # fmt: skip
+        # The streaming top-k runs on the host, compiled and without the GIL (worker
+        # threads score at the same time): a device block is copied once per scoring
+        # ring, beside a pass that costs as much as a training epoch's.
+        self._fold(self.rows.X, kernel.to_host(W_block), k0, self.rows.fit_intercept,
+                   self.rows.y, self.state)  # fmt: skip
 
     def sums(self) -> np.ndarray:
         """Summed log-loss, correct, correct in the top k, rows with a known label."""

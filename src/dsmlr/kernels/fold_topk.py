@@ -1,0 +1,156 @@
+"""Compiled scoring of held-out rows against one class block, folded into a running
+top-k (:class:`dsmlr.scoring.BlockScores`).
+
+The training engines score the held-out rows every epoch while the blocks travel round
+the ring.  :func:`dsmlr.scoring.score_local_blocks` does it with a sparse product and
+array operations on chunks of rows; this numba version does it row by row, without
+temporary arrays, and without holding the GIL, so the in-process engine's worker threads
+score their rows at the same time.  Same results: scores summed in float64, each row's
+normaliser by a streaming log-sum-exp, the true-class score, and the top k with equal
+scores ranking the lower class first and NaN scores ranking as ``-inf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from dsmlr.scoring import BlockScores
+
+__all__ = ["fold_block"]
+
+#: Sort key of an unfilled slot (class -1): after every real class on equal scores.
+_NO_CLASS = np.iinfo(np.int64).max
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score):
+    """Fold one row's block scores ``s`` into row ``r`` of the running state."""
+    width = s.shape[0]
+    if true_score.shape[0] > 0:
+        local = y[r] - k0
+        if 0 <= local < width:
+            true_score[r] = s[local]
+    # Streaming log-sum-exp: a NaN score makes the normaliser NaN, -inf scores add 0.
+    top = -np.inf
+    has_nan = False
+    for k in range(width):
+        if s[k] != s[k]:
+            has_nan = True
+        elif s[k] > top:
+            top = s[k]
+    if has_nan:
+        block_lse = np.nan
+    elif top == -np.inf or top == np.inf:
+        block_lse = top
+    else:
+        total = 0.0
+        for k in range(width):
+            total += math.exp(s[k] - top)
+        block_lse = top + math.log(total)
+    cur = log_norm[r]
+    if cur != cur or block_lse != block_lse:
+        log_norm[r] = np.nan
+    elif cur == -np.inf:
+        log_norm[r] = block_lse
+    elif block_lse != -np.inf:
+        hi = max(cur, block_lse)
+        if hi == np.inf:
+            log_norm[r] = np.inf
+        else:
+            log_norm[r] = hi + math.log(math.exp(cur - hi) + math.exp(block_lse - hi))
+    # Bounded insertion into the sorted top k (score descending, then class ascending).
+    k_top = top_c.shape[1]
+    for k in range(width):
+        v = s[k]
+        if v != v:
+            v = -np.inf
+        c = k0 + k
+        last = top_c[r, k_top - 1]
+        last_key = _NO_CLASS if last < 0 else last
+        if not (v > top_s[r, k_top - 1] or (v == top_s[r, k_top - 1] and c < last_key)):
+            continue
+        pos = k_top - 1
+        while pos > 0:
+            prev = top_c[r, pos - 1]
+            prev_key = _NO_CLASS if prev < 0 else prev
+            if v > top_s[r, pos - 1] or (v == top_s[r, pos - 1] and c < prev_key):
+                top_c[r, pos] = top_c[r, pos - 1]
+                top_s[r, pos] = top_s[r, pos - 1]
+                pos -= 1
+            else:
+                break
+        top_c[r, pos] = c
+        top_s[r, pos] = v
+
+
+@njit(nogil=True, cache=True)
+def _fold_csr(indptr, indices, data, W, n_features, fit_intercept, k0, y, top_c, top_s,
+              log_norm, true_score):  # fmt: skip
+    width = W.shape[1]
+    s = np.empty(width, dtype=np.float64)
+    for r in range(len(indptr) - 1):
+        for k in range(width):
+            s[k] = 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            x = data[p]
+            for k in range(width):
+                s[k] += x * W[j, k]
+        if fit_intercept:
+            for k in range(width):
+                s[k] += W[n_features, k]
+        _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
+
+
+@njit(nogil=True, cache=True)
+def _fold_dense(X, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score):
+    n_rows, n_features = X.shape
+    width = W.shape[1]
+    s = np.empty(width, dtype=np.float64)
+    for r in range(n_rows):
+        for k in range(width):
+            s[k] = 0.0
+        for j in range(n_features):
+            x = X[r, j]
+            if x != 0.0:
+                for k in range(width):
+                    s[k] += x * W[j, k]
+        if fit_intercept:
+            for k in range(width):
+                s[k] += W[n_features, k]
+        _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
+
+
+def fold_block(X, W: np.ndarray, k0: int, fit_intercept: bool, y, state: BlockScores) -> None:
+    """Score rows ``X`` against the host block ``W`` (classes ``k0..``) into ``state``.
+
+    Parameters
+    ----------
+    X : csr_matrix or ndarray of shape (n, D)
+        The rows (CSR with sorted indices, or C-contiguous dense).
+    W : ndarray of shape (D + fit_intercept, K_q)
+        A feature-major block (:mod:`dsmlr.objective`).
+    k0 : int
+        The block's first class.
+    fit_intercept : bool
+        Whether the last row of ``W`` is the intercept.
+    y : ndarray of int64, shape (n,), or None
+        Class indices (-1 for unknown) to record the true-class score.
+    state : BlockScores
+        Updated in place; its ``log_norm`` is normalised (not NaN from a ranking-only
+        call).
+    """
+    if W.shape[1] == 0 or X.shape[0] == 0:
+        return
+    n_features = X.shape[1]
+    truth = state.true_score if (y is not None and state.true_score is not None) else None
+    y_arr = np.asarray(y, dtype=np.int64) if truth is not None else np.zeros(0, np.int64)
+    truth_arr = truth if truth is not None else np.zeros(0)
+    out = (k0, y_arr, state.top_classes, state.top_scores, state.log_norm, truth_arr)
+    if hasattr(X, "indptr"):
+        _fold_csr(X.indptr, X.indices, X.data, W, n_features, fit_intercept, *out)
+    else:
+        _fold_dense(np.ascontiguousarray(X), W, fit_intercept, *out)
