@@ -3,9 +3,11 @@
 Compiled lazily on first use (one specialisation per dtype and index type, cached on
 disk) and with ``nogil=True``, so the in-process engine's worker threads run them in
 parallel.  Scratch memory is per mini-batch (``batch_size x K_q`` scores and a compact
-gradient over the columns the mini-batch touches); nothing of size N x K or K x D is
-allocated.  Penalty decays of untouched columns are applied lazily (see
-:class:`dsmlr.kernels.base.UpdateConfig`).
+gradient over the columns the mini-batch touches, in the block's dtype, so float32 blocks
+compute in float32); nothing of size N x K or K x D is allocated.  Penalty decays of
+untouched columns are applied lazily (see :class:`dsmlr.kernels.base.UpdateConfig`),
+from a table of the decay after ``i`` idle steps computed once per pass.  One
+exponential per score serves both a row's partial normaliser and its probabilities.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
 
 __all__ = ["NumbaKernel"]
 
+# Compiled once per argument types and cached on disk; without the GIL, so that worker
+# threads run in parallel.  numpy's error model: a division by zero gives inf or nan
+# instead of raising, which spares every loop a check and lets LLVM vectorise it (the
+# kernels' divisors are batch sizes, step sizes and positive sums).
+_jit = njit(nogil=True, cache=True, error_model="numpy")
+_inline = njit(nogil=True, cache=True, inline="always", error_model="numpy")
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+
+@_inline
 def _logsumexp_row(v, n):
     top = -np.inf
     for k in range(n):
@@ -34,14 +43,14 @@ def _logsumexp_row(v, n):
     return top + math.log(total)
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _init_scores(s, W, intercept_row, fit_intercept):
     """Start a row's scores at the intercept (the implicit feature 1), or at zero."""
     for k in range(s.shape[0]):
         s[k] = W[intercept_row, k] if fit_intercept else 0.0
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_class):
     n_block = s.shape[0]
     partials[r, q] = _logsumexp_row(s, n_block)
@@ -55,7 +64,7 @@ def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_clas
             best_class[r] = k + k0
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
@@ -69,7 +78,7 @@ def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, 
         _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _score_dense(X, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
@@ -84,7 +93,7 @@ def _score_dense(X, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
         _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _exp_shifted(s):
     """Replace the scores s by ``exp(s - max s)``; return ``(max s, log sum exp s)``.
 
@@ -108,7 +117,7 @@ def _exp_shifted(s):
     return top, top + math.log(total)
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _probabilities(s, r, partials, q, b, scale):
     """Turn row r's scores s into ``scale exp(s + b_r)`` in place, b_r refreshed first.
 
@@ -123,7 +132,7 @@ def _probabilities(s, r, partials, q, b, scale):
         s[k] *= factor
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _residuals(S, rows, y, w, k0, partials, q, b):
     """Refresh b from the partials, then turn scores into residuals s (p - y) / m in place."""
     m = len(rows)
@@ -136,12 +145,12 @@ def _residuals(S, rows, y, w, k0, partials, q, b):
             S[bi, local] -= w[r] / m
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _step_size(acc_j, eta, adaptive, delta):
     return eta / math.sqrt(acc_j + delta) if adaptive else eta
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _decay_table(n, eta, lam):
     """``(1 - eta lam)_+ ** i`` for ``i = 0..n``: the penalty decay of ``i`` idle steps.
 
@@ -155,7 +164,7 @@ def _decay_table(n, eta, lam):
     return out
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
     if n_steps > 0:
         if adaptive:
@@ -166,7 +175,7 @@ def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
             W[j, k] *= factor
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
     n_block = W.shape[1]
     if j < n_pen:
@@ -182,7 +191,7 @@ def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
         W[j, k] -= step * g[k]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _update_csr(
     indptr, indices, data, y, w, fit_intercept, W, k0, acc, partials, q, b, order,
     batch_size, max_touched, eta, lam, n_pen, adaptive, delta, eta_u,
@@ -244,7 +253,7 @@ def _update_csr(
             _catch_up(W, j, n_batches - 1 - last[j], acc[j], eta, lam, adaptive, delta, decay)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _update_dense(
     X, y, w, fit_intercept, W, k0, acc, partials, q, b, order, batch_size, eta, lam, n_pen,
     adaptive, delta, eta_u,
@@ -276,7 +285,7 @@ def _update_dense(
             _apply_step(W, g, j, acc, eta if j < n_pen else eta_u, lam, n_pen, adaptive, delta)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _svrg_residuals(S, S0, rows, w, b, b0, partials, q):
     """Refresh b from the partials, then ``s (p(W) - p(W~)) / m`` in S (labels cancel)."""
     m = len(rows)
@@ -288,7 +297,7 @@ def _svrg_residuals(S, S0, rows, w, b, b0, partials, q):
             S[bi, k] -= w[r] * math.exp(S0[bi, k] + b0[r]) / m
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _svrg_tables(n, eta, lam):
     """``c**i`` and ``(1 - c**i) / (1 - c)`` for ``c = 1 - eta lam`` and ``i = 0..n``.
 
@@ -312,7 +321,7 @@ def _svrg_tables(n, eta, lam):
     return power, geometric
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
     """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
     if n_steps <= 0:
@@ -327,7 +336,7 @@ def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
             W[j, k] -= n_steps * eta * mu[j, k]
 
 
-@njit(nogil=True, cache=True, inline="always", error_model="numpy")
+@_inline
 def _svrg_step(W, g, mu, j, eta, lam, penalized):
     for k in range(W.shape[1]):
         total = g[k] + mu[j, k]
@@ -336,7 +345,7 @@ def _svrg_step(W, g, mu, j, eta, lam, penalized):
         W[j, k] -= eta * total
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
     n_cols = W.shape[0]
     _init_scores(s, W, n_cols - 1, fit_intercept)
@@ -347,7 +356,7 @@ def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
             s[k] += x * W[j, k]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _row_scores_dense(X, r, W, fit_intercept, s):
     n_feat = X.shape[1]
     _init_scores(s, W, n_feat, fit_intercept)
@@ -358,7 +367,7 @@ def _row_scores_dense(X, r, W, fit_intercept, s):
                 s[k] += x * W[j, k]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _svrg_csr(
     indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order,
     batch_size, max_touched, eta, lam, n_pen, eta_u,
@@ -413,7 +422,7 @@ def _svrg_csr(
         _svrg_catch_up(W, mu, j, n_batches - 1 - last[j], eta, lam, j < n_pen, power, geometric)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _svrg_dense(
     X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen, eta_u,
 ):  # fmt: skip
@@ -439,7 +448,7 @@ def _svrg_dense(
             _svrg_step(W, g, mu, j, eta if j < n_pen else eta_u, lam, j < n_pen)
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
@@ -461,7 +470,7 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
                 out[n_cols - 1, k] += s[k]
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@_jit
 def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
