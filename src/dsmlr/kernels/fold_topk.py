@@ -26,9 +26,13 @@ _NO_CLASS = np.iinfo(np.int64).max
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score):
-    """Fold one row's block scores ``s`` into row ``r`` of the running state."""
+def _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score):
+    """Add the intercept (the last row of ``W``) to row ``r``'s block scores ``s`` and fold
+    them into row ``r`` of the running state."""
     width = s.shape[0]
+    if fit_intercept:
+        for k in range(width):
+            s[k] += W[W.shape[0] - 1, k]
     if true_score.shape[0] > 0:
         local = y[r] - k0
         if 0 <= local < width:
@@ -87,8 +91,8 @@ def _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score):
 
 
 @njit(nogil=True, cache=True)
-def _fold_csr(indptr, indices, data, W, n_features, fit_intercept, k0, y, top_c, top_s,
-              log_norm, true_score):  # fmt: skip
+def _fold_csr(indptr, indices, data, W, fit_intercept, k0, y, top_c, top_s, log_norm,
+              true_score):  # fmt: skip
     width = W.shape[1]
     s = np.empty(width, dtype=np.float64)
     for r in range(len(indptr) - 1):
@@ -99,10 +103,7 @@ def _fold_csr(indptr, indices, data, W, n_features, fit_intercept, k0, y, top_c,
             x = data[p]
             for k in range(width):
                 s[k] += x * W[j, k]
-        if fit_intercept:
-            for k in range(width):
-                s[k] += W[n_features, k]
-        _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
+        _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score)
 
 
 @njit(nogil=True, cache=True)
@@ -118,10 +119,7 @@ def _fold_dense(X, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score):
             if x != 0.0:
                 for k in range(width):
                     s[k] += x * W[j, k]
-        if fit_intercept:
-            for k in range(width):
-                s[k] += W[n_features, k]
-        _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
+        _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score)
 
 
 def fold_block(X, W: np.ndarray, k0: int, fit_intercept: bool, y, state: BlockScores) -> None:
@@ -145,12 +143,11 @@ def fold_block(X, W: np.ndarray, k0: int, fit_intercept: bool, y, state: BlockSc
     """
     if W.shape[1] == 0 or X.shape[0] == 0:
         return
-    n_features = X.shape[1]
     truth = state.true_score if (y is not None and state.true_score is not None) else None
     y_arr = np.asarray(y, dtype=np.int64) if truth is not None else np.zeros(0, np.int64)
     truth_arr = truth if truth is not None else np.zeros(0)
     out = (k0, y_arr, state.top_classes, state.top_scores, state.log_norm, truth_arr)
     if hasattr(X, "indptr"):
-        _fold_csr(X.indptr, X.indices, X.data, W, n_features, fit_intercept, *out)
+        _fold_csr(X.indptr, X.indices, X.data, W, fit_intercept, *out)
     else:
         _fold_dense(np.ascontiguousarray(X), W, fit_intercept, *out)
