@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
+from dsmlr.kernels.numba_cpu import _row_scores_csr, _row_scores_dense
 from dsmlr.scoring import BlockScores
 
 __all__ = ["fold_block"]
@@ -26,13 +27,9 @@ _NO_CLASS = np.iinfo(np.int64).max
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score):
-    """Add the intercept (the last row of ``W``) to row ``r``'s block scores ``s`` and fold
-    them into row ``r`` of the running state."""
+def _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score):
+    """Fold one row's block scores ``s`` into row ``r`` of the running state."""
     width = s.shape[0]
-    if fit_intercept:
-        for k in range(width):
-            s[k] += W[W.shape[0] - 1, k]
     if true_score.shape[0] > 0:
         local = y[r] - k0
         if 0 <= local < width:
@@ -93,33 +90,18 @@ def _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score)
 @njit(nogil=True, cache=True)
 def _fold_csr(indptr, indices, data, W, fit_intercept, k0, y, top_c, top_s, log_norm,
               true_score):  # fmt: skip
-    width = W.shape[1]
-    s = np.empty(width, dtype=np.float64)
+    s = np.empty(W.shape[1], dtype=np.float64)
     for r in range(len(indptr) - 1):
-        for k in range(width):
-            s[k] = 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            j = indices[p]
-            x = data[p]
-            for k in range(width):
-                s[k] += x * W[j, k]
-        _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score)
+        _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
+        _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
 
 
 @njit(nogil=True, cache=True)
 def _fold_dense(X, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score):
-    n_rows, n_features = X.shape
-    width = W.shape[1]
-    s = np.empty(width, dtype=np.float64)
-    for r in range(n_rows):
-        for k in range(width):
-            s[k] = 0.0
-        for j in range(n_features):
-            x = X[r, j]
-            if x != 0.0:
-                for k in range(width):
-                    s[k] += x * W[j, k]
-        _fold_row(s, r, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score)
+    s = np.empty(W.shape[1], dtype=np.float64)
+    for r in range(X.shape[0]):
+        _row_scores_dense(X, r, W, fit_intercept, s)
+        _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
 
 
 def fold_block(X, W: np.ndarray, k0: int, fit_intercept: bool, y, state: BlockScores) -> None:
