@@ -68,8 +68,9 @@ def test_checkpoints_are_models_and_only_the_newest_two_stay(data, tmp_path):
     # Every second epoch, and the last.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-000004", "epoch-000005"]
     last = load_model(tmp_path / "epoch-000005")
-    # The checkpoint holds the weights before the intercepts are centred at the end.
-    np.testing.assert_allclose(last.predict_proba(X), clf.predict_proba(X), rtol=1e-12)
+    # The checkpoint holds the weights before the intercepts are centred at the end: the
+    # same probabilities up to float32 rounding of the shifted intercepts.
+    np.testing.assert_allclose(last.predict_proba(X), clf.predict_proba(X), rtol=1e-5)
     assert json.loads((tmp_path / "epoch-000005" / "checkpoint.json").read_text())["epoch"] == 5
 
 

@@ -9,7 +9,9 @@ import pytest
 import scipy.sparse as sp
 
 from dsmlr import DSMLRClassifier
-from dsmlr.errors import NumericalError
+from dsmlr.comm.inprocess import run_workers
+from dsmlr.distributed import fit_sharded
+from dsmlr.errors import DataError, NumericalError
 from problems import planted_sparse_problem, sklearn_optimum
 
 LAM = 1e-2
@@ -86,10 +88,29 @@ def test_values_whose_squares_overflow_are_refused_clearly(optimizer):
     X, y = planted_sparse_problem(n_samples=200, n_features=30, n_classes=4, seed=6)
     X = sp.csr_matrix(X * 1e160)
     with pytest.raises(NumericalError, match=r"feature values too large.*rescale"):
-        DSMLRClassifier(optimizer=optimizer, max_epochs=2, n_workers=1).fit(X, y)
+        DSMLRClassifier(optimizer=optimizer, max_epochs=2, n_workers=1, dtype="float64").fit(X, y)
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["csr", "dense"])
+def test_values_beyond_float32_are_refused_in_the_default_dtype(sparse):
+    """float64 data holding a value float32 cannot hold: named, with the way out, instead
+    of training on an infinity; fit, predict and the sharded entry point alike."""
+    X, y = planted_sparse_problem(n_samples=60, n_features=10, n_classes=3, seed=6)
+    X = X.toarray()
+    X[5, 2] = -1e100
+    X = sp.csr_matrix(X) if sparse else X
+    message = r"X holds a value of magnitude 1e\+100, beyond float32.*dtype='float64'"
+    with pytest.raises(DataError, match=message):
+        DSMLRClassifier(max_epochs=1).fit(X, y)
+    with pytest.raises(DataError, match=message):
+        run_workers(1, lambda comm: fit_sharded(X, y, comm=comm, max_epochs=1))
+    clf = DSMLRClassifier(max_epochs=1, n_workers=1).fit(X / 1e90, y)
+    with pytest.raises(DataError, match=message):
+        clf.predict(X)
+    assert DSMLRClassifier(max_epochs=1, dtype="float64").fit(X, y).coef_.dtype == np.float64
 
 
 def test_huge_but_finite_values_train_to_finite_weights():
     X, y = planted_sparse_problem(n_samples=200, n_features=30, n_classes=4, seed=6)
-    clf = _fit(sp.csr_matrix(X * 1e150), y, max_epochs=5)
+    clf = _fit(sp.csr_matrix(X * 1e150), y, max_epochs=5, dtype="float64")
     assert clf.history_[-1]["objective"] <= np.log(4) + 1e-9

@@ -27,7 +27,7 @@ def plan(**kw) -> TrainingPlan:
     return plan_training(**args)
 
 
-def model_bytes(itemsize: int = 8) -> int:
+def model_bytes(itemsize: int = 4) -> int:  # the default dtype, float32
     return BIG["n_classes"] * (BIG["n_features"] + 1) * itemsize
 
 

@@ -106,4 +106,5 @@ def test_held_out_top5_accuracy_is_recorded_each_epoch():
     expected = float(np.mean(np.any(labels == y_te[:, None], axis=1)))
     assert last["test_top5_accuracy"] == pytest.approx(expected, abs=1e-12)
     assert last["test_accuracy"] == pytest.approx(clf.score(X_te, y_te), abs=1e-12)
-    assert last["test_objective"] == pytest.approx(clf.objective(X_te, y_te), rel=1e-9)
+    # Float32 scores summed in another order than the scoring module's.
+    assert last["test_objective"] == pytest.approx(clf.objective(X_te, y_te), rel=1e-6)

@@ -59,7 +59,9 @@ def test_sample_weight_reaches_sklearn_weighted_optimum(n_workers, sparse):
     ref = LogisticRegression(C=1 / (lam * sw.sum()), tol=1e-12, max_iter=10_000)
     ref.fit(X, y, sample_weight=sw)
     Xin = sp.csr_matrix(X) if sparse else X
-    clf = DSMLRClassifier(lam, max_epochs=400, tol=1e-12, n_workers=n_workers, random_state=0)
+    clf = DSMLRClassifier(
+        lam, max_epochs=400, tol=1e-12, dtype="float64", n_workers=n_workers, random_state=0
+    )
     clf.fit(Xin, y, sample_weight=sw)
     np.testing.assert_allclose(clf.coef_, ref.coef_, atol=5e-5)
     np.testing.assert_allclose(clf.intercept_, ref.intercept_, atol=5e-5)
@@ -69,9 +71,13 @@ def test_integer_weights_equal_repeated_rows():
     X, y = _problem(2, n=150)
     sw = np.random.default_rng(3).integers(0, 4, len(y))
     lam = 1e-2
-    weighted = DSMLRClassifier(lam, max_epochs=400, tol=1e-12, n_workers=1, random_state=0)
+    weighted = DSMLRClassifier(
+        lam, max_epochs=400, tol=1e-12, dtype="float64", n_workers=1, random_state=0
+    )
     weighted.fit(X, y, sample_weight=sw)
-    repeated = DSMLRClassifier(lam, max_epochs=400, tol=1e-12, n_workers=1, random_state=0)
+    repeated = DSMLRClassifier(
+        lam, max_epochs=400, tol=1e-12, dtype="float64", n_workers=1, random_state=0
+    )
     repeated.fit(np.repeat(X, sw, axis=0), np.repeat(y, sw))
     # The same objective function: each model scores alike on the repeated data, and
     # both sit at its minimum.
@@ -87,9 +93,13 @@ def test_zero_weight_rows_are_ignored():
     sw = np.ones(len(y))
     sw[::3] = 0.0
     lam = 1e-2
-    a = DSMLRClassifier(lam, max_epochs=400, tol=1e-12, n_workers=1, random_state=0)
+    a = DSMLRClassifier(
+        lam, max_epochs=400, tol=1e-12, dtype="float64", n_workers=1, random_state=0
+    )
     a.fit(X, y, sample_weight=sw)
-    b = DSMLRClassifier(lam, max_epochs=400, tol=1e-12, n_workers=1, random_state=0)
+    b = DSMLRClassifier(
+        lam, max_epochs=400, tol=1e-12, dtype="float64", n_workers=1, random_state=0
+    )
     b.fit(X[sw > 0], y[sw > 0])
     np.testing.assert_allclose(a.coef_, b.coef_, atol=2e-5)
 
@@ -100,7 +110,13 @@ def test_class_weight_matches_sklearn(class_weight):
     y = np.where(np.arange(len(y)) % 5 == 0, 3, y)  # unbalanced classes
     lam = 1e-2
     clf = DSMLRClassifier(
-        lam, max_epochs=400, tol=1e-12, n_workers=1, random_state=0, class_weight=class_weight
+        lam,
+        max_epochs=400,
+        tol=1e-12,
+        dtype="float64",
+        n_workers=1,
+        random_state=0,
+        class_weight=class_weight,
     ).fit(X, y)
     from sklearn.utils.class_weight import compute_sample_weight
 
@@ -115,10 +131,12 @@ def test_class_weight_times_sample_weight():
     X, y = _problem(6)
     sw = np.random.default_rng(7).uniform(0.5, 2.0, len(y))
     cw = {0: 2.0, 1: 1.0, 2: 1.0, 3: 0.5}
-    both = DSMLRClassifier(1e-2, max_epochs=400, tol=1e-12, n_workers=1, random_state=0,
-                           class_weight=cw).fit(X, y, sample_weight=sw)  # fmt: skip
+    both = DSMLRClassifier(1e-2, max_epochs=400, tol=1e-12, dtype="float64", n_workers=1,
+                           random_state=0, class_weight=cw).fit(X, y, sample_weight=sw)  # fmt: skip
     merged = sw * np.array([cw[c] for c in y])
-    alone = DSMLRClassifier(1e-2, max_epochs=400, tol=1e-12, n_workers=1, random_state=0)
+    alone = DSMLRClassifier(
+        1e-2, max_epochs=400, tol=1e-12, dtype="float64", n_workers=1, random_state=0
+    )
     alone.fit(X, y, sample_weight=merged)
     np.testing.assert_allclose(both.coef_, alone.coef_, atol=1e-12)
 

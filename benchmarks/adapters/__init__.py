@@ -30,7 +30,7 @@ METHODS: tuple[str, ...] = (
     "dsmlr-gpu",
     "dsmlr-sgd",
     "dsmlr-adagrad",
-    "dsmlr-f32",
+    "dsmlr-f64",
     "sklearn-saga",
     "sklearn-lbfgs",
     "torch-lbfgs",

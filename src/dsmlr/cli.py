@@ -227,8 +227,8 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default="cpu",
                    help="cpu, or cuda / cuda:N: train on GPUs (PyTorch, the gpu extra; "
                    "under mpiexec one GPU per rank) (cpu)")  # fmt: skip
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float64",
-                   help="data and weights type (float64)")  # fmt: skip
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="data and weights type (float32)")  # fmt: skip
     p.add_argument("--blocks-per-rank", type=positive_int, metavar="B",
                    help="class blocks per worker (sync 1, 2 for two; async 4)")  # fmt: skip
     p.add_argument("--eval-every", type=positive_int, default=1, metavar="N",

@@ -123,8 +123,8 @@ def configure_plan(p: argparse.ArgumentParser) -> None:
                    metavar="S", help=f"seconds per message ({DEFAULT_LATENCY:g})")  # fmt: skip
     p.add_argument("--optimizer", choices=("svrg", "adagrad", "sgd"), default="svrg",
                    help="update rule (svrg)")  # fmt: skip
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64",
-                   help="weights and data type (float64)")  # fmt: skip
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="weights and data type (float32)")  # fmt: skip
     p.add_argument("--engine", choices=("async", "sync"), default="sync", help="engine (sync)")
     p.add_argument("--blocks-per-rank", type=_positive_int, metavar="B",
                    help="class blocks per rank (the engine's default)")  # fmt: skip

@@ -40,6 +40,7 @@ from dsmlr.io.model_files import (
 )
 from dsmlr.io.sharded import global_classes
 from dsmlr.kernels import LocalRows
+from dsmlr.kernels.base import training_layout
 from dsmlr.memory import count_nonzeros
 from dsmlr.objective import squared_norm
 from dsmlr.scoring import encode_labels
@@ -48,12 +49,9 @@ __all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
 
 
 def _local_matrix(X, n_features: int, dtype) -> sp.csr_matrix | np.ndarray:
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=dtype)
-        X.sum_duplicates()
-        X.sort_indices()
-    else:
-        X = np.ascontiguousarray(np.asarray(X, dtype=dtype).reshape(-1, n_features))
+    if not sp.issparse(X):
+        X = np.asarray(X).reshape(-1, n_features)
+    X = training_layout(X, dtype)
     if X.shape[1] != n_features:
         raise DataError(f"this rank's rows have {X.shape[1]} features, expected {n_features}")
     return X

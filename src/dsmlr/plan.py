@@ -173,7 +173,7 @@ MEASURED_THROUGHPUT: dict[str, Throughput] = {
 }
 
 
-def default_throughput(dtype: str = "float64") -> Throughput:
+def default_throughput(dtype: str = "float32") -> Throughput:
     """The rates measured on the development machine for ``dtype``
     (:data:`MEASURED_THROUGHPUT`)."""
     return MEASURED_THROUGHPUT[_check_dtype(dtype)]
@@ -284,7 +284,7 @@ def plan_training(
     bandwidth: float,
     latency: float = DEFAULT_LATENCY,
     optimizer: str = "svrg",
-    dtype: str = "float64",
+    dtype: str = "float32",
     engine: str = "sync",
     blocks_per_rank: int | None = None,
     eval_every: int = 1,
@@ -320,7 +320,7 @@ def plan_training(
     latency : float
         Seconds per message.
     optimizer : {"svrg", "sgd", "adagrad"}
-    dtype : {"float64", "float32"}
+    dtype : {"float32", "float64"}, default "float32"
     engine : {"sync", "async"}
         Sets the default number of class blocks; the asynchronous engine's traffic is
         modelled as the synchronous one's (equal on average).
@@ -429,7 +429,7 @@ def calibrate(
     n_features: int = 20000,
     block_classes: int = 500,
     nnz_per_row: int = 50,
-    dtype: str = "float64",
+    dtype: str = "float32",
     ranks_per_host: int = 1,
     repeats: int = 3,
     seed: int = 0,

@@ -8,6 +8,7 @@ import pytest
 from mpi_helpers import agree
 
 from dsmlr.distributed import fit_sharded, load_sharded
+from dsmlr.kernels.base import training_layout
 from dsmlr.objective import add_intercept_column, plain_objective
 from dsmlr.training import shard_rows, train_embedded
 from problems import planted_sparse_problem, sklearn_optimum
@@ -38,7 +39,7 @@ def test_reaches_the_serial_optimum(comm, problem, engine):
     X_mine, y_mine = my_rows(X, y, comm)
     model = fit_sharded(
         X_mine, y_mine, comm=comm, lam=LAM, engine=engine, max_epochs=60, tol=1e-9,
-        random_state=0,
+        dtype="float64", random_state=0,
     )  # fmt: skip
     gap = (model.history_[-1]["objective"] - best) / best
     agree(comm, 0 <= gap < 1e-4 or abs(gap) < 1e-9, f"{engine}: relative gap {gap:.2e}")
@@ -56,7 +57,7 @@ def test_sync_equals_the_in_process_engine_bit_for_bit(comm, problem):
 
     clf = DSMLRClassifier(LAM, max_epochs=4, random_state=5)
     cfg = clf._engine_config(X.shape[0], X.shape[1], 12, 5)
-    W = train_embedded(X, y, cfg, comm.size).W
+    W = train_embedded(training_layout(X, cfg.dtype), y, cfg, comm.size).W
     same = all(np.array_equal(W[lo:hi], B.T) for (lo, hi), B in model.blocks)
     agree(comm, same, "blocks differ from the in-process run")
 
@@ -72,18 +73,19 @@ def test_saved_blocks_load_in_one_process_and_predict_alike(comm, problem, share
     whole = load_model(path)
     objective = whole.objective(X, y)
     last = model.history_[-1]["objective"]
-    agree(comm, abs(objective - last) <= 1e-9 * last, f"{objective} vs {last}")
+    # float32 scores summed in other orders by the training ring and the scoring module.
+    agree(comm, abs(objective - last) <= 1e-6 * last, f"{objective} vs {last}")
     agree(comm, whole.metadata_ == {"note": "mpi"})
     # The ring prediction of the distributed model equals the single-process one.
     labels, proba = model.predict_top_k(X_mine, 3)
     ref_labels, ref_proba = whole.predict_top_k(X_mine, 3)
     agree(comm, np.array_equal(labels, ref_labels), "top-3 labels differ")
-    agree(comm, np.allclose(proba, ref_proba, rtol=1e-10, atol=1e-12), "probabilities differ")
+    agree(comm, np.allclose(proba, ref_proba, rtol=1e-6, atol=1e-9), "probabilities differ")
     # Loading with each rank reading only its blocks gives the same predictions.
     again = load_sharded(path, comm)
     agree(comm, np.array_equal(again.predict(X_mine), labels[:, 0]))
     report = again.evaluate(X_mine, y_mine, 5)
-    agree(comm, abs(report["objective"] - objective) <= 1e-9 * objective, str(report))
+    agree(comm, abs(report["objective"] - objective) <= 1e-6 * objective, str(report))
     agree(comm, abs(report["accuracy"] - whole.score(X, y)) < 1e-12, str(report))
 
 
@@ -135,7 +137,7 @@ def test_torch_tokens_reach_the_serial_optimum(comm, problem):
     X_mine, y_mine = my_rows(X, y, comm)
     model = fit_sharded(
         X_mine, y_mine, comm=comm, lam=LAM, engine="async", kernel="torch", max_epochs=60,
-        tol=1e-9, random_state=0,
+        tol=1e-9, dtype="float64", random_state=0,
     )  # fmt: skip
     gap = (model.history_[-1]["objective"] - best) / best
     agree(comm, 0 <= gap < 1e-4 or abs(gap) < 1e-9, f"relative gap {gap:.2e}")

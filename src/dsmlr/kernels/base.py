@@ -30,7 +30,42 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["HostBlocks", "Kernel", "LocalRows", "Snapshot", "UpdateConfig", "merge_best"]
+from dsmlr.errors import DataError
+
+__all__ = [
+    "HostBlocks",
+    "Kernel",
+    "LocalRows",
+    "Snapshot",
+    "UpdateConfig",
+    "merge_best",
+    "training_layout",
+]
+
+
+def training_layout(X, dtype) -> sp.csr_matrix | np.ndarray:
+    """``X`` as the kernels read it: CSR with sorted, summed indices, or C-contiguous
+    dense rows, of ``dtype``.
+
+    Values beyond ``dtype``'s range (float64 data cast to float32, the default) are
+    refused with a :class:`~dsmlr.errors.DataError` instead of becoming infinities.
+    """
+    dtype = np.dtype(dtype)
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    limit = float(np.finfo(dtype).max)
+    if values.size and values.dtype.itemsize > dtype.itemsize:
+        largest = float(np.max(np.abs(values)))
+        if largest > limit:
+            raise DataError(
+                f"X holds a value of magnitude {largest:.3g}, beyond {dtype.name} (at most "
+                f"{limit:.3g}): train with dtype='float64', or rescale the features"
+            )
+    if sp.issparse(X):
+        X = sp.csr_matrix(X, dtype=dtype)
+        X.sum_duplicates()
+        X.sort_indices()
+        return X
+    return np.ascontiguousarray(X, dtype=dtype)
 
 
 @dataclass(frozen=True)
