@@ -92,8 +92,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         the bytes each step reads (the kernels are bound by memory traffic), so training
         takes about three quarters of float64's time; the objective, the normalisers
         ``b`` and SVRG's anchor gradient are always accumulated in float64.  float64 is
-        for optima wanted closer than float32's 7 significant digits allow (a ``tol``
-        below about 1e-7 is not reached in float32: training runs to ``max_epochs``).
+        for optima wanted closer than float32's 7 significant digits allow: in float32
+        a ``tol`` far below 1e-7 may never be met, and training then runs to
+        ``max_epochs``.
     blocks_per_rank : int or None, default=None
         Class blocks per worker, so ``B = n_workers * blocks_per_rank`` blocks circulate.
         None: the engine's choice (sync: 1, or 2 with two workers, see
