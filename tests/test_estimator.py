@@ -75,7 +75,9 @@ def test_validation_set_is_scored_each_epoch():
     clf.fit(X[:300], y[:300], X_val=X[300:], y_val=y[300:])
     last = clf.history_[-1]
     assert last["test_accuracy"] == pytest.approx(clf.score(X[300:], y[300:]))
-    assert last["test_objective"] == pytest.approx(clf.objective(X[300:], y[300:]), rel=1e-9)
+    # The recorded figure sums the float32 model's scores block by block, the recomputed
+    # one in one pass: equal up to float32 rounding.
+    assert last["test_objective"] == pytest.approx(clf.objective(X[300:], y[300:]), rel=1e-6)
 
 
 def test_save_and_load_round_trip(fitted, tmp_path):

@@ -185,3 +185,16 @@ def test_empty_block_contributes_nothing(kernel_name):
 def test_unknown_kernel_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown kernel 'gpu9'"):
         get_kernel("gpu9")
+
+
+@pytest.mark.parametrize("method", ["sgd", "svrg"])
+def test_one_row_steps_longer_than_the_penalty_allows_match_reference(method):
+    """eta * lam > 1: one-row steps take the general loop, not the sweep that divides by
+    ``1 - eta lam`` (which would be wrong here)."""
+    rows = _rows(True, True, np.float64)
+    config = UpdateConfig(eta=2.0, lam=0.6, n_penalized=D, batch_size=1, adaptive=False)
+    ref = _run_update("reference", rows, np.float64, config, svrg=method == "svrg")
+    fast = _run_update("numba", rows, np.float64, config, svrg=method == "svrg")
+    assert np.all(np.isfinite(ref[0]))
+    for a, c in zip(ref, fast, strict=True):
+        np.testing.assert_allclose(c, a, **_tolerance(np.float64))

@@ -8,6 +8,13 @@ compute in float32); nothing of size N x K or K x D is allocated.  Penalty decay
 untouched columns are applied lazily (see :class:`dsmlr.kernels.base.UpdateConfig`),
 from a table of the decay after ``i`` idle steps computed once per pass.  One
 exponential per score serves both a row's partial normaliser and its probabilities.
+
+Sparse rows stepped one at a time (the CPU default) take dedicated sweeps
+(:func:`_update_csr_single`, :func:`_svrg_csr_single`) that read a touched column twice
+per step instead of four times: they catch up its pending decay while scoring it and
+leave the step's own decay to the next catch-up.  Their loops stay in the block's type:
+a float64 scalar in a float32 loop would make LLVM widen every element to float64, which
+made these sweeps about twice as slow.
 """
 
 from __future__ import annotations
@@ -127,7 +134,8 @@ def _probabilities(s, r, partials, q, b, scale):
     top, lse = _exp_shifted(s)
     partials[r, q] = lse
     b[r] = -_logsumexp_row(partials[r], partials.shape[1])
-    factor = scale * math.exp(top + b[r])
+    # In the scores' own type: float64 scalars would turn float32 loops into float64 ones.
+    factor = s.dtype.type(scale * math.exp(top + b[r]))
     for k in range(s.shape[0]):
         s[k] *= factor
 
@@ -171,6 +179,7 @@ def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
             factor = max(0.0, 1.0 - _step_size(acc_j, eta, adaptive, delta) * lam) ** n_steps
         else:
             factor = decay[n_steps]
+        factor = W.dtype.type(factor)  # keeps a float32 loop in float32
         for k in range(W.shape[1]):
             W[j, k] *= factor
 
@@ -179,14 +188,15 @@ def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
 def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
     n_block = W.shape[1]
     if j < n_pen:
+        lam_t = W.dtype.type(lam)
         for k in range(n_block):
-            g[k] += lam * W[j, k]
+            g[k] += lam_t * W[j, k]
     if adaptive:
         sq = 0.0
         for k in range(n_block):
             sq += g[k] * g[k]
         acc[j] += sq / n_block
-    step = _step_size(acc[j], eta, adaptive, delta)
+    step = W.dtype.type(_step_size(acc[j], eta, adaptive, delta))
     for k in range(n_block):
         W[j, k] -= step * g[k]
 
@@ -251,6 +261,69 @@ def _update_csr(
     if lazy:
         for j in range(n_pen):
             _catch_up(W, j, n_batches - 1 - last[j], acc[j], eta, lam, adaptive, delta, decay)
+
+
+@_inline
+def _deferred_step(indptr, indices, data, r, W, g, deferred):
+    """Row r's step ``w_j -= (eta / c) x_rj g`` on its columns; decays are left pending."""
+    for p in range(indptr[r], indptr[r + 1]):
+        step = g.dtype.type(deferred * data[p])
+        j = indices[p]
+        for k in range(W.shape[1]):
+            W[j, k] -= step * g[k]
+
+
+@_jit
+def _update_csr_single(
+    indptr, indices, data, y, w, fit_intercept, W, k0, partials, q, b, order, eta, lam, n_pen,
+    eta_u,
+):  # fmt: skip
+    """Plain steps on one row at a time (the CPU default), in one sweep per touched column.
+
+    Equal to :func:`_update_csr` with ``batch_size=1`` and no AdaGrad, but a row's
+    columns need no gather, the pending decay of a column is applied in the sweep that
+    scores it, and the step's own decay ``w <- c w - eta g`` (``c = 1 - eta lam``) is
+    left to the next catch-up: the step subtracts ``(eta / c) g`` and counts as idle, so
+    a touched column is read twice per step instead of four times.  Needs ``c > 0``.
+    """
+    n_cols, n_block = W.shape
+    s = np.empty(n_block, dtype=W.dtype)
+    last = np.full(n_cols, -1, dtype=np.int64)
+    n_steps = len(order)
+    decay = _decay_table(n_steps, eta, lam)
+    deferred = eta / decay[1]
+    icpt = n_cols - 1
+    for t in range(n_steps):
+        r = order[t]
+        _init_scores(s, W, icpt, fit_intercept)
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            x = data[p]
+            idle = t - 1 - last[j]
+            last[j] = t - 1
+            if idle > 0:
+                factor = s.dtype.type(decay[idle])
+                for k in range(n_block):
+                    v = W[j, k] * factor
+                    W[j, k] = v
+                    s[k] += x * v
+            else:
+                for k in range(n_block):
+                    s[k] += x * W[j, k]
+        _probabilities(s, r, partials, q, b, w[r])
+        local = y[r] - k0
+        if 0 <= local < n_block:
+            s[local] -= w[r]
+        _deferred_step(indptr, indices, data, r, W, s, deferred)
+        if fit_intercept:
+            step = s.dtype.type(eta_u)
+            for k in range(n_block):
+                W[icpt, k] -= step * s[k]
+    for j in range(n_pen):
+        idle = n_steps - 1 - last[j]
+        if idle > 0:
+            for k in range(n_block):
+                W[j, k] *= decay[idle]
 
 
 @_jit
@@ -423,6 +496,63 @@ def _svrg_csr(
 
 
 @_jit
+def _svrg_csr_single(
+    indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, eta, lam,
+    n_pen, eta_u,
+):  # fmt: skip
+    """SVRG steps on one row at a time (the CPU default), in one sweep per touched column.
+
+    Equal to :func:`_svrg_csr` with ``batch_size=1``; as in :func:`_update_csr_single`
+    the pending steps ``w <- c w - eta mu`` are caught up in the sweep that scores a
+    column (against ``W`` and the anchor ``W~`` together), and a step's own decay and
+    anchor-gradient term are left to the next catch-up: the step subtracts
+    ``(eta / c) g`` and counts as idle, so ``mu`` is read once per step, not twice.
+    Needs ``c = 1 - eta lam > 0``.
+    """
+    n_cols, n_block = W.shape
+    s = np.empty(n_block, dtype=W.dtype)
+    s0 = np.empty(n_block, dtype=W.dtype)
+    last = np.full(n_cols, -1, dtype=np.int64)
+    n_steps = len(order)
+    power, geometric = _svrg_tables(n_steps, eta, lam)
+    penalized = eta * lam > 0.0
+    deferred = eta / (1.0 - eta * lam)
+    icpt = n_cols - 1
+    for t in range(n_steps):
+        r = order[t]
+        _init_scores(s, W, icpt, fit_intercept)
+        _init_scores(s0, W0, icpt, fit_intercept)
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            x = data[p]
+            idle = t - 1 - last[j]
+            last[j] = t - 1
+            if idle > 0:
+                # idle steps in closed form: c**idle w - eta mu (1 - c**idle) / (1 - c)
+                c_n = power[idle] if penalized else 1.0
+                g_n = eta * (geometric[idle] if penalized else idle)
+                for k in range(n_block):
+                    v = c_n * W[j, k] - g_n * mu[j, k]
+                    W[j, k] = v
+                    s[k] += x * v
+                    s0[k] += x * W0[j, k]
+            else:
+                for k in range(n_block):
+                    s[k] += x * W[j, k]
+                    s0[k] += x * W0[j, k]
+        _probabilities(s, r, partials, q, b, w[r])
+        w_r, b0_r = s.dtype.type(w[r]), s.dtype.type(b0[r])
+        for k in range(n_block):
+            s[k] -= w_r * math.exp(s0[k] + b0_r)
+        _deferred_step(indptr, indices, data, r, W, s, deferred)
+        if fit_intercept:
+            for k in range(n_block):
+                W[icpt, k] -= eta_u * (s[k] + mu[icpt, k])
+    for j in range(n_pen):
+        _svrg_catch_up(W, mu, j, n_steps - 1 - last[j], eta, lam, True, power, geometric)
+
+
+@_jit
 def _svrg_dense(
     X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen, eta_u,
 ):  # fmt: skip
@@ -536,6 +666,9 @@ class NumbaKernel(HostBlocks):
         if rows.is_sparse:
             row_nnz = np.diff(X.indptr)
             max_touched = min(W_block.shape[0], int(row_nnz.max(initial=0)) * m + 1)
+        # One row per step, the CPU default, has its own sweep (no gather, deferred decay);
+        # the deferral divides by c = 1 - eta lam, so absurdly long steps take the general one.
+        single = rows.is_sparse and m == 1 and eta * lam < 0.5
         if snapshot is not None:
             anchor = (
                 snapshot.W_block,
@@ -547,7 +680,10 @@ class NumbaKernel(HostBlocks):
                 order,
                 m,
             )
-            if rows.is_sparse:
+            if single:
+                _svrg_csr_single(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept,
+                                 W_block, *anchor[:-1], eta, lam, n_pen, eta_u)  # fmt: skip
+            elif rows.is_sparse:
                 _svrg_csr(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept, W_block,
                           *anchor, max_touched, eta, lam, n_pen, eta_u)  # fmt: skip
             else:
@@ -555,7 +691,11 @@ class NumbaKernel(HostBlocks):
                             n_pen, eta_u)  # fmt: skip
             return
         tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta), eta_u)
-        if rows.is_sparse:
+        if single and not config.adaptive:
+            _update_csr_single(X.indptr, X.indices, X.data, rows.y, rows.weight,
+                               rows.fit_intercept, W_block, k0, partials, q, b, order, eta, lam,
+                               n_pen, eta_u)  # fmt: skip
+        elif rows.is_sparse:
             _update_csr(
                 X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept, W_block,
                 k0, acc, partials, q, b, order, m, max_touched, *tail,
