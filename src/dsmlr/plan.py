@@ -155,20 +155,20 @@ class Throughput:
 #: ``calibrate()``'s result) to plan for another one.
 MEASURED_THROUGHPUT: dict[str, Throughput] = {
     "float64": Throughput(
-        update_sgd=4.32e8,
-        update_svrg=2.31e8,
-        update_adagrad=2.52e8,
-        gradient=4.80e8,
-        score=1.21e9,
-        source="calibrate() defaults, 2-core development machine, 2026-11-27",
+        update_sgd=8.76e8,
+        update_svrg=4.97e8,
+        update_adagrad=3.50e8,
+        gradient=7.11e8,
+        score=1.64e9,
+        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-27",
     ),
     "float32": Throughput(
-        update_sgd=5.32e8,
-        update_svrg=2.75e8,
-        update_adagrad=3.19e8,
-        gradient=6.03e8,
-        score=1.67e9,
-        source="calibrate() defaults, 2-core development machine, 2026-11-27",
+        update_sgd=1.78e9,
+        update_svrg=5.97e8,
+        update_adagrad=5.09e8,
+        gradient=9.51e8,
+        score=2.84e9,
+        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-27",
     ),
 }
 
