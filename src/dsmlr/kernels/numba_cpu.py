@@ -179,9 +179,13 @@ def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
             factor = max(0.0, 1.0 - _step_size(acc_j, eta, adaptive, delta) * lam) ** n_steps
         else:
             factor = decay[n_steps]
-        factor = W.dtype.type(factor)  # keeps a float32 loop in float32
+        # w - (1 - factor) w, not factor w: a float32 factor this close to 1 (1 - 5e-7 for
+        # a typical step and penalty) is off by up to 6% of its distance from 1, which
+        # would bias the penalty; float32 holds 1 - factor to 7 digits.  (A float64 factor
+        # would keep the precision but turn the loop into a float64 one.)
+        shrink = W.dtype.type(1.0 - factor)
         for k in range(W.shape[1]):
-            W[j, k] *= factor
+            W[j, k] -= shrink * W[j, k]
 
 
 @_inline
@@ -302,9 +306,9 @@ def _update_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                factor = s.dtype.type(decay[idle])
+                shrink = s.dtype.type(1.0 - decay[idle])  # see _catch_up
                 for k in range(n_block):
-                    v = W[j, k] * factor
+                    v = W[j, k] - shrink * W[j, k]
                     W[j, k] = v
                     s[k] += x * v
             else:
@@ -320,10 +324,7 @@ def _update_csr_single(
             for k in range(n_block):
                 W[icpt, k] -= step * s[k]
     for j in range(n_pen):
-        idle = n_steps - 1 - last[j]
-        if idle > 0:
-            for k in range(n_block):
-                W[j, k] *= decay[idle]
+        _catch_up(W, j, n_steps - 1 - last[j], 0.0, eta, lam, False, 0.0, decay)
 
 
 @_jit
@@ -663,31 +664,24 @@ class NumbaKernel(HostBlocks):
         eta_u = eta * float(config.unpenalized_scale)
         order = np.ascontiguousarray(order, dtype=np.int64)
         X = rows.X
-        if rows.is_sparse:
-            row_nnz = np.diff(X.indptr)
-            max_touched = min(W_block.shape[0], int(row_nnz.max(initial=0)) * m + 1)
+
+        def max_touched() -> int:
+            """Scratch rows of a sparse mini-batch: its columns, plus the intercept."""
+            return min(W_block.shape[0], int(np.diff(X.indptr).max(initial=0)) * m + 1)
+
         # One row per step, the CPU default, has its own sweep (no gather, deferred decay);
         # the deferral divides by c = 1 - eta lam, so absurdly long steps take the general one.
         single = rows.is_sparse and m == 1 and eta * lam < 0.5
         if snapshot is not None:
-            anchor = (
-                snapshot.W_block,
-                snapshot.mean_grad,
-                snapshot.b,
-                partials,
-                q,
-                b,
-                order,
-                m,
-            )
+            anchor = (snapshot.W_block, snapshot.mean_grad, snapshot.b, partials, q, b, order)
             if single:
                 _svrg_csr_single(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept,
-                                 W_block, *anchor[:-1], eta, lam, n_pen, eta_u)  # fmt: skip
+                                 W_block, *anchor, eta, lam, n_pen, eta_u)  # fmt: skip
             elif rows.is_sparse:
                 _svrg_csr(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept, W_block,
-                          *anchor, max_touched, eta, lam, n_pen, eta_u)  # fmt: skip
+                          *anchor, m, max_touched(), eta, lam, n_pen, eta_u)  # fmt: skip
             else:
-                _svrg_dense(X, rows.weight, rows.fit_intercept, W_block, *anchor, eta, lam,
+                _svrg_dense(X, rows.weight, rows.fit_intercept, W_block, *anchor, m, eta, lam,
                             n_pen, eta_u)  # fmt: skip
             return
         tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta), eta_u)
@@ -698,7 +692,7 @@ class NumbaKernel(HostBlocks):
         elif rows.is_sparse:
             _update_csr(
                 X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept, W_block,
-                k0, acc, partials, q, b, order, m, max_touched, *tail,
+                k0, acc, partials, q, b, order, m, max_touched(), *tail,
             )  # fmt: skip
         else:
             _update_dense(
