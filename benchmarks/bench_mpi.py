@@ -8,7 +8,8 @@ Experiments (``--only`` picks some):
 
 ``scaling``
     K = 1000 classes, 20K rows, 20K features: median epoch time (SVRG epochs, from the
-    second on) for each P in ``--ranks``; the ratio to P = 1.
+    second on) for each P in ``--ranks``; the ratio to P = 1; where rank 0's epochs went
+    (compute, communication, waiting, scoring).
 ``bytes``
     The same problem with plain SGD, scoring every ``E`` epochs: bytes per rank per
     update epoch against the model size ``K * D_fit * itemsize``.
@@ -17,7 +18,8 @@ Experiments (``--only`` picks some):
     peak resident memory per rank for P = 1 and P = 4.
 ``straggler``
     K = 200, rank 1 slowed 2x (``--straggler 1:2``), P = 4: time to within 1% of the
-    optimum (scikit-learn lbfgs, cached) for the sync and the async engine.
+    optimum (scikit-learn lbfgs, cached) for the sync and the async engine, with each
+    run's objective against time.
 
 Run: ``python benchmarks/bench_mpi.py [--only scaling bytes] [--repeats 3]``; writes
 ``benchmarks/results/mpi.{json,md}``.
@@ -77,21 +79,25 @@ def _epoch_times(records: list[dict]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
+#: Where rank 0's epoch went (its metrics record; epochs 2-4): kernels, communication
+#: (waiting included), waiting alone, the scoring ring (its kernels and shifts).
+PARTS = ("compute_seconds", "comm_seconds", "wait_seconds", "eval_seconds")
+
+
 def scaling(args) -> dict:
     n, d, k = args.scale_samples, args.scale_features, args.scale_classes
     train = _data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2")
     out = {}
     for p in args.ranks:
-        runs = [
-            statistics.median(
-                _epoch_times(
-                    _train(p, train, "--epochs", "4", "--tol", "-1", "--optimizer", args.optimizer)
-                )
-            )
-            for _ in range(args.repeats)
-        ]
+        runs, parts = [], []
+        for _ in range(args.repeats):
+            records = _train(p, train, "--epochs", "4", "--tol", "-1", "--optimizer",
+                             args.optimizer)  # fmt: skip
+            runs.append(statistics.median(_epoch_times(records)))
+            parts.append({key: statistics.median(r[key] for r in records[1:]) for key in PARTS})
         out[p] = {"epoch_seconds": statistics.median(runs), "runs": runs,
-                  "optimizer": args.optimizer, "problem": [n, d, k]}  # fmt: skip
+                  "optimizer": args.optimizer, "problem": [n, d, k],
+                  "rank0_parts": parts}  # fmt: skip
         print(p, out[p], flush=True)
     base = out[args.ranks[0]]["epoch_seconds"]
     for p in args.ranks:
@@ -152,16 +158,19 @@ def straggler(args) -> dict:
     lam = 1e-5
     train = _data("mpi-k200", 25_000, 20_000, 200, "--test-fraction", "0.2")
     best = _optimum(train, lam)
-    out = {}
+    out = {"optimizer": args.optimizer}
     for engine in ("sync", "async"):
-        runs = []
+        runs, traces = [], []
         for _ in range(args.repeats):
             records = _train(4, train, "--engine", engine, "--straggler", "1:2", "--lam",
-                             str(lam), "--epochs", "12", "--tol", "1e-6")  # fmt: skip
+                             str(lam), "--epochs", "12", "--tol", "1e-6", "--optimizer",
+                             args.optimizer)  # fmt: skip
             hit = next((r["time"] for r in records if r["objective"] <= best * 1.01), None)
             runs.append(hit)
+            traces.append([[r["time"], r["objective"]] for r in records])
         done = [r for r in runs if r is not None]
-        out[engine] = {"seconds_to_1pct": statistics.median(done) if done else None, "runs": runs}
+        out[engine] = {"seconds_to_1pct": statistics.median(done) if done else None, "runs": runs,
+                       "time_objective": traces}  # fmt: skip
     s, a = out["sync"]["seconds_to_1pct"], out["async"]["seconds_to_1pct"]
     out["sync_over_async"] = s / a if s and a else None
     return out
@@ -176,7 +185,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(EXPERIMENTS), default=None)
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--optimizer", default="svrg", help="for scaling (svrg)")
+    parser.add_argument("--optimizer", default="svrg", help="for scaling and straggler (svrg)")
     parser.add_argument("--scale-samples", type=int, default=25_000, help="for scaling")
     parser.add_argument("--scale-features", type=int, default=20_000, help="for scaling")
     parser.add_argument("--scale-classes", type=int, default=1000, help="for scaling")

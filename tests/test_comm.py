@@ -76,3 +76,18 @@ def test_epoch_records_put_a_straggler_s_cost_in_the_others_wait():
     assert slow.wait_seconds > 5 * max(fair.wait_seconds, 1e-3)
     assert slow.wait_seconds <= slow.comm_seconds + 1e-6
     assert slow.wait_seconds > 0.5 * slow.comm_seconds
+    # The straggler is slow in the scoring ring too: worker 0 waits there as well.
+    assert slow.eval_seconds > 2 * fair.eval_seconds
+
+
+def test_a_straggler_clock_stretches_calls_without_counting_them():
+    from dsmlr.engines.ring import Clock
+
+    clock = Clock(slowdown=3.0)
+    t0 = time.perf_counter()
+    clock.stretched(time.sleep, 0.05)
+    assert time.perf_counter() - t0 >= 0.15
+    assert clock.compute == 0.0
+    t0 = time.perf_counter()
+    clock.timed("compute", time.sleep, 0.05)
+    assert time.perf_counter() - t0 >= 0.15 and clock.compute >= 0.15

@@ -85,7 +85,8 @@ class EngineConfig:
         and after the last; stopping is decided at those epochs.
     straggler : (rank, factor) or None
         Test-only knob: make ``rank`` compute ``factor`` times slower (it sleeps after
-        each kernel call), to measure how the engines cope with a slow machine.
+        each kernel call: update, gradient and scoring passes), to measure how the
+        engines cope with a slow machine.
     """
 
     n_samples: int

@@ -59,9 +59,9 @@ __all__ = ["Block", "Clock", "Ring", "UpdatePhase", "block_array", "run_epochs"]
 class Clock:
     """Splits wall time into compute and communication (which includes waiting).
 
-    ``slowdown`` > 1 stretches this rank's compute by sleeping ``slowdown - 1`` times as
-    long as each kernel call took: the test-only straggler knob
-    (:attr:`EngineConfig.straggler`).
+    ``slowdown`` > 1 stretches this rank's kernel calls (update, gradient and scoring
+    passes) by sleeping ``slowdown - 1`` times as long as each took: the test-only
+    straggler knob (:attr:`EngineConfig.straggler`).
     """
 
     def __init__(self, slowdown: float = 1.0) -> None:
@@ -69,11 +69,17 @@ class Clock:
         self.comm = 0.0
         self.slowdown = slowdown
 
-    def timed(self, bucket: str, fn, *args):
+    def stretched(self, fn, *args):
+        """``fn(*args)``, made ``slowdown`` times as long (not counted in a bucket)."""
         t0 = time.perf_counter()
         out = fn(*args)
-        if bucket == "compute" and self.slowdown > 1.0:
+        if self.slowdown > 1.0:
             time.sleep((self.slowdown - 1.0) * (time.perf_counter() - t0))
+        return out
+
+    def timed(self, bucket: str, fn, *args):
+        t0 = time.perf_counter()
+        out = self.stretched(fn, *args) if bucket == "compute" else fn(*args)
         setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
         return out
 
@@ -370,7 +376,9 @@ def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
     for r in range(ring.size):
         for blk in ring.group:
             for scorer in scorers:
-                scorer.visit(kernel, blk.W, blk.k0, blk.q)
+                # Scoring is timed as a whole (eval_seconds), not as compute; a
+                # straggler is slow here too.
+                ring.clock.stretched(scorer.visit, kernel, blk.W, blk.k0, blk.q)
             if r == 0:
                 # Each block is in exactly one rank's round-0 group.
                 sq = kernel.squared_norm(blk.W[: cfg.n_features])

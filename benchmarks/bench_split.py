@@ -1,0 +1,123 @@
+"""Kernel work per rank when the problem is split over P ranks, on one core, no MPI.
+
+Under the synchronous ring a rank holds ``N / P`` rows and, per epoch, visits each of the
+``B`` class blocks once (``B = P``; 4 for two ranks).  The arithmetic per rank is ``1 / P``
+of the whole problem's, but the rows are visited ``B`` times, once per block, so the
+number of (row, non-zero) visits per rank is the same at every P: each touches a row of
+the block (``K / B`` classes) at a random feature, and the shorter those rows the more
+of a visit is memory latency rather than arithmetic.  This script measures that part of
+the scaling alone: it times, on one thread, the kernel passes one rank makes in an epoch
+(``B`` visits of ``N / P`` rows by ``K / B`` classes) against one pass of all rows by all
+classes (P = 1), with no communication and no other process on the machine.
+
+Run: ``python benchmarks/bench_split.py [--ranks 1 2 4 8] [--repeats 5]``; uses the
+problem of ``bench_mpi.py --only scaling`` (generated into ``benchmarks/cache/``) and
+writes ``benchmarks/results/split.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_mpi import _data
+from dsmlr.engines.sync_ring import blocks_per_worker
+from dsmlr.io import read_svmlight
+from dsmlr.kernels.base import LocalRows, Snapshot, UpdateConfig
+from dsmlr.kernels.numba_cpu import NumbaKernel
+
+HERE = Path(__file__).resolve().parent
+PASSES = ("sgd", "svrg", "gradient", "score")
+
+
+def rank_work(X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0):
+    """A function making one rank's kernel passes of one epoch (float32, one-row steps)."""
+    kernel = NumbaKernel()
+    rng = np.random.default_rng(seed)
+    n_rows, n_cols = X.shape[0] // n_ranks, X.shape[1]
+    n_blocks = n_ranks * blocks_per_worker(n_ranks)
+    width = n_classes // n_blocks
+    rows = LocalRows(X[:n_rows], y[:n_rows], False)
+    W = (rng.standard_normal((n_cols, width)) * 0.01).astype(np.float32)
+    anchor = Snapshot(W.copy(), rng.standard_normal((n_cols, width)) * 1e-4,
+                      np.full(n_rows, -np.log(n_classes)))  # fmt: skip
+    partials = np.zeros((n_rows, n_blocks))
+    b = np.full(n_rows, -np.log(n_classes))
+    order = rng.permutation(n_rows)
+    step = UpdateConfig(eta=0.05, lam=1e-5, n_penalized=n_cols, batch_size=1, adaptive=False,
+                        unpenalized_scale=1.0)  # fmt: skip
+    acc = np.zeros(n_cols)
+    grad = np.zeros((n_cols, width))
+    best = np.full(n_rows, -np.inf)
+    true, best_class = np.zeros(n_rows), np.zeros(n_rows, dtype=np.int64)
+
+    def visit(q: int) -> None:
+        if what == "score":
+            kernel.score_pass(rows, W, 0, partials, q, true, best, best_class)
+        elif what == "gradient":
+            kernel.gradient_pass(rows, W, 0, b, 1.0 / X.shape[0], grad)
+        else:
+            snapshot = anchor if what == "svrg" else None
+            kernel.update_pass(rows, W, 0, acc, partials, q, b, order, step, snapshot)
+
+    return lambda: [visit(q) for q in range(n_blocks)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=25_000)
+    parser.add_argument("--features", type=int, default=20_000)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--out", default=str(HERE / "results" / "split"))
+    args = parser.parse_args()
+    n, d, k = args.samples, args.features, args.classes
+    data = read_svmlight(_data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2"))
+    X = data.X.astype(np.float32).tocsr()
+    X.sort_indices()
+    y = np.unique(data.y, return_inverse=True)[1].astype(np.int64)
+    results = {"machine": platform.platform(), "problem": [*X.shape, k], "passes": {}}
+    for what in PASSES:
+        works = {p: rank_work(X, y, k, p, what) for p in args.ranks}
+        times: dict[int, list[float]] = {p: [] for p in args.ranks}
+        for work in works.values():
+            work()  # compile, warm the caches
+        for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all P
+            for p, work in works.items():
+                t0 = time.perf_counter()
+                work()
+                times[p].append(time.perf_counter() - t0)
+        base = statistics.median(times[args.ranks[0]])
+        results["passes"][what] = {
+            p: {"seconds": statistics.median(t), "ratio": statistics.median(t) / base,
+                "ideal": args.ranks[0] / p, "runs": t}
+            for p, t in times.items()
+        }  # fmt: skip
+        print(what, {p: round(v["ratio"], 3) for p, v in results["passes"][what].items()})
+    Path(args.out + ".json").write_text(json.dumps(results, indent=1))
+    lines = [
+        "# Kernel work per rank against P (`benchmarks/bench_split.py`)",
+        "",
+        f"{X.shape[0]} rows, {X.shape[1]} features, {k} classes, float32, one thread; "
+        f"median of {args.repeats}. One rank's passes of an epoch against one pass of the "
+        "whole problem.",
+        "",
+        "| pass | P | seconds | ratio to P = 1 | 1 / P |",
+        "|---|---|---|---|---|",
+    ]
+    for what, per_p in results["passes"].items():
+        for p, v in per_p.items():
+            lines.append(f"| {what} | {p} | {v['seconds']:.3f} | {v['ratio']:.3f} | "
+                         f"{v['ideal']:.3f} |")  # fmt: skip
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
