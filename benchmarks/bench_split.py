@@ -36,16 +36,19 @@ HERE = Path(__file__).resolve().parent
 PASSES = ("sgd", "svrg", "gradient", "score")
 
 
-def rank_work(X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0):
-    """A function making one rank's kernel passes of one epoch (float32, one-row steps)."""
-    kernel = NumbaKernel()
+def rank_work(X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0, kernel=None):
+    """``(reset, run)``: ``run`` makes one rank's kernel passes of one epoch (float32,
+    one-row steps) and ``reset`` puts back the starting weights, so that every timed run
+    starts from the same point (weights drifting over repeated passes could slow them)."""
+    kernel = kernel if kernel is not None else NumbaKernel()
     rng = np.random.default_rng(seed)
     n_rows, n_cols = X.shape[0] // n_ranks, X.shape[1]
     n_blocks = n_ranks * blocks_per_worker(n_ranks)
     width = n_classes // n_blocks
     rows = LocalRows(X[:n_rows], y[:n_rows], False)
-    W = (rng.standard_normal((n_cols, width)) * 0.01).astype(np.float32)
-    anchor = Snapshot(W.copy(), rng.standard_normal((n_cols, width)) * 1e-4,
+    W0 = (rng.standard_normal((n_cols, width)) * 0.01).astype(np.float32)
+    W = W0.copy()
+    anchor = Snapshot(W0.copy(), rng.standard_normal((n_cols, width)) * 1e-4,
                       np.full(n_rows, -np.log(n_classes)))  # fmt: skip
     partials = np.zeros((n_rows, n_blocks))
     b = np.full(n_rows, -np.log(n_classes))
@@ -66,7 +69,21 @@ def rank_work(X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0):
             snapshot = anchor if what == "svrg" else None
             kernel.update_pass(rows, W, 0, acc, partials, q, b, order, step, snapshot)
 
-    return lambda: [visit(q) for q in range(n_blocks)]
+    def reset() -> None:
+        W[...] = W0
+        b[...] = anchor.b
+        partials[...] = 0.0
+        grad[...] = 0.0
+
+    return reset, lambda: [visit(q) for q in range(n_blocks)]
+
+
+def load_problem(n: int, d: int, k: int):
+    """``bench_mpi.py``'s scaling problem: float32 CSR training rows, labels 0..K-1, K."""
+    data = read_svmlight(_data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2"))
+    X = data.X.astype(np.float32).tocsr()
+    X.sort_indices()
+    return X, np.unique(data.y, return_inverse=True)[1].astype(np.int64), k
 
 
 def main() -> None:
@@ -78,19 +95,16 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--out", default=str(HERE / "results" / "split"))
     args = parser.parse_args()
-    n, d, k = args.samples, args.features, args.classes
-    data = read_svmlight(_data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2"))
-    X = data.X.astype(np.float32).tocsr()
-    X.sort_indices()
-    y = np.unique(data.y, return_inverse=True)[1].astype(np.int64)
+    X, y, k = load_problem(args.samples, args.features, args.classes)
     results = {"machine": platform.platform(), "problem": [*X.shape, k], "passes": {}}
     for what in PASSES:
         works = {p: rank_work(X, y, k, p, what) for p in args.ranks}
         times: dict[int, list[float]] = {p: [] for p in args.ranks}
-        for work in works.values():
+        for _reset, work in works.values():
             work()  # compile, warm the caches
         for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all P
-            for p, work in works.items():
+            for p, (reset, work) in works.items():
+                reset()
                 t0 = time.perf_counter()
                 work()
                 times[p].append(time.perf_counter() - t0)

@@ -15,6 +15,12 @@ per step instead of four times: they catch up its pending decay while scoring it
 leave the step's own decay to the next catch-up.  Their loops stay in the block's type:
 a float64 scalar in a float32 loop would make LLVM widen every element to float64, which
 made these sweeps about twice as slow.
+
+The sparse loops ask for the block row of the non-zero two ahead while they work on the
+current one (:mod:`dsmlr.kernels.prefetch`): a narrow block's rows are too short for the
+hardware prefetcher.  On one core the SGD, gradient and scoring passes over blocks of
+125-250 classes took 0.75-0.86 of the time without it, SVRG's 0.87-1.10
+(``benchmarks/bench_prefetch.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 from numba import njit
 
 from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
+from dsmlr.kernels.prefetch import AHEAD, prefetch_row
 
 __all__ = ["NumbaKernel"]
 
@@ -78,6 +85,8 @@ def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, 
     for r in range(len(indptr) - 1):
         _init_scores(s, W, n_cols - 1, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
+            if p + AHEAD < len(indices):
+                prefetch_row(W, indices[p + AHEAD])
             j = indices[p]
             x = data[p]
             for k in range(n_block):
@@ -268,6 +277,25 @@ def _update_csr(
 
 
 @_inline
+def _prefetch_next_row(indptr, indices, order, t, W):
+    """Ask for the block rows of the next step's first non-zeros (see
+    :mod:`dsmlr.kernels.prefetch`): they load while this step's probabilities and
+    update run."""
+    if t + 1 < len(order):
+        r = order[t + 1]
+        for p in range(indptr[r], min(indptr[r] + AHEAD, indptr[r + 1])):
+            prefetch_row(W, indices[p])
+
+
+@_inline
+def _prefetch_anchored(W, W0, mu, j):
+    """Ask for column j's rows of the weights, anchor weights and anchor gradient."""
+    prefetch_row(W, j)
+    prefetch_row(W0, j)
+    prefetch_row(mu, j)
+
+
+@_inline
 def _deferred_step(indptr, indices, data, r, W, g, deferred):
     """Row r's step ``w_j -= (eta / c) x_rj g`` on its columns; decays are left pending."""
     for p in range(indptr[r], indptr[r + 1]):
@@ -301,6 +329,8 @@ def _update_csr_single(
         r = order[t]
         _init_scores(s, W, icpt, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
+            if p + AHEAD < indptr[r + 1]:
+                prefetch_row(W, indices[p + AHEAD])
             j = indices[p]
             x = data[p]
             idle = t - 1 - last[j]
@@ -314,6 +344,7 @@ def _update_csr_single(
             else:
                 for k in range(n_block):
                     s[k] += x * W[j, k]
+        _prefetch_next_row(indptr, indices, order, t, W)
         _probabilities(s, r, partials, q, b, w[r])
         local = y[r] - k0
         if 0 <= local < n_block:
@@ -424,6 +455,8 @@ def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
     n_cols = W.shape[0]
     _init_scores(s, W, n_cols - 1, fit_intercept)
     for p in range(indptr[r], indptr[r + 1]):
+        if p + AHEAD < len(indices):
+            prefetch_row(W, indices[p + AHEAD])
         j = indices[p]
         x = data[p]
         for k in range(W.shape[1]):
@@ -524,6 +557,8 @@ def _svrg_csr_single(
         _init_scores(s, W, icpt, fit_intercept)
         _init_scores(s0, W0, icpt, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
+            if p + AHEAD < indptr[r + 1]:
+                _prefetch_anchored(W, W0, mu, indices[p + AHEAD])
             j = indices[p]
             x = data[p]
             idle = t - 1 - last[j]
@@ -541,6 +576,10 @@ def _svrg_csr_single(
                 for k in range(n_block):
                     s[k] += x * W[j, k]
                     s0[k] += x * W0[j, k]
+        if t + 1 < n_steps:
+            nxt = order[t + 1]
+            for p in range(indptr[nxt], min(indptr[nxt] + AHEAD, indptr[nxt + 1])):
+                _prefetch_anchored(W, W0, mu, indices[p])
         _probabilities(s, r, partials, q, b, w[r])
         w_r, b0_r = s.dtype.type(w[r]), s.dtype.type(b0[r])
         for k in range(n_block):
@@ -592,6 +631,8 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
         if 0 <= local < n_block:
             s[local] -= sw
         for p in range(indptr[r], indptr[r + 1]):
+            if p + AHEAD < indptr[r + 1]:
+                prefetch_row(out, indices[p + AHEAD])
             j = indices[p]
             x = data[p]
             for k in range(n_block):
