@@ -19,7 +19,7 @@ made these sweeps about twice as slow.
 The sparse loops ask for the block row of the non-zero two ahead while they work on the
 current one (:mod:`dsmlr.kernels.prefetch`): a narrow block's rows are too short for the
 hardware prefetcher.  On one core the SGD, gradient and scoring passes over blocks of
-125-250 classes took 0.75-0.86 of the time without it, SVRG's 0.87-1.10
+125-250 classes took 0.75-0.85 of their time without it, SVRG's 0.87-1.10
 (``benchmarks/bench_prefetch.py``).
 """
 
