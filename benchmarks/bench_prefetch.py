@@ -15,16 +15,12 @@ Run: ``python benchmarks/bench_prefetch.py [--repeats 7]``; writes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import time
 import types
 from pathlib import Path
 
-import numpy as np
-
-from bench_split import PASSES, load_problem, rank_work
+from bench_split import PASSES, load_problem, rank_work, timed_run, write_report
 from dsmlr.engines.sync_ring import blocks_per_worker
 from dsmlr.kernels import numba_cpu
 
@@ -69,11 +65,7 @@ def main() -> None:
                 run()  # compile, warm the caches
             for r in range(args.repeats):
                 for on in (True, False) if r % 2 == 0 else (False, True):
-                    reset, run = works[on]
-                    reset()
-                    t0 = time.perf_counter()
-                    run()
-                    times[on].append(time.perf_counter() - t0)
+                    times[on].append(timed_run(*works[on]))
             with_, without = statistics.median(times[True]), statistics.median(times[False])
             table[what][p] = {"with": with_, "without": without, "ratio": with_ / without,
                               "classes_per_block": k // (p * blocks_per_worker(p)),
@@ -81,7 +73,6 @@ def main() -> None:
             print(what, p, round(with_ / without, 3), flush=True)
     result = {"machine": platform.platform(), "problem": [*X.shape, k], "repeats": args.repeats,
               "passes": table}  # fmt: skip
-    Path(args.out + ".json").write_text(json.dumps(result, indent=1))
     lines = [
         "# Software prefetch in the kernels (`benchmarks/bench_prefetch.py`)",
         "",
@@ -96,10 +87,9 @@ def main() -> None:
         for p, v in per_p.items():
             lines.append(f"| {what} | {p} | {v['classes_per_block']} | {v['with']:.3f} | "
                          f"{v['without']:.3f} | {v['ratio']:.2f} |")  # fmt: skip
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, result, lines)
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

@@ -78,6 +78,20 @@ def rank_work(X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0, kern
     return reset, lambda: [visit(q) for q in range(n_blocks)]
 
 
+def timed_run(reset, run) -> float:
+    """Seconds ``run()`` takes after ``reset()`` (a pair from :func:`rank_work`)."""
+    reset()
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def write_report(out: str, result: dict, lines: list[str]) -> None:
+    """``out.json`` with every figure, ``out.md`` with the table ``lines``."""
+    Path(out + ".json").write_text(json.dumps(result, indent=1))
+    Path(out + ".md").write_text("\n".join(lines) + "\n")
+
+
 def load_problem(n: int, d: int, k: int):
     """``bench_mpi.py``'s scaling problem: float32 CSR training rows, labels 0..K-1, K."""
     data = read_svmlight(_data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2"))
@@ -104,10 +118,7 @@ def main() -> None:
             work()  # compile, warm the caches
         for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all P
             for p, (reset, work) in works.items():
-                reset()
-                t0 = time.perf_counter()
-                work()
-                times[p].append(time.perf_counter() - t0)
+                times[p].append(timed_run(reset, work))
         base = statistics.median(times[args.ranks[0]])
         results["passes"][what] = {
             p: {"seconds": statistics.median(t), "ratio": statistics.median(t) / base,
@@ -115,7 +126,6 @@ def main() -> None:
             for p, t in times.items()
         }  # fmt: skip
         print(what, {p: round(v["ratio"], 3) for p, v in results["passes"][what].items()})
-    Path(args.out + ".json").write_text(json.dumps(results, indent=1))
     lines = [
         "# Kernel work per rank against P (`benchmarks/bench_split.py`)",
         "",
@@ -130,7 +140,7 @@ def main() -> None:
         for p, v in per_p.items():
             lines.append(f"| {what} | {p} | {v['seconds']:.3f} | {v['ratio']:.3f} | "
                          f"{v['ideal']:.3f} |")  # fmt: skip
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, results, lines)
 
 
 if __name__ == "__main__":

@@ -277,14 +277,15 @@ def _update_csr(
 
 
 @_inline
-def _prefetch_next_row(indptr, indices, order, t, W):
-    """Ask for the block rows of the next step's first non-zeros (see
-    :mod:`dsmlr.kernels.prefetch`): they load while this step's probabilities and
+def _next_row_head(indptr, order, t):
+    """Storage range of the next step's first :data:`AHEAD` non-zeros (empty after the
+    last step): the one-row sweeps ask for their block rows (see
+    :mod:`dsmlr.kernels.prefetch`), which load while this step's probabilities and
     update run."""
-    if t + 1 < len(order):
-        r = order[t + 1]
-        for p in range(indptr[r], min(indptr[r] + AHEAD, indptr[r + 1])):
-            prefetch_row(W, indices[p])
+    if t + 1 >= len(order):
+        return 0, 0
+    r = order[t + 1]
+    return indptr[r], min(indptr[r] + AHEAD, indptr[r + 1])
 
 
 @_inline
@@ -344,7 +345,9 @@ def _update_csr_single(
             else:
                 for k in range(n_block):
                     s[k] += x * W[j, k]
-        _prefetch_next_row(indptr, indices, order, t, W)
+        head, end = _next_row_head(indptr, order, t)
+        for p in range(head, end):
+            prefetch_row(W, indices[p])
         _probabilities(s, r, partials, q, b, w[r])
         local = y[r] - k0
         if 0 <= local < n_block:
@@ -576,10 +579,9 @@ def _svrg_csr_single(
                 for k in range(n_block):
                     s[k] += x * W[j, k]
                     s0[k] += x * W0[j, k]
-        if t + 1 < n_steps:
-            nxt = order[t + 1]
-            for p in range(indptr[nxt], min(indptr[nxt] + AHEAD, indptr[nxt + 1])):
-                _prefetch_anchored(W, W0, mu, indices[p])
+        head, end = _next_row_head(indptr, order, t)
+        for p in range(head, end):
+            _prefetch_anchored(W, W0, mu, indices[p])
         _probabilities(s, r, partials, q, b, w[r])
         w_r, b0_r = s.dtype.type(w[r]), s.dtype.type(b0[r])
         for k in range(n_block):
