@@ -8,8 +8,9 @@ Experiments (``--only`` picks some):
 
 ``scaling``
     K = 1000 classes, 20K rows, 20K features: median epoch time (SVRG epochs, from the
-    second on) for each P in ``--ranks``; the ratio to P = 1; where rank 0's epochs went
-    (compute, communication, waiting, scoring).
+    second on) for each P in ``--ranks``, the P values taking turns within each repeat;
+    the ratio to P = 1; where rank 0's epochs went (compute, communication, waiting,
+    scoring).  ``--baseline SRC`` adds runs of another checkout's code for an A/B.
 ``bytes``
     The same problem with plain SGD, scoring every ``E`` epochs: bytes per rank per
     update epoch against the model size ``K * D_fit * itemsize``.
@@ -57,15 +58,17 @@ def _data(name: str, samples: int, features: int, classes: int, *extra: str) -> 
     return train
 
 
-def _train(n: int, train: Path, *options: str) -> list[dict]:
+def _train(n: int, train: Path, *options: str, source: str | None = None) -> list[dict]:
     """Run ``mpiexec -n n dsmlr train``; return its metrics records (the last one also
-    gets ``model_bytes``, the size of the trained model)."""
+    gets ``model_bytes``, the size of the trained model).  ``source``: a ``src``
+    directory of another checkout to run instead of the installed package."""
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "m.jsonl"
         cmd = [MPIEXEC, "-n", str(n), PY, "-m", "dsmlr", "train", str(train), "--quiet",
                "--seed", "0", "--model", str(Path(tmp) / "model"), "--metrics", str(metrics),
                *options]  # fmt: skip
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        env = None if source is None else {**os.environ, "PYTHONPATH": source}
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
         records = [json.loads(line) for line in metrics.read_text().splitlines()]
         manifest = json.loads((Path(tmp) / "model" / "manifest.json").read_text())
         itemsize = 4 if manifest["dtype"] == "float32" else 8
@@ -85,23 +88,31 @@ PARTS = ("compute_seconds", "comm_seconds", "wait_seconds", "eval_seconds")
 
 
 def scaling(args) -> dict:
+    """Epoch times per P.  Each repeat runs every P once, in turn, so that a machine
+    whose speed drifts (shared virtual machines do) shifts every P alike; with
+    ``--baseline SRC`` each P > 1 also runs the code in SRC (another checkout's ``src``),
+    in the same turn, keyed ``"P-baseline"``."""
     n, d, k = args.scale_samples, args.scale_features, args.scale_classes
     train = _data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2")
-    out = {}
-    for p in args.ranks:
-        runs, parts = [], []
-        for _ in range(args.repeats):
+    variants = [(str(p), p, None) for p in args.ranks]
+    if args.baseline:
+        variants += [(f"{p}-baseline", p, args.baseline) for p in args.ranks if p > 1]
+    runs: dict[str, list] = {key: [] for key, _, _ in variants}
+    parts: dict[str, list] = {key: [] for key, _, _ in variants}
+    for _ in range(args.repeats):
+        for key, p, source in variants:
             records = _train(p, train, "--epochs", "4", "--tol", "-1", "--optimizer",
-                             args.optimizer)  # fmt: skip
-            runs.append(statistics.median(_epoch_times(records)))
-            parts.append({key: statistics.median(r[key] for r in records[1:]) for key in PARTS})
-        out[p] = {"epoch_seconds": statistics.median(runs), "runs": runs,
-                  "optimizer": args.optimizer, "problem": [n, d, k],
-                  "rank0_parts": parts}  # fmt: skip
-        print(p, out[p], flush=True)
-    base = out[args.ranks[0]]["epoch_seconds"]
-    for p in args.ranks:
-        out[p]["ratio_to_first"] = out[p]["epoch_seconds"] / base
+                             args.optimizer, source=source)  # fmt: skip
+            runs[key].append(statistics.median(_epoch_times(records)))
+            parts[key].append({f: statistics.median(r[f] for r in records[1:]) for f in PARTS})
+            print(key, runs[key][-1], flush=True)
+    base = statistics.median(runs[str(args.ranks[0])])
+    out = {}
+    for key, _, source in variants:
+        epoch = statistics.median(runs[key])
+        out[key] = {"epoch_seconds": epoch, "runs": runs[key], "ratio_to_first": epoch / base,
+                    "optimizer": args.optimizer, "problem": [n, d, k], "source": source,
+                    "rank0_parts": parts[key]}  # fmt: skip
     return out
 
 
@@ -189,6 +200,9 @@ def main() -> None:
     parser.add_argument("--scale-samples", type=int, default=25_000, help="for scaling")
     parser.add_argument("--scale-features", type=int, default=20_000, help="for scaling")
     parser.add_argument("--scale-classes", type=int, default=1000, help="for scaling")
+    parser.add_argument("--baseline", metavar="SRC", default=None,
+                        help="for scaling: also run P > 1 with the package in SRC (another "
+                             "checkout's src directory), interleaved")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
     args = parser.parse_args()
     results = {

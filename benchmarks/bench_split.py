@@ -10,15 +10,21 @@ the scaling alone: it times, on one thread, the kernel passes one rank makes in 
 (``B`` visits of ``N / P`` rows by ``K / B`` classes) against one pass of all rows by all
 classes (P = 1), with no communication and no other process on the machine.
 
-Run: ``python benchmarks/bench_split.py [--ranks 1 2 4 8] [--repeats 5]``; uses the
-problem of ``bench_mpi.py --only scaling`` (generated into ``benchmarks/cache/``) and
-writes ``benchmarks/results/split.{json,md}``.
+With ``--concurrent P`` it also runs P processes at once, each making its own rank's
+passes over its own rows with no communication, and takes the slowest: the best an
+epoch's kernel work can do at P on this machine, memory and caches shared.
+
+Run: ``python benchmarks/bench_split.py [--ranks 1 2 4 8] [--repeats 5] [--concurrent
+P]``; uses the problem of ``bench_mpi.py --only scaling`` (generated into
+``benchmarks/cache/``) and writes ``benchmarks/results/split.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import platform
 import statistics
 import time
@@ -36,16 +42,20 @@ HERE = Path(__file__).resolve().parent
 PASSES = ("sgd", "svrg", "gradient", "score")
 
 
-def rank_work(X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0, kernel=None):
-    """``(reset, run)``: ``run`` makes one rank's kernel passes of one epoch (float32,
-    one-row steps) and ``reset`` puts back the starting weights, so that every timed run
-    starts from the same point (weights drifting over repeated passes could slow them)."""
+def rank_work(
+    X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0, kernel=None, rank: int = 0
+):
+    """``(reset, run)``: ``run`` makes rank ``rank``'s kernel passes of one epoch
+    (float32, one-row steps) and ``reset`` puts back the starting weights, so that every
+    timed run starts from the same point (weights drifting over repeated passes could
+    slow them)."""
     kernel = kernel if kernel is not None else NumbaKernel()
     rng = np.random.default_rng(seed)
     n_rows, n_cols = X.shape[0] // n_ranks, X.shape[1]
     n_blocks = n_ranks * blocks_per_worker(n_ranks)
     width = n_classes // n_blocks
-    rows = LocalRows(X[:n_rows], y[:n_rows], False)
+    mine = slice(rank * n_rows, (rank + 1) * n_rows)
+    rows = LocalRows(X[mine], y[mine], False)
     W0 = (rng.standard_normal((n_cols, width)) * 0.01).astype(np.float32)
     W = W0.copy()
     anchor = Snapshot(W0.copy(), rng.standard_normal((n_cols, width)) * 1e-4,
@@ -100,6 +110,17 @@ def load_problem(n: int, d: int, k: int):
     return X, np.unique(data.y, return_inverse=True)[1].astype(np.int64), k
 
 
+def _twin(X, y, k: int, p: int, what: str, rank: int, repeats: int, barrier, out) -> None:
+    """Rank ``rank`` of a concurrent run (a forked process): time its passes each time
+    all P processes meet at ``barrier``."""
+    reset, work = rank_work(X, y, k, p, what, rank=rank)
+    work()
+    for _ in range(repeats):
+        reset()
+        barrier.wait()
+        out.put((rank, timed_run(lambda: None, work)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2, 4, 8])
@@ -107,22 +128,47 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=25_000)
     parser.add_argument("--features", type=int, default=20_000)
     parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--concurrent", type=int, default=None, metavar="P",
+                        help="also run P processes at once, each rank's passes over its own "
+                             "rows (no communication): what sharing the machine costs")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "split"))
     args = parser.parse_args()
     X, y, k = load_problem(args.samples, args.features, args.classes)
-    results = {"machine": platform.platform(), "problem": [*X.shape, k], "passes": {}}
+    results = {"machine": platform.platform(), "cpus": os.cpu_count(), "problem": [*X.shape, k],
+               "passes": {}}  # fmt: skip
+    fork = multiprocessing.get_context("fork")
+    cp = args.concurrent
     for what in PASSES:
         works = {p: rank_work(X, y, k, p, what) for p in args.ranks}
-        times: dict[int, list[float]] = {p: [] for p in args.ranks}
+        times: dict[int | str, list[float]] = {p: [] for p in args.ranks}
         for _reset, work in works.values():
             work()  # compile, warm the caches
+        twins: list = []
+        if cp:
+            barrier, queue = fork.Barrier(cp), fork.Queue()
+            twins = [fork.Process(target=_twin, args=(X, y, k, cp, what, r, args.repeats,
+                                                      barrier, queue))
+                     for r in range(1, cp)]  # fmt: skip
+            for t in twins:
+                t.start()
+            reset0, work0 = rank_work(X, y, k, cp, what, rank=0)
+            work0()
+            times[f"{cp} at once"] = []
         for _ in range(args.repeats):  # interleaved, so drifts in machine speed hit all P
             for p, (reset, work) in works.items():
                 times[p].append(timed_run(reset, work))
+            if cp:
+                reset0()
+                barrier.wait()
+                mine = timed_run(lambda: None, work0)
+                others = [queue.get()[1] for _ in twins]
+                times[f"{cp} at once"].append(max([mine, *others]))  # the slowest rank
+        for t in twins:
+            t.join()
         base = statistics.median(times[args.ranks[0]])
         results["passes"][what] = {
             p: {"seconds": statistics.median(t), "ratio": statistics.median(t) / base,
-                "ideal": args.ranks[0] / p, "runs": t}
+                "ideal": args.ranks[0] / (p if isinstance(p, int) else cp), "runs": t}
             for p, t in times.items()
         }  # fmt: skip
         print(what, {p: round(v["ratio"], 3) for p, v in results["passes"][what].items()})
@@ -131,7 +177,13 @@ def main() -> None:
         "",
         f"{X.shape[0]} rows, {X.shape[1]} features, {k} classes, float32, one thread; "
         f"median of {args.repeats}. One rank's passes of an epoch against one pass of the "
-        "whole problem.",
+        "whole problem."
+        + (
+            f" '{cp} at once': {cp} processes, each making its own rank's passes over its own "
+            "rows at the same time (no communication), the slowest of them."
+            if cp
+            else ""
+        ),
         "",
         "| pass | P | seconds | ratio to P = 1 | 1 / P |",
         "|---|---|---|---|---|",

@@ -48,14 +48,18 @@ def test_reaches_the_serial_optimum(comm, problem, engine):
         agree(comm, held < 12, f"rank holds {held} of 12 classes")
 
 
-def test_sync_equals_the_in_process_engine_bit_for_bit(comm, problem):
-    # Same shards, same seed, sums in the same order: processes and threads must agree.
+@pytest.mark.parametrize("per_rank", [None, 2])
+def test_sync_equals_the_in_process_engine_bit_for_bit(comm, problem, per_rank):
+    # Same shards, same seed, sums in the same order: processes and threads must agree,
+    # also where two blocks per rank let each travel while the next is visited (the
+    # in-process engine never overlaps its shifts).
     X, y, _ = problem
     X_mine, y_mine = my_rows(X, y, comm)
-    model = fit_sharded(X_mine, y_mine, comm=comm, lam=LAM, max_epochs=4, random_state=5)
+    model = fit_sharded(X_mine, y_mine, comm=comm, lam=LAM, max_epochs=4, random_state=5,
+                        blocks_per_rank=per_rank)  # fmt: skip
     from dsmlr.estimator import DSMLRClassifier
 
-    clf = DSMLRClassifier(LAM, max_epochs=4, random_state=5)
+    clf = DSMLRClassifier(LAM, max_epochs=4, random_state=5, blocks_per_rank=per_rank)
     cfg = clf._engine_config(X.shape[0], X.shape[1], 12, 5)
     W = train_embedded(training_layout(X, cfg.dtype), y, cfg, comm.size).W
     same = all(np.array_equal(W[lo:hi], B.T) for (lo, hi), B in model.blocks)

@@ -42,10 +42,17 @@ class Communicator(Protocol):
         collective (small payloads: all of its time), in a ring shift's handshake with
         its two neighbours, or in an idle :meth:`poll`.  A ring shift counts only the
         wait for the neighbours themselves: when a neighbour is held up by its own
-        neighbour, that delay shows as transfer time.
+        neighbour, that delay shows as transfer time.  A shift made on a helper thread
+        (see ``overlaps_shifts``) counts only what held up the calling thread.
     needs_host_buffers : bool
         Whether arrays must be host numpy arrays (MPI); False when they are handed over
         as objects (in process), so device tensors pass as they are.
+    overlaps_shifts : bool
+        Whether a ring shift may run on a helper thread while the calling thread
+        computes (the engines then pass one block on while visiting the next, see
+        :meth:`dsmlr.engines.ring.Ring.travel`).  True where a shift copies data and
+        the library allows a second thread to call it (MPI); False in process, where a
+        shift only swaps references.
     """
 
     rank: int
@@ -53,6 +60,7 @@ class Communicator(Protocol):
     bytes_sent: int
     wait_seconds: float
     needs_host_buffers: bool
+    overlaps_shifts: bool
 
     def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
         """Send ``buffers`` to rank ``rank - 1``; return those rank ``rank + 1`` sent.

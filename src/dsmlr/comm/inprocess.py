@@ -62,6 +62,7 @@ class InProcessComm:
         self.bytes_sent = 0
         self.wait_seconds = 0.0
         self.needs_host_buffers = False
+        self.overlaps_shifts = False  # shifts swap references: nothing to overlap
         self._generation = 0
 
     def _wait(self) -> None:

@@ -156,6 +156,10 @@ class MPIComm:
         self.bytes_sent = 0
         self.wait_seconds = 0.0
         self.needs_host_buffers = True
+        # A ring shift on a helper thread while the main thread runs a kernel: only one
+        # thread calls MPI at a time then (the engines wait for the shift before any
+        # other call), which THREAD_SERIALIZED allows; mpi4py asks for MULTIPLE.
+        self.overlaps_shifts = self.size > 1 and MPI.Query_thread() >= MPI.THREAD_SERIALIZED
         self._in_flight: list[tuple[list[Any], list[np.ndarray]]] = []
         self._to_self: collections.deque[list[np.ndarray]] = collections.deque()
 

@@ -27,6 +27,7 @@ engine's own; one allreduce of 8 float64s.  ``b`` and the rows never move.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,52 @@ def block_array(n_columns: int, width: int, capacity: int, dtype) -> np.ndarray:
 def _group_blocks(gid: int, n_workers: int, per_group: int) -> list[int]:
     """Blocks of group ``gid``: ``gid, gid + P, gid + 2P, ...`` (groups travel whole)."""
     return [gid + j * n_workers for j in range(per_group)]
+
+
+class _ShiftInFlight:
+    """One ring shift running on a helper thread.
+
+    The kernels release the GIL and mpi4py's calls do too, so the shift's transfer
+    proceeds while the calling thread computes; MPI moves data only inside its calls, so
+    without the thread nothing would travel until the next call.  A daemon thread: a rank
+    that fails mid-shift must not be kept alive by it (the job is aborted).
+
+    The communicator's ``wait_seconds`` then counts only the part of the shift's wait
+    for its neighbours that held up the calling thread: at most the time
+    :meth:`result` blocked (a wait that ran beside a kernel cost nothing).
+    """
+
+    def __init__(self, comm: Communicator, arrays: list[np.ndarray]):
+        self._comm = comm
+        self._out: list[np.ndarray] | None = None
+        self._error: BaseException | None = None
+        self._waited = 0.0
+        self._thread = threading.Thread(
+            target=self._run, args=(arrays,), name="dsmlr-ring-shift", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, arrays: list[np.ndarray]) -> None:
+        comm = self._comm
+        # The calling thread makes no communication call until result(): the counter
+        # is this thread's alone meanwhile.
+        before = comm.wait_seconds
+        try:
+            self._out = comm.ring_shift(arrays)
+        except BaseException as exc:  # re-raised in the calling thread
+            self._error = exc
+        self._waited = comm.wait_seconds - before
+        comm.wait_seconds = before
+
+    def result(self) -> list[np.ndarray]:
+        """The arrays that arrived (waits for the shift to finish)."""
+        t0 = time.perf_counter()
+        self._thread.join()
+        self._comm.wait_seconds += min(self._waited, time.perf_counter() - t0)
+        if self._error is not None:
+            raise self._error
+        assert self._out is not None
+        return self._out
 
 
 @dataclass
@@ -353,18 +400,56 @@ class Ring:
             for q in _group_blocks(self.gid, self.size, self.per_group)
         ]
 
+    def travel(self, fields: tuple[str, ...], visit: Callable[[Block, int], None]) -> None:
+        """A ring: P rounds of ``visit(block, round)`` for each held block, after which
+        the group (the named arrays of each block) passes to the left.
+
+        Where the communicator can shift on a helper thread (MPI) and a group has two or
+        more blocks, each block leaves as soon as its visit is done and travels while the
+        next one is visited: a round's communication hides behind its computation,
+        except the last block's, which hides behind the next round's first visit.  The
+        blocks visited, their order and the arrays each visit sees are the same either
+        way, so results are identical; only the ``comm`` clock, now the time spent
+        waiting for a block to arrive, shrinks.
+        """
+        if self.per_group < 2 or not getattr(self.comm, "overlaps_shifts", False):
+            for r in range(self.size):
+                for blk in self.group:
+                    visit(blk, r)
+                self.shift(fields)
+            return
+        in_flight: tuple[int, _ShiftInFlight] | None = None
+        for r in range(self.size):
+            for j, blk in enumerate(self.group):
+                visit(blk, r)
+                if in_flight is not None:
+                    self._land(*in_flight, fields)
+                arrays = self.to_wire([getattr(blk, f) for f in fields])
+                in_flight = (j, _ShiftInFlight(self.comm, arrays))
+        assert in_flight is not None
+        self._land(*in_flight, fields)
+
+    def _land(self, j: int, shift: _ShiftInFlight, fields: tuple[str, ...]) -> None:
+        """Put the block that arrived by ``shift`` in place ``j`` of the held group."""
+        got = iter(self.from_wire(self.clock.timed("comm", shift.result)))
+        gid = ring_block(self.group[j].q % self.size, 1, self.size)
+        self.group[j] = self.make_block(gid + j * self.size, {f: next(got) for f in fields})
+        if j == self.per_group - 1:  # the whole group has moved on
+            self.gid = gid
+
 
 def _gradient_ring(ring: Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, cfg, carry):
     """Give every block its full data gradient at the current weights (the SVRG anchor)."""
     for blk in ring.group:
         blk.mean_grad = kernel.zeros_block(*blk.W.shape, ring.capacity, np.float64)
-    for _ in range(ring.size):
-        for blk in ring.group:
-            ring.clock.timed(
-                "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b, 1.0 / cfg.n_samples,
-                blk.mean_grad,
-            )  # fmt: skip
-        ring.shift(("W", "mean_grad", *carry))
+
+    def visit(blk: Block, _round: int) -> None:
+        ring.clock.timed(
+            "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b, 1.0 / cfg.n_samples,
+            blk.mean_grad,
+        )  # fmt: skip
+
+    ring.travel(("W", "mean_grad", *carry), visit)
     for blk in ring.group:
         blk.W_anchor = kernel.zeros_block(*blk.W.shape, ring.capacity, ring.dtype)
         blk.W_anchor[...] = blk.W
@@ -373,17 +458,18 @@ def _gradient_ring(ring: Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, c
 def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
     """Score every set of rows against every block; return this rank's penalty share."""
     penalty = 0.0
-    for r in range(ring.size):
-        for blk in ring.group:
-            for scorer in scorers:
-                # Scoring is timed as a whole (eval_seconds), not as compute; a
-                # straggler is slow here too.
-                ring.clock.stretched(scorer.visit, kernel, blk.W, blk.k0, blk.q)
-            if r == 0:
-                # Each block is in exactly one rank's round-0 group.
-                sq = kernel.squared_norm(blk.W[: cfg.n_features])
-                penalty += 0.5 * cfg.lam * float(sq)
-        ring.shift(("W", *carry))
+
+    def visit(blk: Block, r: int) -> None:
+        nonlocal penalty
+        for scorer in scorers:
+            # Scoring is timed as a whole (eval_seconds), not as compute; a straggler is
+            # slow here too.
+            ring.clock.stretched(scorer.visit, kernel, blk.W, blk.k0, blk.q)
+        if r == 0:
+            # Each block is in exactly one rank's round-0 group.
+            penalty += 0.5 * cfg.lam * float(kernel.squared_norm(blk.W[: cfg.n_features]))
+
+    ring.travel(("W", *carry), visit)
     return penalty
 
 

@@ -81,11 +81,10 @@ def _update_ring(
 ) -> None:
     """P lockstep rounds: every block makes one pass over every rank's rows."""
     order = rng.permutation(rows.n_rows)
-    fields = update_fields(b_anchor is not None, carry)
-    for _ in range(ring.size):
-        for blk in ring.group:
-            visit(ring, kernel, rows, blk, partials, b, b_anchor, order, step)
-        ring.shift(fields)
+    ring.travel(
+        update_fields(b_anchor is not None, carry),
+        lambda blk, _round: visit(ring, kernel, rows, blk, partials, b, b_anchor, order, step),
+    )
 
 
 def sync_ring_worker(
