@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from dsmlr.kernels.prefetch import prefetch_row
+from dsmlr.kernels.prefetch import FAR, FAR_ROW_BYTES, NEAR, prefetch_distance, prefetch_row
 
 
 @njit(cache=False)
@@ -39,3 +39,9 @@ def test_prefetching_rows_compiles_and_leaves_values_alone(dtype, index_type, wi
     total = _prefetch_every_row_then_sum(A, rows)
     np.testing.assert_array_equal(A, before)
     assert total == pytest.approx(float(A[rows].sum(dtype=np.float64)), rel=1e-5, abs=1e-5)
+
+
+def test_short_rows_are_asked_for_farther_ahead():
+    # Called from Python and from compiled code alike (the kernels call it compiled).
+    assert prefetch_distance(FAR_ROW_BYTES) == FAR > NEAR == prefetch_distance(FAR_ROW_BYTES + 1)
+    assert njit(lambda n: prefetch_distance(n))(4) == FAR

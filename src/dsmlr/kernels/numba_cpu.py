@@ -16,11 +16,14 @@ leave the step's own decay to the next catch-up.  Their loops stay in the block'
 a float64 scalar in a float32 loop would make LLVM widen every element to float64, which
 made these sweeps about twice as slow.
 
-The sparse loops ask for the block row of the non-zero two ahead while they work on the
+The sparse loops ask for the block row of a non-zero ahead while they work on the
 current one (:mod:`dsmlr.kernels.prefetch`): a narrow block's rows are too short for the
 hardware prefetcher.  On one core the SGD, gradient and scoring passes over blocks of
 125-250 classes took 0.75-0.85 of their time without it, SVRG's 0.87-1.10
-(``benchmarks/bench_prefetch.py``).
+(``benchmarks/bench_prefetch.py``).  The update sweeps ask two non-zeros ahead; the
+scoring and gradient passes eight for rows of at most 832 bytes
+(:func:`~dsmlr.kernels.prefetch.prefetch_distance`), which took them 0.53-0.97 of the
+time of two ahead on blocks of 25-200 classes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
-from dsmlr.kernels.prefetch import AHEAD, prefetch_row
+from dsmlr.kernels.prefetch import NEAR, prefetch_distance, prefetch_row
 
 __all__ = ["NumbaKernel"]
 
@@ -82,11 +85,12 @@ def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_clas
 def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
+    ahead = prefetch_distance(n_block * W.itemsize)
     for r in range(len(indptr) - 1):
         _init_scores(s, W, n_cols - 1, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
-            if p + AHEAD < len(indices):
-                prefetch_row(W, indices[p + AHEAD])
+            if p + ahead < len(indices):
+                prefetch_row(W, indices[p + ahead])
             j = indices[p]
             x = data[p]
             for k in range(n_block):
@@ -277,15 +281,15 @@ def _update_csr(
 
 
 @_inline
-def _next_row_head(indptr, order, t):
-    """Storage range of the next step's first :data:`AHEAD` non-zeros (empty after the
-    last step): the one-row sweeps ask for their block rows (see
+def _next_row_head(indptr, order, t, ahead):
+    """Storage range of the next step's first ``ahead`` non-zeros (empty after the last
+    step): the one-row sweeps ask for their block rows (see
     :mod:`dsmlr.kernels.prefetch`), which load while this step's probabilities and
     update run."""
     if t + 1 >= len(order):
         return 0, 0
     r = order[t + 1]
-    return indptr[r], min(indptr[r] + AHEAD, indptr[r + 1])
+    return indptr[r], min(indptr[r] + ahead, indptr[r + 1])
 
 
 @_inline
@@ -326,12 +330,13 @@ def _update_csr_single(
     decay = _decay_table(n_steps, eta, lam)
     deferred = eta / decay[1]
     icpt = n_cols - 1
+    ahead = NEAR  # see prefetch_distance: a farther one made no measurable difference here
     for t in range(n_steps):
         r = order[t]
         _init_scores(s, W, icpt, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
-            if p + AHEAD < indptr[r + 1]:
-                prefetch_row(W, indices[p + AHEAD])
+            if p + ahead < indptr[r + 1]:
+                prefetch_row(W, indices[p + ahead])
             j = indices[p]
             x = data[p]
             idle = t - 1 - last[j]
@@ -345,7 +350,7 @@ def _update_csr_single(
             else:
                 for k in range(n_block):
                     s[k] += x * W[j, k]
-        head, end = _next_row_head(indptr, order, t)
+        head, end = _next_row_head(indptr, order, t, ahead)
         for p in range(head, end):
             prefetch_row(W, indices[p])
         _probabilities(s, r, partials, q, b, w[r])
@@ -456,10 +461,11 @@ def _svrg_step(W, g, mu, j, eta, lam, penalized):
 @_jit
 def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
     n_cols = W.shape[0]
+    ahead = prefetch_distance(W.shape[1] * W.itemsize)
     _init_scores(s, W, n_cols - 1, fit_intercept)
     for p in range(indptr[r], indptr[r + 1]):
-        if p + AHEAD < len(indices):
-            prefetch_row(W, indices[p + AHEAD])
+        if p + ahead < len(indices):
+            prefetch_row(W, indices[p + ahead])
         j = indices[p]
         x = data[p]
         for k in range(W.shape[1]):
@@ -555,13 +561,14 @@ def _svrg_csr_single(
     penalized = eta * lam > 0.0
     deferred = eta / (1.0 - eta * lam)
     icpt = n_cols - 1
+    ahead = NEAR  # see prefetch_distance: a farther one made no measurable difference here
     for t in range(n_steps):
         r = order[t]
         _init_scores(s, W, icpt, fit_intercept)
         _init_scores(s0, W0, icpt, fit_intercept)
         for p in range(indptr[r], indptr[r + 1]):
-            if p + AHEAD < indptr[r + 1]:
-                _prefetch_anchored(W, W0, mu, indices[p + AHEAD])
+            if p + ahead < indptr[r + 1]:
+                _prefetch_anchored(W, W0, mu, indices[p + ahead])
             j = indices[p]
             x = data[p]
             idle = t - 1 - last[j]
@@ -579,7 +586,7 @@ def _svrg_csr_single(
                 for k in range(n_block):
                     s[k] += x * W[j, k]
                     s0[k] += x * W0[j, k]
-        head, end = _next_row_head(indptr, order, t)
+        head, end = _next_row_head(indptr, order, t, ahead)
         for p in range(head, end):
             _prefetch_anchored(W, W0, mu, indices[p])
         _probabilities(s, r, partials, q, b, w[r])
@@ -624,6 +631,7 @@ def _svrg_dense(
 def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
+    ahead = prefetch_distance(n_block * out.itemsize)
     for r in range(len(indptr) - 1):
         _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
         sw = scale * w[r]
@@ -633,8 +641,8 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
         if 0 <= local < n_block:
             s[local] -= sw
         for p in range(indptr[r], indptr[r + 1]):
-            if p + AHEAD < indptr[r + 1]:
-                prefetch_row(out, indices[p + AHEAD])
+            if p + ahead < indptr[r + 1]:
+                prefetch_row(out, indices[p + ahead])
             j = indices[p]
             x = data[p]
             for k in range(n_block):

@@ -3,8 +3,10 @@
 A sparse row's steps read one row of the class block per non-zero, at a random feature.
 With narrow blocks (the K / B classes a rank holds when the model is split over many
 ranks) such a row is a few cache lines, too short for the hardware prefetcher to get
-going, so each non-zero waits for memory.  The sweeps ask for the row of the non-zero
-two ahead while they work on the current one.
+going, so each non-zero waits for memory.  The sweeps ask for the row of a non-zero a
+few ahead while they work on the current one: the scoring and gradient passes
+:func:`prefetch_distance` ahead, more for short rows (less work per non-zero to hide the
+wait behind), the one-row update sweeps :data:`NEAR` ahead.
 
 A prefetch is a hint: it never faults and never changes a result, so asking for lines
 past the end of an array is harmless.  ``benchmarks/bench_prefetch.py`` measures what
@@ -19,10 +21,15 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["AHEAD", "MAX_LINES", "prefetch_row"]
+__all__ = ["FAR", "FAR_ROW_BYTES", "MAX_LINES", "NEAR", "prefetch_distance", "prefetch_row"]
 
-#: How many non-zeros ahead a sweep asks for a row.
-AHEAD = 2
+#: Non-zeros ahead a scoring or gradient pass asks for short rows, and the distance for
+#: long ones and for the update sweeps.
+FAR, NEAR = 8, 2
+
+#: Rows (the bytes a pass reads or writes per non-zero in the array it prefetches) up to
+#: this long count as short: 13 cache lines.
+FAR_ROW_BYTES = 832
 
 #: Cache lines asked for per row (1 KB; a longer row's rest is the hardware's job).
 MAX_LINES = 16
@@ -69,3 +76,20 @@ def prefetch_row(A, i):
     n_lines = (A.shape[1] * A.itemsize + _LINE_BYTES - 1) // _LINE_BYTES
     for line in range(min(n_lines, MAX_LINES)):
         _prefetch_line(A, i, line)
+
+
+@njit(inline="always", cache=True)
+def prefetch_distance(row_bytes):
+    """How many non-zeros ahead a scoring or gradient pass asks for rows of ``row_bytes``.
+
+    ``bench_prefetch.py --against 2`` (both copies compiled in one process, run
+    alternately, medians of 9; ``benchmarks/results/prefetch_distance*.md``): at K = 200
+    the gradient passes took 0.74-0.97 and the scoring passes 0.53-0.95 of the time with 2
+    ahead (blocks of 25-200 float32 classes; 0.67-0.87 and 0.78-0.91 in an earlier run),
+    at K = 1000 0.81 and 0.80 on blocks of 125.  Rows of 250 classes and more (1 KB) keep
+    2: there 4 or 8 ahead measured 1.08 for scoring in an earlier run, rows asked for too
+    early pushing out the ones in use.  The update sweeps keep 2 at every width: 4 or 8
+    ahead made no difference beyond the runs' noise (copies with the same code differed
+    by up to 16%).
+    """
+    return FAR if row_bytes <= FAR_ROW_BYTES else NEAR
