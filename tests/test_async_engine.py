@@ -46,3 +46,18 @@ def test_tokens_avoid_a_rank_with_a_long_queue():
     assert choose_destination(2, visits, np.array([9.0, 0, 0, 0]), 4) == 3
     assert choose_destination(2, visits, np.array([9.0, 0, 0, 9.0]), 4) == 1
     assert choose_destination(0, np.zeros(1, dtype=np.int64), np.zeros(1), 4) == 0
+
+
+def test_tokens_stay_wide_enough_by_default():
+    from dsmlr.engines import EngineConfig
+    from dsmlr.engines.async_tokens import MIN_TOKEN_CLASSES, blocks_per_group
+
+    def per_rank(k, p, chosen=None):
+        cfg = EngineConfig(n_samples=100, n_features=10, n_classes=k, blocks_per_rank=chosen)
+        return blocks_per_group(cfg, p)
+
+    assert per_rank(4 * 2 * MIN_TOKEN_CLASSES, 2) == 4  # 4 tokens a rank of 50 classes
+    assert per_rank(4 * 2 * MIN_TOKEN_CLASSES - 1, 2) == 2
+    assert per_rank(200, 8) == 2  # narrower still, but two keep a rank busy
+    assert per_rank(200, 2, chosen=4) == 4  # the user's choice stands
+    assert per_rank(3, 2) == 1  # never more blocks than classes
