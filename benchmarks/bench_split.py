@@ -110,15 +110,20 @@ def load_problem(n: int, d: int, k: int):
     return X, np.unique(data.y, return_inverse=True)[1].astype(np.int64), k
 
 
+def _timed_together(reset, run, barrier) -> float:
+    """Like :func:`timed_run`, the clock starting once every process meets ``barrier``."""
+    reset()
+    barrier.wait()
+    return timed_run(lambda: None, run)
+
+
 def _twin(X, y, k: int, p: int, what: str, rank: int, repeats: int, barrier, out) -> None:
     """Rank ``rank`` of a concurrent run (a forked process): time its passes each time
     all P processes meet at ``barrier``."""
     reset, work = rank_work(X, y, k, p, what, rank=rank)
     work()
     for _ in range(repeats):
-        reset()
-        barrier.wait()
-        out.put((rank, timed_run(lambda: None, work)))
+        out.put((rank, _timed_together(reset, work, barrier)))
 
 
 def main() -> None:
@@ -158,9 +163,7 @@ def main() -> None:
             for p, (reset, work) in works.items():
                 times[p].append(timed_run(reset, work))
             if cp:
-                reset0()
-                barrier.wait()
-                mine = timed_run(lambda: None, work0)
+                mine = _timed_together(reset0, work0, barrier)
                 others = [queue.get()[1] for _ in twins]
                 times[f"{cp} at once"].append(max([mine, *others]))  # the slowest rank
         for t in twins:

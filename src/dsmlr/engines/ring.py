@@ -432,8 +432,10 @@ class Ring:
     def _land(self, j: int, shift: _ShiftInFlight, fields: tuple[str, ...]) -> None:
         """Put the block that arrived by ``shift`` in place ``j`` of the held group."""
         got = iter(self.from_wire(self.clock.timed("comm", shift.result)))
-        gid = ring_block(self.group[j].q % self.size, 1, self.size)
-        self.group[j] = self.make_block(gid + j * self.size, {f: next(got) for f in fields})
+        # self.gid moves on with the group's last block; block j comes from the next group.
+        gid = ring_block(self.gid, 1, self.size)
+        q = _group_blocks(gid, self.size, self.per_group)[j]
+        self.group[j] = self.make_block(q, {f: next(got) for f in fields})
         if j == self.per_group - 1:  # the whole group has moved on
             self.gid = gid
 
