@@ -90,13 +90,13 @@ PARTS = ("compute_seconds", "comm_seconds", "wait_seconds", "eval_seconds")
 def scaling(args) -> dict:
     """Epoch times per P.  Each repeat runs every P once, in turn, so that a machine
     whose speed drifts (shared virtual machines do) shifts every P alike; with
-    ``--baseline SRC`` each P > 1 also runs the code in SRC (another checkout's ``src``),
-    in the same turn, keyed ``"P-baseline"``."""
+    ``--baseline SRC`` each P also runs the code in SRC (another checkout's ``src``), in
+    the same turn, keyed ``"P-baseline"``; its ratio is to the baseline's first P."""
     n, d, k = args.scale_samples, args.scale_features, args.scale_classes
     train = _data(f"mpi-n{n}-d{d}-k{k}", n, d, k, "--test-fraction", "0.2")
     variants = [(str(p), p, None) for p in args.ranks]
     if args.baseline:
-        variants += [(f"{p}-baseline", p, args.baseline) for p in args.ranks if p > 1]
+        variants += [(f"{p}-baseline", p, args.baseline) for p in args.ranks]
     runs: dict[str, list] = {key: [] for key, _, _ in variants}
     parts: dict[str, list] = {key: [] for key, _, _ in variants}
     for _ in range(args.repeats):
@@ -106,13 +106,16 @@ def scaling(args) -> dict:
             runs[key].append(statistics.median(_epoch_times(records)))
             parts[key].append({f: statistics.median(r[f] for r in records[1:]) for f in PARTS})
             print(key, runs[key][-1], flush=True)
-    base = statistics.median(runs[str(args.ranks[0])])
+    first = str(args.ranks[0])
     out = {}
-    for key, _, source in variants:
+    for key, p, source in variants:
         epoch = statistics.median(runs[key])
+        base = statistics.median(runs[first if source is None else f"{first}-baseline"])
         out[key] = {"epoch_seconds": epoch, "runs": runs[key], "ratio_to_first": epoch / base,
                     "optimizer": args.optimizer, "problem": [n, d, k], "source": source,
                     "rank0_parts": parts[key]}  # fmt: skip
+        if source is not None:  # this code's epoch against the baseline's, same P
+            out[key]["current_over_baseline"] = statistics.median(runs[str(p)]) / epoch
     return out
 
 
@@ -201,7 +204,7 @@ def main() -> None:
     parser.add_argument("--scale-features", type=int, default=20_000, help="for scaling")
     parser.add_argument("--scale-classes", type=int, default=1000, help="for scaling")
     parser.add_argument("--baseline", metavar="SRC", default=None,
-                        help="for scaling: also run P > 1 with the package in SRC (another "
+                        help="for scaling: also run each P with the package in SRC (another "
                              "checkout's src directory), interleaved")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
     args = parser.parse_args()

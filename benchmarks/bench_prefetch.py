@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import types
 from pathlib import Path
 
-from bench_split import PASSES, load_problem, rank_work, timed_run, write_report
-from dsmlr.engines.sync_ring import blocks_per_worker
-from dsmlr.kernels import numba_cpu
+from bench_split import ab_passes, ab_table, load_problem, patched_kernels, write_report
 
 HERE = Path(__file__).resolve().parent
 _IMPORT = "from dsmlr.kernels.prefetch import NEAR, prefetch_distance, prefetch_row\n"
@@ -44,18 +41,8 @@ _FIXED = (
 def kernels(prefetch: bool, distance: int | None = None) -> types.ModuleType:
     """A fresh copy of :mod:`dsmlr.kernels.numba_cpu`: as shipped, without the hints, or
     (``distance``) with them at a fixed distance."""
-    source = Path(numba_cpu.__file__).read_text()
-    if _IMPORT not in source or "cache=True" not in source:
-        raise SystemExit("numba_cpu.py changed: update bench_prefetch.py's source patch")
-    source = source.replace("cache=True", "cache=False")
-    if distance is not None:
-        source = source.replace(_IMPORT, _FIXED.format(int(distance)))
-    elif not prefetch:
-        source = source.replace(_IMPORT, _EMPTY)
-    module = types.ModuleType(f"numba_cpu_{prefetch}_{distance}")
-    module.__file__ = numba_cpu.__file__
-    exec(compile(source, numba_cpu.__file__, "exec"), module.__dict__)
-    return module
+    new = _IMPORT if prefetch else _EMPTY if distance is None else _FIXED.format(int(distance))
+    return patched_kernels(_IMPORT, new, f"numba_cpu_{prefetch}_{distance}")
 
 
 def main() -> None:
@@ -72,24 +59,8 @@ def main() -> None:
     args.out = args.out or str(HERE / "results" / name)
     X, y, k = load_problem(25_000, 20_000, args.classes)
     other = kernels(False, args.against).NumbaKernel()
-    variants = {True: kernels(True).NumbaKernel(), False: other}
-    table: dict[str, dict[int, dict]] = {}
-    for what in PASSES:
-        table[what] = {}
-        for p in args.ranks:
-            # The same starting arrays (same seed) for both, reset before every run.
-            works = {on: rank_work(X, y, k, p, what, kernel=kern) for on, kern in variants.items()}
-            times: dict[bool, list[float]] = {True: [], False: []}
-            for _reset, run in works.values():
-                run()  # compile, warm the caches
-            for r in range(args.repeats):
-                for on in (True, False) if r % 2 == 0 else (False, True):
-                    times[on].append(timed_run(*works[on]))
-            with_, without = statistics.median(times[True]), statistics.median(times[False])
-            table[what][p] = {"with": with_, "without": without, "ratio": with_ / without,
-                              "classes_per_block": k // (p * blocks_per_worker(p)),
-                              "with_runs": times[True], "without_runs": times[False]}  # fmt: skip
-            print(what, p, round(with_ / without, 3), flush=True)
+    variants = {"with": kernels(True).NumbaKernel(), "without": other}
+    table = ab_passes(X, y, k, args.ranks, args.repeats, variants)
     result = {"machine": platform.platform(), "problem": [*X.shape, k], "repeats": args.repeats,
               "passes": table}  # fmt: skip
     without = "without" if args.against is None else f"{args.against} ahead"
@@ -102,13 +73,8 @@ def main() -> None:
         + ("without them" if args.against is None else f"always {args.against} non-zeros ahead")
         + f", the two compiled in one process and run alternately; medians of {args.repeats}.",
         "",
-        f"| pass | P | classes per block | with (s) | {without} (s) | with / {without} |",
-        "|---|---|---|---|---|---|",
+        *ab_table(table, ("with", "without"), ("with", without, f"with / {without}")),
     ]
-    for what, per_p in table.items():
-        for p, v in per_p.items():
-            lines.append(f"| {what} | {p} | {v['classes_per_block']} | {v['with']:.3f} | "
-                         f"{v['without']:.3f} | {v['ratio']:.2f} |")  # fmt: skip
     write_report(args.out, result, lines)
     print("\n".join(lines))
 

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
+from dsmlr.kernels.fast_exp import fast_exp
 from dsmlr.kernels.numba_cpu import _row_scores_csr, _row_scores_dense
 from dsmlr.scoring import BlockScores
 
@@ -49,7 +50,7 @@ def _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score):
     else:
         total = 0.0
         for k in range(width):
-            total += math.exp(s[k] - top)
+            total += fast_exp(s[k] - top)
         block_lse = top + math.log(total)
     cur = log_norm[r]
     if cur != cur or block_lse != block_lse:
