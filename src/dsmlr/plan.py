@@ -151,26 +151,26 @@ class Throughput:
 
 #: Rates of the numba kernels measured with :func:`calibrate` at its defaults (5000 rows,
 #: 20000 features, 50 non-zeros a row, one block of 500 classes, one rank), the median
-#: of 3 calibrations on 2026-11-27, on this project's 2-core development machine (AMD
+#: of 3 calibrations on 2026-11-28, on this project's 2-core development machine (AMD
 #: EPYC, shared with other jobs).  They are *that machine's* figures, kept so that
 #: ``dsmlr plan`` answers at once: run ``dsmlr plan --calibrate`` (or pass
 #: ``calibrate()``'s result) to plan for another one.
 MEASURED_THROUGHPUT: dict[str, Throughput] = {
     "float64": Throughput(
-        update_sgd=8.76e8,
-        update_svrg=4.97e8,
-        update_adagrad=3.50e8,
-        gradient=7.11e8,
-        score=1.64e9,
-        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-27",
+        update_sgd=1.43e9,
+        update_svrg=6.57e8,
+        update_adagrad=4.99e8,
+        gradient=1.15e9,
+        score=2.49e9,
+        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-28",
     ),
     "float32": Throughput(
-        update_sgd=1.78e9,
-        update_svrg=5.97e8,
-        update_adagrad=5.09e8,
-        gradient=9.51e8,
-        score=2.84e9,
-        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-27",
+        update_sgd=2.75e9,
+        update_svrg=8.70e8,
+        update_adagrad=6.57e8,
+        gradient=1.59e9,
+        score=4.66e9,
+        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-28",
     ),
 }
 
