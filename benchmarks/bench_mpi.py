@@ -19,8 +19,11 @@ Experiments (``--only`` picks some):
     peak resident memory per rank for P = 1 and P = 4.
 ``straggler``
     K = 200, rank 1 slowed 2x (``--straggler 1:2``), P = 4: time to within 1% of the
-    optimum (scikit-learn lbfgs, cached) for the sync and the async engine, with each
-    run's objective against time.
+    optimum (scikit-learn lbfgs, cached) for the sync and the async engine, taking turns,
+    with each run's objective against time.  ``--straggler-ranks``,
+    ``--straggler-classes``, ``--straggler-epochs`` and ``--eval-every`` (scoring every E
+    epochs, so the synchronous scoring ring waits for the slow rank less often) change
+    the setting.
 
 Run: ``python benchmarks/bench_mpi.py [--only scaling bytes] [--repeats 3]``; writes
 ``benchmarks/results/mpi.{json,md}``.
@@ -169,22 +172,28 @@ def _optimum(train: Path, lam: float) -> float:
 
 
 def straggler(args) -> dict:
-    lam = 1e-5
-    train = _data("mpi-k200", 25_000, 20_000, 200, "--test-fraction", "0.2")
+    """Time to within 1% of the optimum, sync against async, one rank slowed 2x.  The
+    engines take turns within each repeat (as the P values do in :func:`scaling`)."""
+    lam, p, k = 1e-5, args.straggler_ranks, args.straggler_classes
+    train = _data(f"mpi-k{k}", 25_000, 20_000, k, "--test-fraction", "0.2")
     best = _optimum(train, lam)
-    out = {"optimizer": args.optimizer}
-    for engine in ("sync", "async"):
-        runs, traces = [], []
-        for _ in range(args.repeats):
-            records = _train(4, train, "--engine", engine, "--straggler", "1:2", "--lam",
-                             str(lam), "--epochs", "12", "--tol", "1e-6", "--optimizer",
-                             args.optimizer)  # fmt: skip
+    out = {"optimizer": args.optimizer, "ranks": p, "classes": k, "eval_every": args.eval_every}
+    runs: dict[str, list] = {"sync": [], "async": []}
+    traces: dict[str, list] = {"sync": [], "async": []}
+    for _ in range(args.repeats):
+        for engine in runs:
+            records = _train(p, train, "--engine", engine, "--straggler", "1:2", "--lam",
+                             str(lam), "--epochs", str(args.straggler_epochs), "--tol", "1e-6",
+                             "--optimizer", args.optimizer, "--eval-every",
+                             str(args.eval_every))  # fmt: skip
             hit = next((r["time"] for r in records if r["objective"] <= best * 1.01), None)
-            runs.append(hit)
-            traces.append([[r["time"], r["objective"]] for r in records])
-        done = [r for r in runs if r is not None]
-        out[engine] = {"seconds_to_1pct": statistics.median(done) if done else None, "runs": runs,
-                       "time_objective": traces}  # fmt: skip
+            runs[engine].append(hit)
+            traces[engine].append([[r["time"], r["objective"]] for r in records])
+            print(engine, hit, flush=True)
+    for engine, times in runs.items():
+        done = [t for t in times if t is not None]
+        out[engine] = {"seconds_to_1pct": statistics.median(done) if done else None,
+                       "runs": times, "time_objective": traces[engine]}  # fmt: skip
     s, a = out["sync"]["seconds_to_1pct"], out["async"]["seconds_to_1pct"]
     out["sync_over_async"] = s / a if s and a else None
     return out
@@ -203,6 +212,13 @@ def main() -> None:
     parser.add_argument("--scale-samples", type=int, default=25_000, help="for scaling")
     parser.add_argument("--scale-features", type=int, default=20_000, help="for scaling")
     parser.add_argument("--scale-classes", type=int, default=1000, help="for scaling")
+    parser.add_argument("--straggler-ranks", type=int, default=4, help="for straggler (4)")
+    parser.add_argument("--straggler-classes", type=int, default=200,
+                        help="for straggler (200)")  # fmt: skip
+    parser.add_argument("--straggler-epochs", type=int, default=12,
+                        help="for straggler: at most this many epochs (12)")  # fmt: skip
+    parser.add_argument("--eval-every", type=int, default=1,
+                        help="for straggler: score every E epochs (1)")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", default=None,
                         help="for scaling: also run each P with the package in SRC (another "
                              "checkout's src directory), interleaved")  # fmt: skip
