@@ -22,8 +22,8 @@ Experiments (``--only`` picks some):
     optimum (scikit-learn lbfgs, cached) for the sync and the async engine, taking turns,
     with each run's objective against time.  ``--straggler-ranks``,
     ``--straggler-classes``, ``--straggler-epochs`` and ``--eval-every`` (scoring every E
-    epochs, so the synchronous scoring ring waits for the slow rank less often) change
-    the setting.
+    epochs) change the setting; ``--baseline SRC`` adds the async engine of another
+    checkout.
 
 Run: ``python benchmarks/bench_mpi.py [--only scaling bytes] [--repeats 3]``; writes
 ``benchmarks/results/mpi.{json,md}``.
@@ -173,27 +173,31 @@ def _optimum(train: Path, lam: float) -> float:
 
 def straggler(args) -> dict:
     """Time to within 1% of the optimum, sync against async, one rank slowed 2x.  The
-    engines take turns within each repeat (as the P values do in :func:`scaling`)."""
+    engines take turns within each repeat (as the P values do in :func:`scaling`); with
+    ``--baseline SRC`` the async engine of the code in SRC takes a turn too."""
     lam, p, k = 1e-5, args.straggler_ranks, args.straggler_classes
     train = _data(f"mpi-k{k}", 25_000, 20_000, k, "--test-fraction", "0.2")
     best = _optimum(train, lam)
     out = {"optimizer": args.optimizer, "ranks": p, "classes": k, "eval_every": args.eval_every}
-    runs: dict[str, list] = {"sync": [], "async": []}
-    traces: dict[str, list] = {"sync": [], "async": []}
+    variants = [("sync", "sync", None), ("async", "async", None)]
+    if args.baseline:
+        variants.append(("async-baseline", "async", args.baseline))
+    runs: dict[str, list] = {key: [] for key, _, _ in variants}
+    traces: dict[str, list] = {key: [] for key, _, _ in variants}
     for _ in range(args.repeats):
-        for engine in runs:
+        for key, engine, source in variants:
             records = _train(p, train, "--engine", engine, "--straggler", "1:2", "--lam",
                              str(lam), "--epochs", str(args.straggler_epochs), "--tol", "1e-6",
                              "--optimizer", args.optimizer, "--eval-every",
-                             str(args.eval_every))  # fmt: skip
+                             str(args.eval_every), source=source)  # fmt: skip
             hit = next((r["time"] for r in records if r["objective"] <= best * 1.01), None)
-            runs[engine].append(hit)
-            traces[engine].append([[r["time"], r["objective"]] for r in records])
-            print(engine, hit, flush=True)
-    for engine, times in runs.items():
+            runs[key].append(hit)
+            traces[key].append([[r["time"], r["objective"]] for r in records])
+            print(key, hit, flush=True)
+    for key, times in runs.items():
         done = [t for t in times if t is not None]
-        out[engine] = {"seconds_to_1pct": statistics.median(done) if done else None,
-                       "runs": times, "time_objective": traces[engine]}  # fmt: skip
+        out[key] = {"seconds_to_1pct": statistics.median(done) if done else None,
+                    "runs": times, "time_objective": traces[key]}  # fmt: skip
     s, a = out["sync"]["seconds_to_1pct"], out["async"]["seconds_to_1pct"]
     out["sync_over_async"] = s / a if s and a else None
     return out
@@ -220,8 +224,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1,
                         help="for straggler: score every E epochs (1)")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", default=None,
-                        help="for scaling: also run each P with the package in SRC (another "
-                             "checkout's src directory), interleaved")  # fmt: skip
+                        help="for scaling (each P) and straggler (the async engine): also "
+                             "run the package in SRC (another checkout's src directory), "
+                             "interleaved")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
     args = parser.parse_args()
     results = {

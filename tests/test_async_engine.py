@@ -37,7 +37,9 @@ def test_async_reaches_the_optimum(problem, n_workers, optimizer):
 
 
 def test_tokens_avoid_a_rank_with_a_long_queue():
-    visits = np.zeros(4, dtype=np.int64)
+    # Rank 2 has just visited the token (as it has whenever it chooses in the update
+    # stage) and holds no other.
+    visits = np.array([0, 0, 1, 0])
     # Unvisited ranks come first, nearest to the left breaking ties ...
     assert choose_destination(2, visits, np.zeros(4), 4) == 1
     visits[1] = 1
@@ -45,7 +47,41 @@ def test_tokens_avoid_a_rank_with_a_long_queue():
     # ... unless their queue is longer by more than a visit's worth of tokens.
     assert choose_destination(2, visits, np.array([9.0, 0, 0, 0]), 4) == 3
     assert choose_destination(2, visits, np.array([9.0, 0, 0, 9.0]), 4) == 1
-    assert choose_destination(0, np.zeros(1, dtype=np.int64), np.zeros(1), 4) == 0
+    assert choose_destination(0, np.ones(1, dtype=np.int64), np.zeros(1), 4) == 0
+
+
+def test_a_fast_rank_keeps_a_token_the_others_are_too_busy_for():
+    # Two ranks, rank 1 far behind: rank 0 makes a second visit itself rather than
+    # queue the token behind nine others ...
+    assert choose_destination(0, np.array([1, 0]), np.array([0.0, 9.0]), 4) == 0
+    # ... but not when rank 1 is only a little behind, nor a third visit for a short lead.
+    assert choose_destination(0, np.array([1, 0]), np.array([0.0, 3.0]), 4) == 1
+    assert choose_destination(0, np.array([2, 0]), np.array([0.0, 6.0]), 4) == 1
+    # Its own queue counts like the others': a long one sends the token on.
+    assert choose_destination(0, np.array([1, 0]), np.array([9.0, 9.0]), 4) == 1
+
+
+def test_a_token_goes_where_it_would_be_done_soonest():
+    # Rank 1 takes twice as long a visit: a queue of one there costs as much as a queue
+    # of three on rank 3, so rank 3 wins against two queued but not against four.
+    pace = np.array([1.0, 2.0, 1.0, 1.0])
+    visits = np.array([1, 0, 1, 0])
+    assert choose_destination(2, visits, np.array([0.0, 1.0, 0.0, 2.0]), 4, pace=pace) == 3
+    assert choose_destination(2, visits, np.array([0.0, 1.0, 0.0, 4.0]), 4, pace=pace) == 1
+    # Two ranks, rank 1 at half speed with two tokens queued: rank 0 keeps the token for
+    # a second visit rather than wait (with equal paces it would send it on).
+    visits, load = np.array([1, 0]), np.array([0.0, 2.0])
+    assert choose_destination(0, visits, load, 2, pace=np.array([1.0, 2.0])) == 0
+    assert choose_destination(0, visits, load, 2) == 1
+
+
+def test_gradient_and_scoring_stages_visit_each_rank_once():
+    # once=True: only ranks not yet visited this stage, the shortest queue first, this
+    # rank included while it has not been visited.
+    visits = np.array([1, 0, 0, 1])
+    assert choose_destination(0, visits, np.array([0.0, 5.0, 2.0, 0.0]), 4, once=True) == 2
+    assert choose_destination(3, visits, np.array([0.0, 2.0, 2.0, 0.0]), 4, once=True) == 2
+    assert choose_destination(1, np.array([1, 0]), np.array([0.0, 0.0]), 4, once=True) == 1
 
 
 def test_tokens_stay_wide_enough_by_default():
@@ -61,3 +97,52 @@ def test_tokens_stay_wide_enough_by_default():
     assert per_rank(200, 8) == 2  # narrower still, but two keep a rank busy
     assert per_rank(200, 2, chosen=4) == 4  # the user's choice stands
     assert per_rank(3, 2) == 1  # never more blocks than classes
+
+
+def test_a_straggler_does_fewer_update_visits_but_every_rank_scores_every_block(monkeypatch):
+    from collections import Counter
+
+    from dsmlr.engines import EngineConfig
+    from dsmlr.engines.ring import Epoch
+    from dsmlr.training import train_embedded
+
+    seen: list[tuple[int, str, int, int]] = []  # (epoch, stage, rank, block)
+    epochs: list[Epoch] = []  # every rank's Epoch objects, in the order they first visit
+
+    for stage in ("update", "gradient", "score"):
+        original = getattr(Epoch, stage)
+
+        def recorded(self, blk, _original=original, _stage=stage):
+            if not any(e is self for e in epochs):
+                epochs.append(self)
+            rank = self.ring.comm.rank
+            number = [e for e in epochs if e.ring.comm.rank == rank].index(self)
+            seen.append((number, _stage, rank, blk.q))
+            return _original(self, blk)
+
+        monkeypatch.setattr(Epoch, stage, recorded)
+    X, y = planted_sparse_problem(n_samples=600, n_features=60, n_classes=12, seed=5)
+    cfg = EngineConfig(n_samples=600, n_features=60, n_classes=12, max_epochs=3, tol=0.0,
+                       dtype="float64", blocks_per_rank=4, straggler=(1, 10.0))  # fmt: skip
+    result = train_embedded(X, y, cfg, 3, "async")
+    assert len(result.history) == 3
+    assert sorted({e for e, *_ in seen}) == [0, 1, 2]
+    every = {(r, q): 1 for r in range(3) for q in range(12)}
+    for e in range(3):
+        visits = {s: Counter() for s in ("update", "gradient", "score")}
+        for number, stage, rank, q in seen:
+            if number == e:
+                visits[stage][rank, q] += 1
+        # Every block is scored on every rank exactly once, and (SVRG from the second
+        # epoch) its anchor gradient takes in every rank's rows exactly once ...
+        assert visits["score"] == every
+        assert visits["gradient"] == ({} if e == 0 else every)
+        # ... and it makes its budget of P update visits.
+        per_block = Counter()
+        for (_rank, q), n in visits["update"].items():
+            per_block[q] += n
+        assert per_block == {q: 3 for q in range(12)}
+    # The ranks at full speed take over part of the straggler's share of the updates (an
+    # even share would be 36 visits each; it makes about 20, ten times slower).
+    updates = Counter(rank for _, stage, rank, _ in seen if stage == "update")
+    assert updates[1] < 0.75 * min(updates[0], updates[2])

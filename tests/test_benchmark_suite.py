@@ -227,3 +227,13 @@ def test_suite_runs_a_method_that_reached_nothing_once(tmp_path):
     assert len(tiny["runs"]["dsmlr-sgd"]) == 1
     assert tiny["not_repeated"] == ["dsmlr-sgd"]
     assert "dsmlr-sgd ran once" in out.with_suffix(".md").read_text()
+
+
+def test_a_capped_lbfgs_run_counts_as_the_optimum_only_when_its_gap_bound_is_tiny():
+    base = {"objective": 4.7, "converged": False, "n_iter": 20}
+    assert suite.certified_optimum({**base, "converged": True})
+    assert suite.certified_optimum({**base, "gap_bound": 4e-9})
+    # A bound of a thousandth of the 0.1% target or more, or none (an intercept): the
+    # targets might lie below lbfgs's value, so runs go on to the time limit.
+    assert not suite.certified_optimum({**base, "gap_bound": 5e-6})
+    assert not suite.certified_optimum({**base, "gap_bound": None})

@@ -156,16 +156,16 @@ def test_a_malformed_file_is_one_line_on_every_rank_count(data_dir):
 def test_an_exception_on_one_rank_aborts_the_whole_job(data_dir):
     script = data_dir / "crash.py"
     script.write_text(
-        "import dsmlr.engines.sync_ring as s\n"
+        "from dsmlr.engines.ring import Epoch\n"
         "from dsmlr.cli import main\n"
         "from dsmlr.comm.mpi import world_rank_and_size\n"
-        "real, calls = s.visit, []\n"
-        "def visit(*a):\n"
+        "real, calls = Epoch.update, []\n"
+        "def update(*a):\n"
         "    calls.append(1)\n"
         "    if world_rank_and_size()[0] == 1 and len(calls) == 3:\n"
         "        raise RuntimeError('injected failure')\n"
         "    return real(*a)\n"
-        "s.visit = visit\n"
+        "Epoch.update = update\n"
         "raise SystemExit(main(['train', 'd.train.svm', '--epochs', '50', '--quiet', "
         "'--model', 'crash-model']))\n"
     )

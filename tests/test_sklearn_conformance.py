@@ -163,7 +163,11 @@ def test_warm_start_continues_from_the_previous_model(engine):
     # starts over and ends where the first fit did.
     assert clf.history_[0]["objective"] <= first * (1 + 1e-9)
     assert clf.history_[-1]["objective"] < first
-    np.testing.assert_allclose(cold.history_[-1]["objective"], first, rtol=1e-12)
+    # The sync engine repeats itself bit for bit; the async engine's tokens go where
+    # the ranks' timing sends them, which moves its third epoch's objective by up to a
+    # few percent on this small problem.
+    rtol = 1e-12 if engine == "sync" else 0.1
+    np.testing.assert_allclose(cold.history_[-1]["objective"], first, rtol=rtol)
     ref = LogisticRegression(C=1 / (1e-3 * len(y)), tol=1e-12, max_iter=10_000).fit(X, y)
     gap_first = np.abs(cold.coef_ - ref.coef_).max()
     assert np.abs(clf.coef_ - ref.coef_).max() < gap_first

@@ -56,8 +56,10 @@ def test_torch_kernel_trains_like_numba(sparse, engine, optimizer):
     if engine == "sync":  # deterministic: the same steps in the same order
         np.testing.assert_allclose(objectives[1], objectives[0], rtol=1e-8)
         np.testing.assert_allclose(runs[1].coef_, runs[0].coef_, rtol=1e-6, atol=1e-9)
-    else:  # tokens visit in the order they arrive, so only the result is comparable
-        np.testing.assert_allclose(objectives[1][-1], objectives[0][-1], rtol=2e-3)
+    else:  # tokens go where the ranks' timing sends them: only the result compares,
+        # and after 4 epochs eight runs of the numba kernel spread by up to 3.2% here
+        # (AdaGrad; SVRG 0.1%).  The sync runs above compare the kernels' steps exactly.
+        np.testing.assert_allclose(objectives[1][-1], objectives[0][-1], rtol=6e-2)
 
 
 def test_torch_kernel_reaches_the_optimum():

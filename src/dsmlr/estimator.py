@@ -75,7 +75,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         at K = 1000 they are 1.6x faster (2 cores).
     engine : {"sync", "async"}, default="sync"
         Training engine: the synchronous ring, or asynchronous token passing (blocks
-        flow around slow workers instead of waiting for them).
+        flow around slow workers instead of waiting for them, each through an epoch's
+        anchor gradient, updates and scoring on its own).
     optimizer : {"svrg", "adagrad", "sgd"}, default="svrg"
         Per-block update rule: variance-reduced steps (after one plain warm-up epoch),
         AdaGrad, or the DS-MLR paper's decaying-step SGD.
@@ -90,7 +91,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     dtype : {"float32", "float64"}, default="float32"
         Storage type of the data and the weights.  float32 halves the model's memory and
         the bytes each step reads (the kernels are bound by memory traffic), so training
-        takes about three quarters of float64's time; the objective, the normalisers
+        takes about four fifths of float64's time; the objective, the normalisers
         ``b`` and SVRG's anchor gradient are always accumulated in float64.  float64 is
         for optima wanted closer than float32's 7 significant digits allow: in float32
         a ``tol`` far below 1e-7 may never be met, and training then runs to
@@ -101,9 +102,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         :func:`dsmlr.engines.sync_ring.blocks_per_worker`; async: 4, so blocks can flow
         around a slow worker).  More blocks mean finer-grained work and more messages.
     eval_every : int, default=1
-        Compute the exact objective (one ring pass over all class blocks) every this
-        many epochs, and after the last; ``tol`` is checked at those epochs.  Larger
-        values save that pass's compute and communication.
+        Compute the exact objective (every class block scores every worker's rows)
+        every this many epochs, and after the last; ``tol`` is checked at those epochs.
+        Larger values save that pass's compute and communication.
     kernel : str, default="auto"
         Compute kernel: ``"numba"`` (fast CPU), ``"torch"`` (PyTorch, on ``device``),
         ``"reference"`` (numpy oracle); ``"auto"`` is numba on the CPU, torch on a GPU.

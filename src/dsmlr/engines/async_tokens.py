@@ -1,44 +1,59 @@
 """Asynchronous engine: class blocks circulate as tokens (NOMAD-style, no lockstep).
 
-The update phase (see :mod:`dsmlr.engines.ring` for the rest of an epoch) has no
-rounds.  There are B = 4P blocks by default (2P where 4P would leave fewer than
-:data:`MIN_TOKEN_CLASSES` classes a block), each a *token* that carries its weights
-(and optimiser state) and a budget of P visits per epoch.  Every rank loops:
+An epoch has no rounds and no ring.  There are B = 4P blocks by default (2P where 4P
+would leave fewer than :data:`MIN_TOKEN_CLASSES` classes a block), each a *token* that
+carries its weights (and optimiser state) through the epoch's stages (see
+:mod:`dsmlr.engines.ring`), each stage a set of visits to ranks:
+
+* gradient (SVRG): one visit to every rank, each adding its rows' part of the block's
+  anchor gradient; after the last, the block anchors at its weights;
+* update: a budget of P visits, each one stochastic pass over the rank's rows, to any
+  ranks;
+* scoring: one visit to every rank, each scoring the rank's rows against the block;
+
+then home (block ``q`` lives on rank ``q mod P`` between epochs).  Every rank loops:
 
 1. take in the tokens that have arrived (non-blocking);
-2. pop one from its queue, make one stochastic pass of that block over its own rows, and
-   post it on, without waiting for the receiver: to the rank where it should wait least,
-   preferring ranks this token has visited least this epoch, with queue lengths learnt
-   from the tokens themselves (each carries its sender's queue length); a token whose
-   budget is spent goes home instead (block ``q`` lives on rank ``q mod P`` between
-   epochs).
+2. pop one from its queue, make its visit, and post it on, without waiting for the
+   receiver, to the rank where its visit would be done soonest (:func:`choose_destination`):
+   in the update stage preferring ranks this token has visited least this epoch, keeping
+   it for another visit where the others would keep it waiting longer; in the other
+   stages among the ranks it has still to visit.  Queue lengths and seconds per update
+   visit are learnt from the tokens themselves (each carries its sender's).
 
-A slow rank's queue grows, so other ranks stop sending it tokens and the fast ranks do
-more of the epoch's visits: nobody waits for the straggler until the end of the phase.
+Different tokens are in different stages at once, so no stage waits for the slowest
+rank as a whole: a slow rank's queue grows, the others stop sending it update visits
+and make more of them themselves, and it catches up on the gradient and scoring visits
+only it can make (they need its rows) meanwhile.  Nobody waits for the straggler until
+the end of the epoch.
 
 Each ``b_i`` is refreshed before every step from the rank's table of per-block partial
-normalisers, which every visit of a block brings up to date for that block, so a rank
-always uses the newest normaliser it has seen of every block.
+normalisers, which every update visit of a block brings up to date for that block, so
+a rank always uses the newest normaliser it has seen of every block; when every block
+has scored the rank's rows, they refresh ``b`` in closed form.  The anchor gradient's
+visits use ``b`` as it was at the start of the epoch (exact after a scoring stage), as
+do the variance-reduced steps.
 
 Termination
     A rank enters a non-blocking barrier once all its home blocks are back, then keeps
     serving tokens that still arrive.  When the barrier completes every rank has all its
-    home blocks, so no token is in flight: the phase ends, and the scoring ring runs as
-    in the synchronous engine.  The stopping rule decides on allreduced values, so all
-    ranks stop at the same epoch.
+    home blocks, so no token is in flight: the epoch ends with one allreduce of the
+    ranks' sums.  The stopping rule decides on allreduced values, so all ranks stop at
+    the same epoch.
 
 Communication
 -------------
-Every visit but a token's last is followed by one send of the token (plus one send home
-if its last visit was elsewhere): at most ``P`` sends per token per epoch, so on average
-per rank the update phase moves what the synchronous update ring does (``M`` for plain
-SGD, ``M * (2 + 8 / itemsize)`` for SVRG, ``M = K * D_fit * itemsize``), plus a header of
-``4 + P`` int64s per send.  The gradient and scoring rings are as in
-:mod:`dsmlr.engines.ring`.
+A token is sent after every visit that leaves it for another rank, and home at the end
+if its last visit was elsewhere: at most ``P`` sends per stage and token, each of the
+arrays the stage needs (weights and the float64 gradient in the gradient stage; weights,
+anchor weights and gradient in SVRG's update stage; weights alone in the others), so on
+average per rank an epoch moves about what the synchronous engine's rings do (see
+:mod:`dsmlr.engines.sync_ring`), plus a header of ``6 + P`` int64s per send.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -46,9 +61,8 @@ import numpy as np
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
-from dsmlr.engines.ring import Block, Ring, run_epochs
-from dsmlr.engines.sync_ring import update_fields, visit
-from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
+from dsmlr.engines.ring import Block, Epoch, run_epochs
+from dsmlr.kernels import LocalRows
 
 __all__ = [
     "DEFAULT_BLOCKS_PER_RANK",
@@ -71,85 +85,132 @@ MIN_TOKEN_CLASSES = 50
 _POLL_SECONDS = 0.01
 
 
+#: A token's stages, in order (those the epoch has), then the trip home.
+GRADIENT, UPDATE, SCORING, HOME = range(4)
+
+
 @dataclass
 class _Token:
     block: Block
-    visits_left: int
-    visits: np.ndarray  # this epoch's visits per rank
+    stage: int
+    visits: np.ndarray  # this stage's visits per rank
+    visits_left: int = 0  # the update stage's budget
 
 
-def choose_destination(rank: int, visits: np.ndarray, load: np.ndarray, per_group: int) -> int:
+def choose_destination(
+    rank: int,
+    visits: np.ndarray,
+    load: np.ndarray,
+    per_group: int,
+    once: bool = False,
+    pace: np.ndarray | None = None,
+) -> int:
     """Where a token goes next from ``rank``.
 
-    The rank minimising ``per_group * visits[r] + load[r]`` among the others (``rank``
-    itself only when alone): a rank the token has visited once more this epoch must have
-    a queue ``per_group`` tokens shorter to be chosen, so tokens cover every rank's rows
-    unless a rank falls behind.  Ties go to the nearest rank to the left, as in the
-    synchronous ring.
+    The rank minimising ``pace[r] * (per_group * visits[r] + load[r] + 1)``: how long
+    the token would take there, at ``pace[r]`` seconds a visit behind a queue of
+    ``load[r]`` tokens (``load[rank]``: this rank's own), where a rank the token has
+    visited once more this stage counts ``per_group`` tokens more, so that tokens cover
+    every rank's rows unless a rank falls behind; then the fast ranks (this one
+    included, with two ranks the only other choice) take its share.  ``pace`` None:
+    every rank equally fast.  ``once``: only ranks not yet visited this stage (the
+    gradient and scoring stages visit each rank once).  Ties go to the nearest rank to
+    the left, as in the synchronous ring, and to this rank last.
     """
     size = len(visits)
-    if size == 1:
-        return rank
-    candidates = [(rank - d) % size for d in range(1, size)]
-    return min(candidates, key=lambda r: per_group * visits[r] + load[r])
+    candidates = [(rank - d) % size for d in range(1, size + 1)]
+    if once:
+        candidates = [r for r in candidates if visits[r] == 0]
+    speed = np.ones(size) if pace is None else pace
+    return min(candidates, key=lambda r: speed[r] * (per_group * visits[r] + load[r] + 1))
 
 
-def _token_phase(
-    ring: Ring,
-    kernel: Kernel,
-    rows: LocalRows,
-    partials: np.ndarray,
-    b: np.ndarray,
-    b_anchor: np.ndarray | None,
-    step: UpdateConfig,
-    carry: tuple[str, ...],
-    rng: np.random.Generator,
-    cfg: EngineConfig,
-) -> None:
+def _token_epoch(epoch: Epoch) -> None:
+    """Every block through the epoch's stages as a token; returns when all are home."""
+    ring = epoch.ring
     comm, clock = ring.comm, ring.clock
     me, size = comm.rank, ring.size
-    fields = update_fields(b_anchor is not None, carry)
-    queue = deque(_Token(blk, size, np.zeros(size, dtype=np.int64)) for blk in ring.group)
+    stages = [GRADIENT] * (epoch.b_anchor is not None) + [UPDATE]
+    stages += [SCORING] * (epoch.scorers is not None) + [HOME]
+    fields = {GRADIENT: epoch.gradient_fields, UPDATE: epoch.update_fields,
+              SCORING: epoch.scoring_fields, HOME: epoch.scoring_fields}  # fmt: skip
+    queue: deque[_Token] = deque()
     home: list[Block] = []
-    load = np.zeros(size)  # what this rank knows of the others' queue lengths
-    order = rng.permutation(rows.n_rows)
+    load = np.zeros(size)  # what this rank knows of the queues' lengths
+    pace = ring.pace  # and of the ranks' seconds per update visit (NaN: not heard yet)
     everyone_home = None
+
+    def enter(blk: Block, stage: int) -> _Token:
+        if stage == GRADIENT:
+            epoch.begin_gradient(blk)
+        return _Token(blk, stage, np.zeros(size, dtype=np.int64), size)
+
+    def arrive(token: _Token) -> None:
+        if token.stage == HOME:
+            home.append(token.block)
+        else:
+            queue.append(token)
 
     def take(message: list[np.ndarray]) -> None:
         meta, arrays = message[0], message[1:]
-        q, visits_left, sender, sender_load = (int(v) for v in meta[:4])
+        q, stage, visits_left, sender, sender_load, sender_pace = (int(v) for v in meta[:6])
         load[sender] = sender_load
-        blk = ring.make_block(q, dict(zip(fields, ring.from_wire(arrays), strict=True)))
-        if visits_left == 0:
-            home.append(blk)
-        else:
-            queue.append(_Token(blk, visits_left, meta[4:].copy()))
+        if sender_pace > 0:
+            pace[sender] = sender_pace * 1e-9
+        blk = ring.make_block(q, dict(zip(fields[stage], ring.from_wire(arrays), strict=True)))
+        arrive(_Token(blk, stage, meta[6:].copy(), visits_left))
 
     def send(token: _Token, dest: int) -> None:
         blk = token.block
-        meta = np.concatenate([[blk.q, token.visits_left, me, len(queue)], token.visits])
-        arrays = [meta.astype(np.int64), *ring.to_wire([getattr(blk, f) for f in fields])]
+        pace_ns = 0 if np.isnan(pace[me]) else round(pace[me] * 1e9)
+        meta = [blk.q, token.stage, token.visits_left, me, len(queue), pace_ns, *token.visits]
+        arrays = [np.array(meta, dtype=np.int64)]
+        arrays += ring.to_wire([getattr(blk, f) for f in fields[token.stage]])
         clock.timed("comm", comm.post, dest, arrays)
         load[dest] += 1
 
+    def work(token: _Token) -> _Token:
+        """One visit; the token as it leaves (its next stage once this one is done)."""
+        blk, stage = token.block, token.stage
+        token.visits[me] += 1
+        if stage == GRADIENT:
+            epoch.gradient(blk)
+            done = bool(token.visits.all())
+            if done:
+                epoch.end_gradient(blk)
+        elif stage == UPDATE:
+            t0 = time.perf_counter()
+            epoch.update(blk)
+            seconds = time.perf_counter() - t0
+            # A running mean over the last few visits (blocks differ a little in width).
+            pace[me] = seconds if np.isnan(pace[me]) else 0.7 * pace[me] + 0.3 * seconds
+            token.visits_left -= 1
+            done = token.visits_left == 0
+        else:
+            epoch.score(blk)
+            done = bool(token.visits.all())
+        return enter(blk, stages[stages.index(stage) + 1]) if done else token
+
+    for blk in ring.group:
+        queue.append(enter(blk, stages[0]))
     while True:
         while (message := clock.timed("comm", comm.poll, 0.0)) is not None:
             take(message)
         if queue:
-            token = queue.popleft()
-            visit(ring, kernel, rows, token.block, partials, b, b_anchor, order, step)
-            token.visits_left -= 1
-            token.visits[me] += 1
-            if token.visits_left == 0:
+            token = work(queue.popleft())
+            if token.stage == HOME:
                 dest = token.block.q % size
             else:
-                dest = choose_destination(me, token.visits, load, ring.per_group)
-            if dest != me:
-                send(token, dest)
-            elif token.visits_left == 0:
-                home.append(token.block)
+                load[me] = len(queue)
+                once = token.stage != UPDATE
+                known = pace[~np.isnan(pace)]
+                # Ranks not heard from yet are taken to be as fast as the typical one.
+                typical = np.nan_to_num(pace, nan=float(np.median(known)) if known.size else 1.0)
+                dest = choose_destination(me, token.visits, load, ring.per_group, once, typical)
+            if dest == me:
+                arrive(token)
             else:
-                queue.append(token)
+                send(token, dest)
             continue
         if everyone_home is None and len(home) == ring.per_group:
             everyone_home = comm.ibarrier()
@@ -187,4 +248,4 @@ def async_token_worker(
     Same parameters and result as :func:`~dsmlr.engines.sync_ring.sync_ring_worker`.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _token_phase, start)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _token_epoch, start)

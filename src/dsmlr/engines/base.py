@@ -125,8 +125,9 @@ class EpochRecord:
     with unseen labels count as errors).  ``compute_seconds`` (kernels), ``comm_seconds``
     (communication, waiting included), ``wait_seconds`` (the part of it spent waiting
     for other ranks, see :attr:`~dsmlr.comm.base.Communicator.wait_seconds`),
-    ``eval_seconds`` (the scoring ring) and ``bytes_sent`` (payload per rank, averaged
-    over ranks) cover the epochs since the previous record
+    ``eval_seconds`` (the scoring stage and the allreduce: the sync engine's scoring
+    ring, shifts included; the async engine's scoring visits) and ``bytes_sent``
+    (payload per rank, averaged over ranks) cover the epochs since the previous record
     (one epoch unless :attr:`EngineConfig.eval_every` > 1).  ``peak_rss`` is
     each rank's peak resident memory so far, in bytes, in rank order (in-process
     workers share one process, so they report the same figure).

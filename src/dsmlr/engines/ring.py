@@ -5,23 +5,26 @@ partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``.  The
 are split into B blocks, gathered into P groups of ``B / P`` blocks; rank ``p`` holds
 group ``p`` at the start and at the end of every ring.  An epoch is
 
-1. (SVRG, from the second epoch) a *gradient ring*: each block's full data gradient at
+1. (SVRG, from the second epoch) a *gradient stage*: each block's full data gradient at
    the current weights, the anchor of the variance-reduced steps;
-2. an *update phase*, the one thing engines differ in: every block makes stochastic
-   passes over the ranks' rows (:mod:`~dsmlr.engines.sync_ring` in lockstep,
-   :mod:`~dsmlr.engines.async_tokens` as free-running tokens);
-3. a *scoring ring*: the exact objective and accuracy, and every ``b_i`` refreshed in
-   closed form, then one small allreduce combines the ranks' sums.  With
-   ``eval_every = n > 1`` it runs every n-th epoch only (and after the last), so an
-   epoch of plain SGD moves exactly the model once; stopping is decided at those
-   epochs.
+2. an *update stage*: every block makes stochastic passes over the ranks' rows;
+3. a *scoring stage*: every block scores every rank's rows, which gives the exact
+   objective and accuracy and refreshes every ``b_i`` in closed form; then one small
+   allreduce combines the ranks' sums.  With ``eval_every = n > 1`` it runs every n-th
+   epoch only (and after the last), so an epoch of plain SGD moves exactly the model
+   once; stopping is decided at those epochs.
+
+How the blocks travel through the stages is the engine's one job (an
+:data:`EpochPhase` given an :class:`Epoch`): :mod:`~dsmlr.engines.sync_ring` runs each
+stage as a ring in lockstep (:func:`ring_epoch`), :mod:`~dsmlr.engines.async_tokens`
+sends every block through the three stages as a free-running token.
 
 Every decision (stopping, step halving, errors) is taken on allreduced values, so all
 ranks take it together.
 
 Communication per epoch and rank, with ``M = K * D_fit * itemsize`` the model's size:
-the scoring ring sends ``M`` (only every ``eval_every`` epochs); the gradient ring
-``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update phase is the
+the scoring stage sends ``M`` (only every ``eval_every`` epochs); the gradient stage
+``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update stage is the
 engine's own; one allreduce of 8 float64s.  ``b`` and the rows never move.
 """
 
@@ -48,17 +51,27 @@ from dsmlr.engines.base import (
 )
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import HostBlocks, Kernel, LocalRows, UpdateConfig, get_kernel
+from dsmlr.kernels.base import Snapshot
 from dsmlr.partition import class_blocks, ring_block
 from dsmlr.scoring import BlockScores, summarise
 
 #: Top-k accuracy reported on a held-out set each epoch.
 TEST_TOP_K = 5
 
-__all__ = ["Block", "Clock", "Ring", "UpdatePhase", "block_array", "run_epochs"]
+__all__ = [
+    "Block",
+    "Clock",
+    "Epoch",
+    "EpochPhase",
+    "Ring",
+    "block_array",
+    "ring_epoch",
+    "run_epochs",
+]
 
 
 class Clock:
-    """Splits wall time into compute and communication (which includes waiting).
+    """Splits wall time into compute, communication (which includes waiting) and scoring.
 
     ``slowdown`` > 1 stretches this rank's kernel calls (update, gradient and scoring
     passes) by sleeping ``slowdown - 1`` times as long as each took: the test-only
@@ -68,6 +81,7 @@ class Clock:
     def __init__(self, slowdown: float = 1.0) -> None:
         self.compute = 0.0
         self.comm = 0.0
+        self.eval = 0.0  # the scoring stage (see EpochRecord.eval_seconds)
         self.slowdown = slowdown
 
     def stretched(self, fn, *args):
@@ -80,7 +94,7 @@ class Clock:
 
     def timed(self, bucket: str, fn, *args):
         t0 = time.perf_counter()
-        out = self.stretched(fn, *args) if bucket == "compute" else fn(*args)
+        out = self.stretched(fn, *args) if bucket in ("compute", "eval") else fn(*args)
         setattr(self, bucket, getattr(self, bucket) + time.perf_counter() - t0)
         return out
 
@@ -356,6 +370,9 @@ class Ring:
         self.gid = comm.rank  # rank p starts, and ends every ring, with group p
         self.scratch_acc = self.kernel.zeros(cfg.n_columns)  # optimisers without AdaGrad
         self.on_visit: Callable[[], None] | None = None  # progress hook (rank 0)
+        # Each rank's seconds per update visit as this rank last heard (NaN: not yet),
+        # kept across epochs: the asynchronous engine routes its tokens by it.
+        self.pace = np.full(self.size, np.nan)
         self.capacity = max(hi - lo for lo, hi in self.blocks)
         self.group = []
         for q in _group_blocks(self.gid, self.size, self.per_group):
@@ -440,45 +457,134 @@ class Ring:
             self.gid = gid
 
 
-def _gradient_ring(ring: Ring, kernel: Kernel, rows: LocalRows, b: np.ndarray, cfg, carry):
-    """Give every block its full data gradient at the current weights (the SVRG anchor)."""
-    for blk in ring.group:
-        blk.mean_grad = kernel.zeros_block(*blk.W.shape, ring.capacity, np.float64)
-
-    def visit(blk: Block, _round: int) -> None:
-        ring.clock.timed(
-            "compute", kernel.gradient_pass, rows, blk.W, blk.k0, b, 1.0 / cfg.n_samples,
-            blk.mean_grad,
-        )  # fmt: skip
-
-    ring.travel(("W", "mean_grad", *carry), visit)
-    for blk in ring.group:
-        blk.W_anchor = kernel.zeros_block(*blk.W.shape, ring.capacity, ring.dtype)
-        blk.W_anchor[...] = blk.W
+def _score_block(kernel: Kernel, scorers: list, blk: Block, cfg, home: bool) -> float:
+    """Score ``blk`` against this rank's rows into each scorer; return the block's
+    penalty where this rank counts it (``home``: each block on exactly one rank)."""
+    for scorer in scorers:
+        scorer.visit(kernel, blk.W, blk.k0, blk.q)
+    if not home:
+        return 0.0
+    return 0.5 * cfg.lam * float(kernel.squared_norm(blk.W[: cfg.n_features]))
 
 
-def _scoring_ring(ring, kernel, scorers: list[_Scorer], cfg, carry) -> float:
-    """Score every set of rows against every block; return this rank's penalty share."""
-    penalty = 0.0
+def _scoring_ring(ring: Ring, kernel: Kernel, scorers: list, cfg, carry) -> float:
+    """Score every set of rows against every block; return this rank's penalty share.
+
+    Its wall time, the shifts' waits included, goes to ``ring.clock.eval``.
+    """
+    clock, t0, penalty = ring.clock, time.perf_counter(), 0.0
 
     def visit(blk: Block, r: int) -> None:
         nonlocal penalty
-        for scorer in scorers:
-            # Scoring is timed as a whole (eval_seconds), not as compute; a straggler is
-            # slow here too.
-            ring.clock.stretched(scorer.visit, kernel, blk.W, blk.k0, blk.q)
-        if r == 0:
-            # Each block is in exactly one rank's round-0 group.
-            penalty += 0.5 * cfg.lam * float(kernel.squared_norm(blk.W[: cfg.n_features]))
+        # A straggler is slow here too; a block is in exactly one rank's round-0 group.
+        penalty += clock.stretched(_score_block, kernel, scorers, blk, cfg, r == 0)
 
     ring.travel(("W", *carry), visit)
+    clock.eval += time.perf_counter() - t0
     return penalty
 
 
-#: An engine's update phase: ``(ring, kernel, rows, partials, b, b_anchor, step, carry,
-#: rng)``.  It makes the epoch's stochastic passes and must leave every rank holding its
-#: own group (``ring.gid == rank``) again.  ``b_anchor`` is None for plain steps.
-UpdatePhase = Callable[..., None]
+@dataclass(eq=False)  # holds arrays: two epochs are equal only if they are one
+class Epoch:
+    """One epoch's work on this rank, for an engine to schedule.
+
+    An engine's :data:`EpochPhase` sends every block through the stages the epoch has,
+    each a set of visits of the block to ranks, and leaves every rank holding its own
+    group again (``ring.gid == rank``):
+
+    * ``gradient`` (SVRG, where ``b_anchor`` is set): one visit to every rank, between
+      :meth:`begin_gradient` and :meth:`end_gradient`;
+    * ``update``: visits making stochastic passes (the sync ring: one to every rank);
+    * ``scoring`` (where ``scorers`` is set): one visit to every rank.
+    """
+
+    ring: Ring
+    kernel: Kernel
+    rows: LocalRows
+    cfg: EngineConfig
+    partials: np.ndarray
+    b: np.ndarray
+    step: UpdateConfig
+    carry: tuple[str, ...]
+    order: np.ndarray  # the row order of this epoch's stochastic passes
+    b_anchor: np.ndarray | None = None
+    scorers: list | None = None
+    penalty: float = 0.0  # this rank's share of the penalty, summed by score()
+
+    @property
+    def update_fields(self) -> tuple[str, ...]:
+        """The arrays of a block that travel between update visits."""
+        svrg = self.b_anchor is not None
+        return ("W", "W_anchor", "mean_grad", *self.carry) if svrg else ("W", *self.carry)
+
+    @property
+    def gradient_fields(self) -> tuple[str, ...]:
+        return ("W", "mean_grad", *self.carry)
+
+    @property
+    def scoring_fields(self) -> tuple[str, ...]:
+        return ("W", *self.carry)
+
+    def update(self, blk: Block) -> None:
+        """One stochastic pass of ``blk`` over this rank's rows (SVRG if anchored)."""
+        ring, kernel = self.ring, self.kernel
+        snapshot = None
+        if self.b_anchor is not None:
+            snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
+        ring.clock.timed(
+            "compute", kernel.update_pass, self.rows, blk.W, blk.k0, blk.acc, self.partials,
+            blk.q, self.b, self.order, self.step, snapshot,
+        )  # fmt: skip
+        if ring.on_visit is not None:
+            ring.on_visit()
+
+    def begin_gradient(self, blk: Block) -> None:
+        """A zero float64 gradient for ``blk`` to collect its visits' rows in."""
+        blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, np.float64)
+
+    def gradient(self, blk: Block) -> None:
+        """Add this rank's rows' part of ``blk``'s full data gradient (at ``b_anchor``)."""
+        self.ring.clock.timed(
+            "compute", self.kernel.gradient_pass, self.rows, blk.W, blk.k0, self.b_anchor,
+            1.0 / self.cfg.n_samples, blk.mean_grad,
+        )  # fmt: skip
+
+    def end_gradient(self, blk: Block) -> None:
+        """Anchor ``blk`` at its current weights, once every rank added its part."""
+        blk.W_anchor = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, self.ring.dtype)
+        blk.W_anchor[...] = blk.W
+
+    def score(self, blk: Block) -> None:
+        """Score ``blk`` against this rank's rows; the home rank counts its penalty.
+
+        Timed as scoring (``clock.eval``), and slowed by the straggler knob like the
+        other passes.
+        """
+        home = blk.q % self.ring.size == self.ring.comm.rank
+        self.penalty += self.ring.clock.timed(
+            "eval", _score_block, self.kernel, self.scorers, blk, self.cfg, home
+        )
+
+
+#: An engine's schedule of an epoch's stages (see :class:`Epoch`).
+EpochPhase = Callable[[Epoch], None]
+
+#: An engine's update stage within :func:`ring_epoch`.
+UpdateStage = Callable[[Epoch], None]
+
+
+def ring_epoch(epoch: Epoch, update_stage: UpdateStage) -> None:
+    """The gradient and scoring stages as rings, around the engine's ``update_stage``."""
+    ring = epoch.ring
+    if epoch.b_anchor is not None:
+        for blk in ring.group:
+            epoch.begin_gradient(blk)
+        ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk))
+        for blk in ring.group:
+            epoch.end_gradient(blk)
+    update_stage(epoch)
+    if epoch.scorers is not None:
+        epoch.penalty = _scoring_ring(ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry)
 
 
 def run_epochs(
@@ -489,10 +595,10 @@ def run_epochs(
     n_test: int,
     monitor: Monitor | None,
     per_group: int,
-    update_phase: UpdatePhase,
+    epoch_phase: EpochPhase,
     start: Start | None = None,
 ) -> WorkerResult:
-    """The epoch loop every engine runs; the engine supplies ``update_phase``.
+    """The epoch loop every engine runs; the engine supplies ``epoch_phase``.
 
     With ``start`` weights (warm start, checkpoint) a scoring ring first makes ``b`` and
     the cached partials exact at those weights (bit for bit what the interrupted run
@@ -522,6 +628,7 @@ def run_epochs(
         start_scores = _Scorer(rows, ring.n_blocks)
         _scoring_ring(ring, kernel, [start_scores], cfg, carry)
         partials, b = start_scores.partials, -start_scores.sums()[0]
+        clock.eval = 0.0
     rng = np.random.default_rng([cfg.seed, comm.rank])
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     with np.errstate(over="ignore"):
@@ -562,28 +669,33 @@ def run_epochs(
         # a plain stochastic pass, which gets there faster.
         b_anchor = None
         if cfg.optimizer == "svrg" and (epoch > 1 or start is not None):
-            # Anchor at the current W, whose exact b the last scoring ring computed.
+            # Anchor at the current W, whose exact b the last scoring stage computed.
             b_anchor = b.copy()
-            _gradient_ring(ring, kernel, rows, b_anchor, cfg, carry)
-        update_phase(ring, kernel, rows, partials, b, b_anchor, step, carry, rng, cfg)
-        if epoch % cfg.eval_every and epoch < cfg.max_epochs:
-            # No scoring ring this epoch: b keeps the values the steps refreshed from the
-            # cached partials, and the next record covers this epoch's time and bytes.
+        # Without scoring this epoch, b keeps the values the steps refreshed from the
+        # cached partials, and the next record covers this epoch's time and bytes.
+        scoring = not (epoch % cfg.eval_every and epoch < cfg.max_epochs)
+        train = _Scorer(rows, ring.n_blocks) if scoring else None
+        test = None
+        if scoring and test_rows is not None:
+            test = _HeldOutScorer(test_rows, cfg.n_classes)
+        scorers = [s for s in (train, test) if s is not None]
+        work = Epoch(
+            ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
+            b_anchor, scorers or None,
+        )  # fmt: skip
+        epoch_phase(work)
+        if train is None:
             continue
 
         t_eval = time.perf_counter()
-        train = _Scorer(rows, ring.n_blocks)
-        test = _HeldOutScorer(test_rows, cfg.n_classes) if test_rows is not None else None
-        penalty = _scoring_ring(
-            ring, kernel, [s for s in (train, test) if s is not None], cfg, carry
-        )
+        penalty = work.penalty
         lse, loss, correct = train.sums()
         partials, b = train.partials, -lse
         held_out = test.sums() if test is not None else np.zeros(4)
         sent = float(comm.bytes_sent - bytes_before)
         sums = np.array([loss, correct, penalty, sent, *held_out])
         totals = clock.timed("comm", comm.allreduce_sum, sums)
-        eval_seconds = time.perf_counter() - t_eval
+        eval_seconds = clock.eval + time.perf_counter() - t_eval
         objective = totals[0] / cfg.n_samples + totals[2]
         if not np.isfinite(objective):
             raise on_all_ranks(
@@ -611,7 +723,7 @@ def run_epochs(
             record.test_accuracy = float(t_correct / n_test)
             record.test_top5_accuracy = float(t_top / n_test)
         history.append(record)
-        clock.compute = clock.comm = 0.0
+        clock.compute = clock.comm = clock.eval = 0.0
         bytes_before, wait_before = comm.bytes_sent, comm.wait_seconds
         if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
             monitor.on_epoch(record)

@@ -1,10 +1,10 @@
 """Synchronous ring engine (bulk-synchronous DS-MLR).
 
-The update phase (see :mod:`dsmlr.engines.ring` for the rest of an epoch) is P rounds:
-in round ``r`` rank ``p`` holds group ``(p + r) mod P``, runs one pass of stochastic
-steps of each of its blocks over its own rows, and passes the group to rank ``p - 1``.
-B = P blocks, except B = 4 for two ranks (see :func:`blocks_per_worker`).  Every rank
-waits for its neighbour each round, so the slowest rank sets the pace.
+Every stage of an epoch (see :mod:`dsmlr.engines.ring`) is a ring of P rounds: in round
+``r`` rank ``p`` holds group ``(p + r) mod P``, visits each of its blocks (in the update
+stage, one pass of stochastic steps over its own rows), and passes the group to rank
+``p - 1``.  B = P blocks, except B = 4 for two ranks (see :func:`blocks_per_worker`).
+Every rank waits for its neighbour each round, so the slowest rank sets the pace.
 
 Communication
 -------------
@@ -24,15 +24,12 @@ and the rows never move.
 
 from __future__ import annotations
 
-import numpy as np
-
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
-from dsmlr.engines.ring import Ring, run_epochs
-from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
-from dsmlr.kernels.base import Snapshot
+from dsmlr.engines.ring import Epoch, ring_epoch, run_epochs
+from dsmlr.kernels import LocalRows
 
-__all__ = ["blocks_per_worker", "sync_ring_worker", "update_fields"]
+__all__ = ["blocks_per_worker", "sync_ring_worker"]
 
 
 def blocks_per_worker(n_workers: int) -> int:
@@ -51,40 +48,13 @@ def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
     return cfg.blocks_per_rank or blocks_per_worker(n_ranks)
 
 
-def update_fields(svrg: bool, carry: tuple[str, ...]) -> tuple[str, ...]:
-    """The arrays of a block that travel during the update phase."""
-    return ("W", "W_anchor", "mean_grad", *carry) if svrg else ("W", *carry)
-
-
-def visit(ring: Ring, kernel: Kernel, rows, blk, partials, b, b_anchor, order, step) -> None:
-    """One stochastic pass of block ``blk`` over this rank's rows (SVRG if anchored)."""
-    snapshot = Snapshot(blk.W_anchor, blk.mean_grad, b_anchor) if b_anchor is not None else None
-    ring.clock.timed(
-        "compute", kernel.update_pass, rows, blk.W, blk.k0, blk.acc, partials, blk.q, b, order,
-        step, snapshot,
-    )  # fmt: skip
-    if ring.on_visit is not None:
-        ring.on_visit()
-
-
-def _update_ring(
-    ring: Ring,
-    kernel: Kernel,
-    rows: LocalRows,
-    partials: np.ndarray,
-    b: np.ndarray,
-    b_anchor: np.ndarray | None,
-    step: UpdateConfig,
-    carry: tuple[str, ...],
-    rng: np.random.Generator,
-    cfg: EngineConfig,
-) -> None:
+def _update_ring(epoch: Epoch) -> None:
     """P lockstep rounds: every block makes one pass over every rank's rows."""
-    order = rng.permutation(rows.n_rows)
-    ring.travel(
-        update_fields(b_anchor is not None, carry),
-        lambda blk, _round: visit(ring, kernel, rows, blk, partials, b, b_anchor, order, step),
-    )
+    epoch.ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk))
+
+
+def _sync_epoch(epoch: Epoch) -> None:
+    ring_epoch(epoch, _update_ring)
 
 
 def sync_ring_worker(
@@ -122,4 +92,4 @@ def sync_ring_worker(
         history.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _update_ring, start)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _sync_epoch, start)
