@@ -156,7 +156,7 @@ def test_warm_start_continues_from_the_previous_model(engine):
     X, y = _problem(8, n=400)
     params = {"max_epochs": 3, "n_workers": 2, "random_state": 0, "engine": engine, "tol": 0.0}
     clf = DSMLRClassifier(1e-3, warm_start=True, **params).fit(X, y)
-    first = clf.history_[-1]["objective"]
+    first, first_coef = clf.history_[-1]["objective"], clf.coef_.copy()
     clf.fit(X, y)
     cold = DSMLRClassifier(1e-3, **params).fit(X, y)
     # A warm refit starts where the first fit ended and improves on it; a cold one
@@ -169,7 +169,8 @@ def test_warm_start_continues_from_the_previous_model(engine):
     rtol = 1e-12 if engine == "sync" else 0.1
     np.testing.assert_allclose(cold.history_[-1]["objective"], first, rtol=rtol)
     ref = LogisticRegression(C=1 / (1e-3 * len(y)), tol=1e-12, max_iter=10_000).fit(X, y)
-    gap_first = np.abs(cold.coef_ - ref.coef_).max()
+    # The refit's own first fit, not the cold run: async runs differ from each other.
+    gap_first = np.abs(first_coef - ref.coef_).max()
     assert np.abs(clf.coef_ - ref.coef_).max() < gap_first
 
 

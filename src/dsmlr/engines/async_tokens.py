@@ -137,7 +137,7 @@ def _token_epoch(epoch: Epoch) -> None:
     queue: deque[_Token] = deque()
     home: list[Block] = []
     load = np.zeros(size)  # what this rank knows of the queues' lengths
-    pace = ring.pace  # and of the ranks' seconds per update visit (NaN: not heard yet)
+    pace = ring.pace  # and of the ranks' seconds per update visit (NaN: not known)
     everyone_home = None
 
     def enter(blk: Block, stage: int) -> _Token:
@@ -154,9 +154,7 @@ def _token_epoch(epoch: Epoch) -> None:
     def take(message: list[np.ndarray]) -> None:
         meta, arrays = message[0], message[1:]
         q, stage, visits_left, sender, sender_load, sender_pace = (int(v) for v in meta[:6])
-        load[sender] = sender_load
-        if sender_pace > 0:
-            pace[sender] = sender_pace * 1e-9
+        load[sender], pace[sender] = sender_load, sender_pace * 1e-9 if sender_pace else np.nan
         blk = ring.make_block(q, dict(zip(fields[stage], ring.from_wire(arrays), strict=True)))
         arrive(_Token(blk, stage, meta[6:].copy(), visits_left))
 
@@ -181,9 +179,14 @@ def _token_epoch(epoch: Epoch) -> None:
         elif stage == UPDATE:
             t0 = time.perf_counter()
             epoch.update(blk)
-            seconds = time.perf_counter() - t0
-            # A running mean over the last few visits (blocks differ a little in width).
-            pace[me] = seconds if np.isnan(pace[me]) else 0.7 * pace[me] + 0.3 * seconds
+            # This rank's pace is the median of its last few visits (its first ever may
+            # include compiling the kernels): one slow visit must not make a rank look
+            # slow for long, as others would then stop sending it the visits that could
+            # show otherwise.
+            if ring.warmed_up:
+                ring.visit_seconds.append(time.perf_counter() - t0)
+                pace[me] = float(np.median(ring.visit_seconds))
+            ring.warmed_up = True
             token.visits_left -= 1
             done = token.visits_left == 0
         else:

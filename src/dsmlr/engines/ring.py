@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,6 +58,10 @@ from dsmlr.scoring import BlockScores, summarise
 
 #: Top-k accuracy reported on a held-out set each epoch.
 TEST_TOP_K = 5
+
+#: A rank's pace (seconds per update visit, for the asynchronous engine's routing) is
+#: the median of its last this many update visits.
+PACE_VISITS = 9
 
 __all__ = [
     "Block",
@@ -370,9 +375,11 @@ class Ring:
         self.gid = comm.rank  # rank p starts, and ends every ring, with group p
         self.scratch_acc = self.kernel.zeros(cfg.n_columns)  # optimisers without AdaGrad
         self.on_visit: Callable[[], None] | None = None  # progress hook (rank 0)
-        # Each rank's seconds per update visit as this rank last heard (NaN: not yet),
+        # Each rank's seconds per update visit as this rank last heard (NaN: not known),
         # kept across epochs: the asynchronous engine routes its tokens by it.
         self.pace = np.full(self.size, np.nan)
+        self.visit_seconds: deque[float] = deque(maxlen=PACE_VISITS)  # this rank's latest
+        self.warmed_up = False  # whether this rank has made an update visit yet
         self.capacity = max(hi - lo for lo, hi in self.blocks)
         self.group = []
         for q in _group_blocks(self.gid, self.size, self.per_group):
