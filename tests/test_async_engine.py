@@ -76,6 +76,9 @@ def test_a_token_goes_where_it_would_be_done_soonest():
     visits, load = np.array([1, 0]), np.array([0.0, 2.0])
     assert choose_destination(0, visits, load, 2, pace=np.array([1.0, 2.0])) == 0
     assert choose_destination(0, visits, load, 2) == 1
+    # A rank not heard from yet counts as fast as the median of the others.
+    unheard = np.array([1.0, np.nan])
+    assert choose_destination(0, visits, load, 2, pace=unheard) == 1
 
 
 def test_gradient_and_scoring_stages_visit_each_rank_once():

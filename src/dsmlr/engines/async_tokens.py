@@ -94,7 +94,7 @@ class _Token:
     block: Block
     stage: int
     visits: np.ndarray  # this stage's visits per rank
-    visits_left: int = 0  # the update stage's budget
+    visits_left: int  # the update stage's budget
 
 
 def choose_destination(
@@ -113,7 +113,8 @@ def choose_destination(
     visited once more this stage counts ``per_group`` tokens more, so that tokens cover
     every rank's rows unless a rank falls behind; then the fast ranks (this one
     included, with two ranks the only other choice) take its share.  ``pace`` None:
-    every rank equally fast.  ``once``: only ranks not yet visited this stage (the
+    every rank equally fast; a NaN entry (a rank not heard from yet): as fast as the
+    median of the others.  ``once``: only ranks not yet visited this stage (the
     gradient and scoring stages visit each rank once).  Ties go to the nearest rank to
     the left, as in the synchronous ring, and to this rank last.
     """
@@ -121,7 +122,10 @@ def choose_destination(
     candidates = [(rank - d) % size for d in range(1, size + 1)]
     if once:
         candidates = [r for r in candidates if visits[r] == 0]
-    speed = np.ones(size) if pace is None else pace
+    speed = np.ones(size)
+    if pace is not None:
+        known = pace[~np.isnan(pace)]
+        speed = np.nan_to_num(pace, nan=float(np.median(known)) if known.size else 1.0)
     return min(candidates, key=lambda r: speed[r] * (per_group * visits[r] + load[r] + 1))
 
 
@@ -206,10 +210,7 @@ def _token_epoch(epoch: Epoch) -> None:
             else:
                 load[me] = len(queue)
                 once = token.stage != UPDATE
-                known = pace[~np.isnan(pace)]
-                # Ranks not heard from yet are taken to be as fast as the typical one.
-                typical = np.nan_to_num(pace, nan=float(np.median(known)) if known.size else 1.0)
-                dest = choose_destination(me, token.visits, load, ring.per_group, once, typical)
+                dest = choose_destination(me, token.visits, load, ring.per_group, once, pace)
             if dest == me:
                 arrive(token)
             else:
