@@ -43,14 +43,21 @@ def test_engines_report_every_block_visit(engine, workers):
         assert len(total) == 1 and done == sorted(done) and done[0] >= 1
         assert max(done) <= total.pop()
     if engine == "sync":
-        # Worker 0 visits each of the P blocks once per epoch, and reports each visit.
-        assert [d for e, d, _ in rec.visits if e == 1] == list(range(1, workers + 1))
+        # Worker 0 is visited by each of the P blocks once per stage, and reports each
+        # visit: the update and scoring stages in the first epoch, SVRG's anchor gradient
+        # too from the second.
+        assert [d for e, d, _ in rec.visits if e == 1] == list(range(1, 2 * workers + 1))
+        assert [d for e, d, _ in rec.visits if e == 2] == list(range(1, 3 * workers + 1))
+    else:  # each of the B = 4 blocks comes to every rank for its anchor gradient and
+        # its scoring, whatever the timing does with the update visits
+        for epoch in (2, 3):
+            assert len([d for e, d, _ in rec.visits if e == epoch]) >= 2 * 4
 
 
 def test_plain_lines_and_metrics_when_not_a_terminal(capsys):
     metrics = io.StringIO()
     stream = io.StringIO()  # not a terminal: no bar
-    show = TrainingProgress(1000, metrics=metrics, stream=stream)
+    show = TrainingProgress(metrics=metrics, stream=stream)
     show.progress(1, 1, 4)
     entry = {"epoch": 1, "time": 0.5, "objective": 0.75, "train_accuracy": 0.5,
              "test_accuracy": 0.25, "test_top5_accuracy": 0.5}  # fmt: skip
@@ -62,16 +69,16 @@ def test_plain_lines_and_metrics_when_not_a_terminal(capsys):
     assert json.loads(metrics.getvalue()) == entry
 
 
-def test_bar_shows_rows_epoch_and_latest_figures(capsys):
+def test_bar_shows_visits_epoch_and_latest_figures(capsys):
     stream = io.StringIO()
-    show = TrainingProgress(2000, bar=True, stream=stream)
+    show = TrainingProgress(bar=True, stream=stream)
     show.progress(1, 1, 4)
     show({"epoch": 1, "time": 0.5, "objective": 0.6931, "train_accuracy": 0.5})
     show.progress(2, 2, 4)
     show.close()
     drawn = stream.getvalue()
     assert "epoch 1" in drawn and "epoch 2" in drawn
-    assert "500/2.00k" in drawn and "1.00k/2.00k" in drawn  # rows processed of the epoch
+    assert "1/4 [" in drawn and "2/4 [" in drawn  # block visits made of the epoch's
     assert "objective=0.6931" in drawn and "train acc=0.5000" in drawn
     assert "<" in drawn  # elapsed<remaining
     assert "epoch    1" in capsys.readouterr().out
@@ -79,7 +86,7 @@ def test_bar_shows_rows_epoch_and_latest_figures(capsys):
 
 def test_quiet_prints_nothing_but_keeps_metrics(capsys):
     metrics = io.StringIO()
-    show = TrainingProgress(10, quiet=True, metrics=metrics, stream=io.StringIO())
+    show = TrainingProgress(quiet=True, metrics=metrics, stream=io.StringIO())
     assert not show.show_bar
     show.progress(1, 1, 2)
     show({"epoch": 1, "time": 0.1, "objective": 1.0, "train_accuracy": 0.0})
@@ -88,7 +95,7 @@ def test_quiet_prints_nothing_but_keeps_metrics(capsys):
 
 
 def test_prefix_marks_each_rank_line_with_its_own_timings(capsys):
-    show = TrainingProgress(10, prefix="rank 2: ", stream=io.StringIO())
+    show = TrainingProgress(prefix="rank 2: ", stream=io.StringIO())
     show({"epoch": 3, "time": 0.1, "objective": 1.0, "train_accuracy": 0.0,
           "compute_seconds": 1.5, "comm_seconds": 0.25, "wait_seconds": 0.125})  # fmt: skip
     line = capsys.readouterr().out

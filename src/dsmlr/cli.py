@@ -280,7 +280,7 @@ def _run_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     with (
         open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics,
-        TrainingProgress(X.shape[0], quiet=args.quiet, metrics=metrics) as on_epoch,
+        TrainingProgress(quiet=args.quiet, metrics=metrics) as on_epoch,
     ):
         if not args.quiet:
             print(

@@ -85,7 +85,7 @@ def _train(comm: MPIComm, args: argparse.Namespace, note: str | None) -> int:
     with (
         open(metrics_file, "w", encoding="utf-8") if metrics_file else nullcontext() as metrics,
         TrainingProgress(
-            train.n_samples, quiet=args.quiet, metrics=metrics, prefix=prefix,
+            quiet=args.quiet, metrics=metrics, prefix=prefix,
             bar=None if comm.rank == 0 else False,
         ) as on_epoch,
     ):  # fmt: skip

@@ -309,7 +309,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         callback : callable, optional
             Called with each epoch's history entry (a dict) as training proceeds.  If
             it also has a ``progress(epoch, done, total)`` method, that is called after
-            each class-block visit of the epoch's update passes (for progress bars).
+            each class-block visit of the epoch on the first worker (the anchor
+            gradient's, the updates' and the scoring's; for progress bars).
 
         Returns
         -------

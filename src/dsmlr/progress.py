@@ -1,10 +1,11 @@
 """What ``dsmlr train`` shows while it trains.
 
-On a terminal: a progress bar per epoch (tqdm, on stderr) with the rows processed, elapsed
-time, the epoch's ETA and the latest objective and accuracies, above which each finished
-epoch leaves one line.  Elsewhere (CI logs, Slurm output files, pipes) only the plain
-epoch lines, since a redrawn bar would fill a log file with carriage returns.  The same
-object writes the ``--metrics`` JSON lines.
+On a terminal: a progress bar per epoch (tqdm, on stderr) with the class-block visits made
+(SVRG's anchor gradient, the updates, the scoring), elapsed time, the epoch's ETA and the
+latest objective and accuracies, above which each finished epoch leaves one line.
+Elsewhere (CI logs, Slurm output files, pipes) only the plain epoch lines, since a redrawn
+bar would fill a log file with carriage returns.  The same object writes the ``--metrics``
+JSON lines.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ __all__ = ["TrainingProgress"]
 class TrainingProgress:
     """The training callback of the CLI: ``__call__`` per epoch, ``progress`` per visit.
 
+    An epoch's bar counts the visits of class blocks to this rank's rows, each one a
+    pass over them (of the anchor gradient, the updates or the scoring), as the engine
+    reports them (:attr:`dsmlr.engines.Monitor.on_visit`).
+
     Parameters
     ----------
-    n_rows : int
-        Training rows: an epoch's bar counts them (every row passes through every class
-        block once per epoch; the bar advances as the blocks are visited).
     quiet : bool
         No bar and no epoch lines (the metrics file is still written).
     metrics : text file, optional
@@ -46,7 +48,6 @@ class TrainingProgress:
 
     def __init__(
         self,
-        n_rows: int,
         *,
         quiet: bool = False,
         metrics: IO[str] | None = None,
@@ -54,7 +55,6 @@ class TrainingProgress:
         bar: bool | None = None,
         stream: IO[str] | None = None,
     ) -> None:
-        self.n_rows = int(n_rows)
         self.quiet = quiet
         self.metrics = metrics
         self.prefix = prefix
@@ -100,16 +100,16 @@ class TrainingProgress:
             # so never drawn.
             size = shutil.get_terminal_size((100, 24))
             self._bar = tqdm(
-                total=self.n_rows, unit="row", unit_scale=True, file=self.stream,
+                total=total, unit="visit", file=self.stream,
                 ncols=size.columns, nrows=size.lines, leave=False, desc=f"epoch {epoch}",
             )  # fmt: skip
             self._bar_epoch = epoch
         elif epoch != self._bar_epoch:
-            self._bar.reset(total=self.n_rows)
-            self._bar.set_description(f"epoch {epoch}")
+            self._bar.set_description(f"epoch {epoch}", refresh=False)
             self._bar.set_postfix(self._postfix, refresh=False)
+            self._bar.reset(total=total)
             self._bar_epoch = epoch
-        self._bar.n = min(self.n_rows, round(self.n_rows * done / max(total, 1)))
+        self._bar.n = min(done, total)
         self._bar.refresh()
 
     def close(self) -> None:

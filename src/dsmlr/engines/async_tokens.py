@@ -19,7 +19,8 @@ then home (block ``q`` lives on rank ``q mod P`` between epochs).  Every rank lo
    in the update stage preferring ranks this token has visited least this epoch, keeping
    it for another visit where the others would keep it waiting longer; in the other
    stages among the ranks it has still to visit.  Queue lengths and seconds per update
-   visit are learnt from the tokens themselves (each carries its sender's).
+   visit are learnt from the tokens themselves (each carries its sender's); ranks
+   within :data:`PACE_NOISE` of the fastest count as equally fast.
 
 Different tokens are in different stages at once, so no stage waits for the slowest
 rank as a whole: a slow rank's queue grows, the others stop sending it update visits
@@ -53,6 +54,7 @@ average per rank an epoch moves about what the synchronous engine's rings do (se
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -82,11 +84,66 @@ DEFAULT_BLOCKS_PER_RANK = 4
 #: one rank slowed 2x) reached 1% of the optimum in 10.6-11.8 s instead of 15.6-17.1 s.
 MIN_TOKEN_CLASSES = 50
 
+#: A rank counts as slower than the fastest only when its pace is more than this many
+#: times the fastest's.  Closer paces are mostly timing noise (ranks sharing cores with
+#: other work): following them sends tokens to some ranks' rows more often than to
+#: others', which costs plain SGD and AdaGrad accuracy (with four in-process workers on
+#: two cores, AdaGrad stalled up to 1.3e-3 above the optimum instead of 7e-4), while a
+#: rank slowed 2x, as in the straggler benchmark, is well beyond it.
+PACE_NOISE = 1.5
+
+#: A rank's pace is the median of its last this many update visits: a few epochs' worth
+#: (a rank makes about B of them an epoch), so that a rank slowed for a moment (another
+#: process taking its core) does not look slow, while one slow for good still does
+#: within an epoch or two.  Over 9 visits, four in-process workers on two cores looked
+#: up to 2.3x apart (90th percentile; median 1.6x), over 30 up to 1.75x (median 1.4x).
+PACE_VISITS = 30
+
 _POLL_SECONDS = 0.01
 
 
 #: A token's stages, in order (those the epoch has), then the trip home.
 GRADIENT, UPDATE, SCORING, HOME = range(4)
+
+
+class Pace:
+    """Each rank's seconds per update visit as this rank last heard, kept across epochs.
+
+    Parameters
+    ----------
+    size : int
+        Ranks in the group.
+
+    Attributes
+    ----------
+    seconds : ndarray of shape (size,)
+        Seconds per update visit of every rank (NaN: not heard from yet); this rank's
+        own is the median of its last :data:`PACE_VISITS` visits, its first ever left
+        out: it may include compiling the kernels, and one slow visit must not make a
+        rank look slow for long, as the others would then stop sending it the visits
+        that could show otherwise.
+    """
+
+    def __init__(self, size: int):
+        self.seconds = np.full(size, np.nan)
+        self._recent: deque[float] = deque(maxlen=PACE_VISITS)
+        self._warmed_up = False
+
+    def record(self, rank: int, seconds: float) -> None:
+        """Count one update visit of ``seconds`` by this rank, ``rank``."""
+        if self._warmed_up:
+            self._recent.append(seconds)
+            self.seconds[rank] = float(np.median(self._recent))
+        self._warmed_up = True
+
+    def heard(self, rank: int, pace_ns: int) -> None:
+        """Take in the pace a token from ``rank`` carried (nanoseconds; 0: not known)."""
+        self.seconds[rank] = pace_ns * 1e-9 if pace_ns else np.nan
+
+    def own_ns(self, rank: int) -> int:
+        """This rank's pace as a token carries it."""
+        own = self.seconds[rank]
+        return 0 if np.isnan(own) else round(own * 1e9)
 
 
 @dataclass
@@ -114,7 +171,8 @@ def choose_destination(
     every rank's rows unless a rank falls behind; then the fast ranks (this one
     included, with two ranks the only other choice) take its share.  ``pace`` None:
     every rank equally fast; a NaN entry (a rank not heard from yet): as fast as the
-    median of the others.  ``once``: only ranks not yet visited this stage (the
+    median of the others; a pace within :data:`PACE_NOISE` times the fastest's counts
+    as the fastest's.  ``once``: only ranks not yet visited this stage (the
     gradient and scoring stages visit each rank once).  Ties go to the nearest rank to
     the left, as in the synchronous ring, and to this rank last.
     """
@@ -126,10 +184,12 @@ def choose_destination(
     if pace is not None:
         known = pace[~np.isnan(pace)]
         speed = np.nan_to_num(pace, nan=float(np.median(known)) if known.size else 1.0)
+        speed = speed / speed.min()
+        speed[speed < PACE_NOISE] = 1.0
     return min(candidates, key=lambda r: speed[r] * (per_group * visits[r] + load[r] + 1))
 
 
-def _token_epoch(epoch: Epoch) -> None:
+def _token_epoch(epoch: Epoch, pace: Pace) -> None:
     """Every block through the epoch's stages as a token; returns when all are home."""
     ring = epoch.ring
     comm, clock = ring.comm, ring.clock
@@ -141,7 +201,6 @@ def _token_epoch(epoch: Epoch) -> None:
     queue: deque[_Token] = deque()
     home: list[Block] = []
     load = np.zeros(size)  # what this rank knows of the queues' lengths
-    pace = ring.pace  # and of the ranks' seconds per update visit (NaN: not known)
     everyone_home = None
 
     def enter(blk: Block, stage: int) -> _Token:
@@ -158,14 +217,15 @@ def _token_epoch(epoch: Epoch) -> None:
     def take(message: list[np.ndarray]) -> None:
         meta, arrays = message[0], message[1:]
         q, stage, visits_left, sender, sender_load, sender_pace = (int(v) for v in meta[:6])
-        load[sender], pace[sender] = sender_load, sender_pace * 1e-9 if sender_pace else np.nan
+        load[sender] = sender_load
+        pace.heard(sender, sender_pace)
         blk = ring.make_block(q, dict(zip(fields[stage], ring.from_wire(arrays), strict=True)))
         arrive(_Token(blk, stage, meta[6:].copy(), visits_left))
 
     def send(token: _Token, dest: int) -> None:
         blk = token.block
-        pace_ns = 0 if np.isnan(pace[me]) else round(pace[me] * 1e9)
-        meta = [blk.q, token.stage, token.visits_left, me, len(queue), pace_ns, *token.visits]
+        meta = [blk.q, token.stage, token.visits_left, me, len(queue), pace.own_ns(me),
+                *token.visits]  # fmt: skip
         arrays = [np.array(meta, dtype=np.int64)]
         arrays += ring.to_wire([getattr(blk, f) for f in fields[token.stage]])
         clock.timed("comm", comm.post, dest, arrays)
@@ -183,14 +243,7 @@ def _token_epoch(epoch: Epoch) -> None:
         elif stage == UPDATE:
             t0 = time.perf_counter()
             epoch.update(blk)
-            # This rank's pace is the median of its last few visits (its first ever may
-            # include compiling the kernels): one slow visit must not make a rank look
-            # slow for long, as others would then stop sending it the visits that could
-            # show otherwise.
-            if ring.warmed_up:
-                ring.visit_seconds.append(time.perf_counter() - t0)
-                pace[me] = float(np.median(ring.visit_seconds))
-            ring.warmed_up = True
+            pace.record(me, time.perf_counter() - t0)
             token.visits_left -= 1
             done = token.visits_left == 0
         else:
@@ -210,7 +263,9 @@ def _token_epoch(epoch: Epoch) -> None:
             else:
                 load[me] = len(queue)
                 once = token.stage != UPDATE
-                dest = choose_destination(me, token.visits, load, ring.per_group, once, pace)
+                dest = choose_destination(
+                    me, token.visits, load, ring.per_group, once, pace.seconds
+                )
             if dest == me:
                 arrive(token)
             else:
@@ -252,4 +307,5 @@ def async_token_worker(
     Same parameters and result as :func:`~dsmlr.engines.sync_ring.sync_ring_worker`.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _token_epoch, start)
+    phase = functools.partial(_token_epoch, pace=Pace(comm.size))
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, phase, start)

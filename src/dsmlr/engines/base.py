@@ -162,10 +162,11 @@ class Monitor:
         ``every_rank`` (each rank's record then carries its own compute and
         communication seconds; everything else is agreed by all ranks).
     on_visit : callable, optional
-        ``on_visit(epoch, done, total)`` on rank 0 after each block visit of the update
-        phase: ``done`` of about ``total`` visits this rank makes per epoch (exact for
-        the synchronous ring; the asynchronous engine's share varies, so ``done`` is
-        capped at ``total``).  For progress bars.
+        ``on_visit(epoch, done, total)`` on rank 0 after each block visit of any stage
+        (SVRG's anchor gradient, the update, the scoring): ``done`` of about ``total``
+        visits this rank makes in the epoch (``B`` per stage: exact for the synchronous
+        ring; the asynchronous engine's share of the update visits varies, so ``done``
+        is capped at ``total``).  For progress bars.
     every_rank : bool
         See ``on_epoch``.
     """

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,10 +57,6 @@ from dsmlr.scoring import BlockScores, summarise
 
 #: Top-k accuracy reported on a held-out set each epoch.
 TEST_TOP_K = 5
-
-#: A rank's pace (seconds per update visit, for the asynchronous engine's routing) is
-#: the median of its last this many update visits.
-PACE_VISITS = 9
 
 __all__ = [
     "Block",
@@ -375,11 +370,6 @@ class Ring:
         self.gid = comm.rank  # rank p starts, and ends every ring, with group p
         self.scratch_acc = self.kernel.zeros(cfg.n_columns)  # optimisers without AdaGrad
         self.on_visit: Callable[[], None] | None = None  # progress hook (rank 0)
-        # Each rank's seconds per update visit as this rank last heard (NaN: not known),
-        # kept across epochs: the asynchronous engine routes its tokens by it.
-        self.pace = np.full(self.size, np.nan)
-        self.visit_seconds: deque[float] = deque(maxlen=PACE_VISITS)  # this rank's latest
-        self.warmed_up = False  # whether this rank has made an update visit yet
         self.capacity = max(hi - lo for lo, hi in self.blocks)
         self.group = []
         for q in _group_blocks(self.gid, self.size, self.per_group):
@@ -396,6 +386,11 @@ class Ring:
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    def visited(self) -> None:
+        """A block's visit to this rank ended (any stage): tell the progress hook."""
+        if self.on_visit is not None:
+            self.on_visit()
 
     def make_block(self, q: int, arrays: dict[str, np.ndarray]) -> Block:
         """A block rebuilt from arrays that arrived (the scratch AdaGrad state if none)."""
@@ -485,6 +480,7 @@ def _scoring_ring(ring: Ring, kernel: Kernel, scorers: list, cfg, carry) -> floa
         nonlocal penalty
         # A straggler is slow here too; a block is in exactly one rank's round-0 group.
         penalty += clock.stretched(_score_block, kernel, scorers, blk, cfg, r == 0)
+        ring.visited()
 
     ring.travel(("W", *carry), visit)
     clock.eval += time.perf_counter() - t0
@@ -542,8 +538,7 @@ class Epoch:
             "compute", kernel.update_pass, self.rows, blk.W, blk.k0, blk.acc, self.partials,
             blk.q, self.b, self.order, self.step, snapshot,
         )  # fmt: skip
-        if ring.on_visit is not None:
-            ring.on_visit()
+        ring.visited()
 
     def begin_gradient(self, blk: Block) -> None:
         """A zero float64 gradient for ``blk`` to collect its visits' rows in."""
@@ -555,6 +550,7 @@ class Epoch:
             "compute", self.kernel.gradient_pass, self.rows, blk.W, blk.k0, self.b_anchor,
             1.0 / self.cfg.n_samples, blk.mean_grad,
         )  # fmt: skip
+        self.ring.visited()
 
     def end_gradient(self, blk: Block) -> None:
         """Anchor ``blk`` at its current weights, once every rank added its part."""
@@ -571,6 +567,7 @@ class Epoch:
         self.penalty += self.ring.clock.timed(
             "eval", _score_block, self.kernel, self.scorers, blk, self.cfg, home
         )
+        self.ring.visited()
 
 
 #: An engine's schedule of an epoch's stages (see :class:`Epoch`).
@@ -618,15 +615,7 @@ def run_epochs(
     clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
     ring = Ring(comm, cfg, clock, per_group, start, kernel)
     monitor = monitor or Monitor()
-    visits = [0, 0]  # epoch, visits done in it
-    if monitor.on_visit is not None and comm.rank == 0:
-        per_epoch = ring.n_blocks  # P rounds of per_group visits
-
-        def count_visit() -> None:
-            visits[1] += 1
-            monitor.on_visit(visits[0], min(visits[1], per_epoch), per_epoch)
-
-        ring.on_visit = count_visit
+    visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
     carry = ("acc",) if cfg.optimizer == "adagrad" else ()
     if start is None:
         partials = _initial_partials(rows.n_rows, ring.blocks)
@@ -636,6 +625,13 @@ def run_epochs(
         _scoring_ring(ring, kernel, [start_scores], cfg, carry)
         partials, b = start_scores.partials, -start_scores.sums()[0]
         clock.eval = 0.0
+    if monitor.on_visit is not None and comm.rank == 0:  # from here on: epochs' visits
+
+        def count_visit() -> None:
+            visits[1] += 1
+            monitor.on_visit(visits[0], min(visits[1], visits[2]), visits[2])
+
+        ring.on_visit = count_visit
     rng = np.random.default_rng([cfg.seed, comm.rank])
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     with np.errstate(over="ignore"):
@@ -671,7 +667,6 @@ def run_epochs(
         if converged:
             break
         step = _step_config(cfg, epoch, curvature, backoff, gain)
-        visits[:] = [epoch, 0]
         # SVRG's anchor gradient helps little far from the optimum: the first epoch is
         # a plain stochastic pass, which gets there faster.
         b_anchor = None
@@ -686,6 +681,9 @@ def run_epochs(
         if scoring and test_rows is not None:
             test = _HeldOutScorer(test_rows, cfg.n_classes)
         scorers = [s for s in (train, test) if s is not None]
+        # Each stage brings every block to this rank once (the asynchronous engine's
+        # update stage about once).
+        visits[:] = [epoch, 0, ring.n_blocks * (1 + (b_anchor is not None) + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
             b_anchor, scorers or None,
