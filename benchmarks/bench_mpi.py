@@ -147,6 +147,18 @@ def memory(args) -> dict:
         rec = _train(n, train, "--epochs", "1", "--optimizer", "sgd", "--dtype", "float32")[-1]
         out[n] = {"peak_rss_bytes": rec["peak_rss"], "model_bytes": rec["model_bytes"]}
     out["ratio_max_rank_p4_to_p1"] = max(out[4]["peak_rss_bytes"]) / max(out[1]["peak_rss_bytes"])
+    # The asynchronous engine at P = 4 (16 tokens), also with rank 1 slowed 2x, where
+    # tokens wait for the slow rank: two epochs, so that blocks travel home and out
+    # again; with --baseline, the async engine of the code in SRC too.
+    sources = [("", None)] + [("-baseline", args.baseline)] * bool(args.baseline)
+    for suffix, source in sources:
+        for key, extra in (("4-async", ()), ("4-async-straggler", ("--straggler", "1:2"))):
+            rec = _train(4, train, "--epochs", "2", "--optimizer", "sgd", "--dtype", "float32",
+                         "--engine", "async", *extra, source=source)[-1]  # fmt: skip
+            peak = rec["peak_rss"]
+            out[key + suffix] = {"peak_rss_bytes": peak, "model_bytes": rec["model_bytes"],
+                                 "ratio_max_rank_to_p1": max(peak) / max(out[1]["peak_rss_bytes"]),
+                                 "source": source}  # fmt: skip
     return out
 
 
@@ -224,7 +236,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1,
                         help="for straggler: score every E epochs (1)")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", default=None,
-                        help="for scaling (each P) and straggler (the async engine): also "
+                        help="for scaling (each P), straggler and memory (the async engine): also "
                              "run the package in SRC (another checkout's src directory), "
                              "interleaved")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))

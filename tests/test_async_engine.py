@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsmlr.engines.async_tokens import PACE_VISITS, Pace, choose_destination
+from dsmlr.engines.async_tokens import PACE_VISITS, Pace, choose_destination, may_take_in
 from dsmlr.estimator import DSMLRClassifier
 from dsmlr.objective import add_intercept_column, plain_objective
 from problems import planted_sparse_problem, sklearn_optimum
@@ -102,6 +102,50 @@ def test_a_ranks_pace_is_the_median_of_its_recent_visits():
     assert pace.seconds[2] == pytest.approx(0.15)
     pace.heard(2, 0)
     assert np.isnan(pace.seconds[2])
+
+
+def test_a_rank_takes_in_tokens_while_it_holds_little():
+    # Four blocks a rank, sixteen in all: up to its group and one more ...
+    assert may_take_in(queued=3, held=4, per_group=4, n_blocks=16)
+    assert not may_take_in(queued=3, held=5, per_group=4, n_blocks=16)
+    # ... however they are held (queue, home blocks, tokens its receivers have not
+    # taken yet) ...
+    assert not may_take_in(queued=1, held=5, per_group=4, n_blocks=16)
+    # ... but with nothing to do, up to half the blocks.
+    assert may_take_in(queued=0, held=8, per_group=4, n_blocks=16)
+    assert not may_take_in(queued=0, held=9, per_group=4, n_blocks=16)
+
+
+@pytest.mark.parametrize(("ranks", "per_group"), [(2, 1), (2, 2), (3, 2), (4, 1), (4, 3)])
+def test_some_rank_can_always_take_in_a_waiting_token(ranks, per_group):
+    """No state leaves every token waiting: where all queues are empty (a rank with a
+    token in its queue can visit it), and tokens wait with their senders, some rank a
+    token waits for can take it in, wherever the senders sent them."""
+    import itertools
+
+    n_blocks = ranks * per_group
+
+    # Each rank: home blocks (its own, at most per_group) and tokens waiting to be taken
+    # in by others; every block is one of these.
+    def splits(total: int, parts: int):
+        """Every way to share ``total`` tokens among ``parts`` ranks."""
+        if parts == 1:
+            yield (total,)
+            return
+        for first in range(total + 1):
+            for rest in splits(total - first, parts - 1):
+                yield (first, *rest)
+
+    for home in itertools.product(range(per_group + 1), repeat=ranks):
+        for waiting in splits(n_blocks - sum(home), ranks):
+            if not any(waiting):
+                continue
+            held = [h + w for h, w in zip(home, waiting, strict=True)]
+            blocked = {r for r in range(ranks) if not may_take_in(0, held[r], per_group, n_blocks)}
+            # Stuck only if every sender could have sent all its tokens to blocked ranks
+            # other than itself.
+            stuck = all(blocked - {r} for r in range(ranks) if waiting[r])
+            assert not stuck, (home, waiting)
 
 
 def test_gradient_and_scoring_stages_visit_each_rank_once():

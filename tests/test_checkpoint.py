@@ -162,3 +162,24 @@ def test_the_memory_estimate_follows_the_documented_table():
     sgd = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                       n_blocks=4, itemsize=4, optimizer="sgd")  # fmt: skip
     assert sgd.blocks == 100 * 1000 * 4
+
+
+def test_an_asynchronous_rank_is_planned_with_the_blocks_it_may_hold():
+    from dsmlr.memory import async_blocks_held, plan_memory
+
+    # Half the blocks and one arriving, at most two groups and one block.
+    assert async_blocks_held(2, 4) == 3
+    assert async_blocks_held(3, 12) == 7
+    assert async_blocks_held(4, 16) == 9
+    assert async_blocks_held(8, 32) == 9
+    common = dict(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
+                  n_blocks=16, itemsize=4)  # fmt: skip
+    sync = plan_memory(**common, optimizer="adagrad")
+    assert sync.blocks == 100 * 1000 * 4 + 8 * 1000 * 4  # its group of 4 blocks
+    tokens = plan_memory(**common, optimizer="adagrad", engine="async")
+    assert tokens.blocks == 9 * 25 * 1000 * 4 + 8 * 1000 * 9
+    # One process: the in-process workers share their blocks, which move by reference.
+    alone = {**common, "n_ranks": 1, "n_blocks": 4}
+    assert plan_memory(**alone, optimizer="sgd", engine="async") == plan_memory(
+        **alone, optimizer="sgd"
+    )

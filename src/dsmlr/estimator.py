@@ -369,7 +369,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
                 n_classes=cfg.n_classes, n_ranks=n_ranks,
                 n_blocks=n_class_blocks(self.engine, cfg, max(n_ranks, workers)),
                 itemsize=np.dtype(cfg.dtype).itemsize, optimizer=cfg.optimizer,
-                fit_intercept=cfg.fit_intercept,
+                fit_intercept=cfg.fit_intercept, engine=self.engine,
             )  # fmt: skip
 
         check_memory(comm, plan_for)

@@ -22,10 +22,32 @@ import numpy as np
 
 from dsmlr.errors import DataError, on_all_ranks
 
-__all__ = ["MemoryPlan", "available_bytes", "check_memory", "count_nonzeros", "plan_memory"]
+__all__ = [
+    "MemoryPlan",
+    "async_blocks_held",
+    "available_bytes",
+    "check_memory",
+    "count_nonzeros",
+    "plan_memory",
+]
 
 #: Python, numpy, scipy, numba and MPI libraries, measured at about 250 MB.
 BASE_BYTES = 300 * 2**20
+
+
+def async_blocks_held(n_ranks: int, n_blocks: int) -> int:
+    """Blocks an asynchronous engine's rank is planned to hold at most under MPI.
+
+    A rank takes tokens in while it holds less than its group and one block more, or,
+    with nothing to do, while it holds at most half of them
+    (:data:`dsmlr.engines.async_tokens.HELD_BEYOND_GROUP`), and one more may be arriving:
+    ``B / 2 + 1`` blocks at most, which for P <= 4 is at most two groups and one block.
+    Beyond that the plan takes two groups and one block, the most measured (P = 4, one
+    rank slowed 2x: 2.2 groups' worth of memory); half the blocks could in principle
+    gather on one rank.
+    """
+    per_group = -(-n_blocks // n_ranks)
+    return min(n_blocks // 2 + 1, 2 * per_group + 1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,7 @@ def plan_memory(
     optimizer: str,
     fit_intercept: bool = True,
     index_bytes: int = 4,
+    engine: str = "sync",
 ) -> MemoryPlan:
     """Estimate one rank's memory (see the module docstring).
 
@@ -69,14 +92,22 @@ def plan_memory(
         Bytes per value (8 for float64, 4 for float32).
     optimizer : str
         ``"svrg"``, ``"adagrad"`` or ``"sgd"``.
+    engine : str
+        ``"sync"`` or ``"async"``: under MPI (``n_ranks > 1``) an asynchronous rank holds
+        up to :func:`async_blocks_held` blocks rather than its group.
     """
     rows = nnz * (itemsize + index_bytes) + 16 * n_rows
     row_state = 8 * n_rows * (2 * n_blocks + 2)  # b, its anchor copy, two partials tables
-    per_rank = -(-n_classes // n_ranks) * (n_features + int(fit_intercept))
+    columns = n_features + int(fit_intercept)
+    per_rank = -(-n_classes // n_ranks) * columns
+    held = -(-n_blocks // n_ranks)
+    if engine == "async" and n_ranks > 1:
+        held = async_blocks_held(n_ranks, n_blocks)
+        per_rank = held * -(-n_classes // n_blocks) * columns
     per_value = {"svrg": 2 * itemsize + 8, "adagrad": itemsize}.get(optimizer, itemsize)
     blocks = per_rank * per_value
     if optimizer == "adagrad":
-        blocks += 8 * (n_features + 1) * -(-n_blocks // n_ranks)
+        blocks += 8 * (n_features + 1) * held
     return MemoryPlan(int(rows), int(row_state), int(blocks))
 
 

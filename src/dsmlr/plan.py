@@ -19,7 +19,9 @@ checks before it starts) with ``n_rows = N_p``, ``nnz = Z_p``: rows
 ``Z_p (s + 4) + 16 N_p``, per-row state ``8 N_p (2B + 2)``, the rank's share of the
 class blocks ``ceil(K / P) D_fit`` values times ``s`` (SGD), ``2s + 8`` (SVRG: weights,
 anchor weights, float64 anchor gradient) or ``s`` plus ``8 D_fit B / P`` (AdaGrad), and a
-fixed 300 MiB for Python and the libraries.
+fixed 300 MiB for Python and the libraries.  An asynchronous rank under MPI is planned
+to hold :func:`dsmlr.memory.async_blocks_held` blocks (up to two groups and one block)
+instead of its group.
 
 **Compute.**  Each kernel pass visits every class of every local row: it does work
 proportional to ::
@@ -324,8 +326,9 @@ def plan_training(
     optimizer : {"svrg", "sgd", "adagrad"}
     dtype : {"float32", "float64"}, default "float32"
     engine : {"sync", "async"}
-        Sets the default number of class blocks; the asynchronous engine's traffic is
-        modelled as the synchronous one's (equal on average).
+        Sets the default number of class blocks and the blocks a rank holds (see
+        above); the asynchronous engine's traffic is modelled as the synchronous one's
+        (equal on average).
     blocks_per_rank : int, optional
         B / P; None for the engine's default.
     eval_every : int
@@ -371,6 +374,7 @@ def plan_training(
     memory = plan_memory(
         n_rows=rows_p, nnz=nnz_p, n_features=int(n_features), n_classes=K, n_ranks=P,
         n_blocks=n_blocks, itemsize=s, optimizer=optimizer, fit_intercept=fit_intercept,
+        engine=engine,
     )  # fmt: skip
 
     units = float(nnz_p + rows_p) * K

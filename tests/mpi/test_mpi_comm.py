@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from mpi_helpers import agree
 
@@ -67,6 +69,28 @@ def test_tokens_reach_every_rank_and_the_barrier_ends_the_exchange(comm):
     agree(comm, comm.poll(0.0) is None, "a message arrived after the barrier")
 
 
+def test_a_post_is_in_flight_until_its_receiver_takes_it_in(comm):
+    # 8 MB: past MPICH's eager limits, so the send waits for the receive.
+    big = np.ones(1 << 20)
+    sender, receiver = comm.size - 1, 0
+    if comm.rank == sender and sender != receiver:
+        comm.post(receiver, [big])
+    before = comm.posts_in_flight()
+    comm.barrier()
+    if comm.rank == receiver and sender != receiver:
+        message = comm.poll(10.0)
+        agree_locally = message is not None and np.array_equal(message[0], big)
+    else:
+        agree_locally = True
+    comm.barrier()
+    deadline = time.monotonic() + 10.0
+    while comm.posts_in_flight() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    expected = 1 if comm.rank == sender and sender != receiver else 0
+    agree(comm, before == expected and agree_locally, f"{before} in flight before")
+    agree(comm, comm.posts_in_flight() == 0, "still in flight after the receive")
+
+
 def test_ring_shift_with_some_neighbours_alike_and_some_not(comm, monkeypatch):
     # Ranks 0 and 1 hold equal shapes, the others one column less (uneven class blocks):
     # some pairs exchange in place, some into new buffers, all in several chunks.
@@ -103,8 +127,6 @@ def test_storage_with_room_receives_a_wider_block_in_place(comm, monkeypatch):
 
 
 def test_wait_seconds_count_the_wait_for_a_late_rank(comm):
-    import time
-
     before = comm.wait_seconds
     if comm.rank == 0:
         time.sleep(0.3)

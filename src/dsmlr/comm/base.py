@@ -105,3 +105,7 @@ class Communicator(Protocol):
     def flush(self) -> None:
         """Wait until every message this rank posted has left its buffers."""
         ...
+
+    def posts_in_flight(self) -> int:
+        """Messages this rank posted whose buffers it still holds (not received yet)."""
+        ...

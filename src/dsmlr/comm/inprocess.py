@@ -138,6 +138,9 @@ class InProcessComm:
     def flush(self) -> None:
         return None  # arrays move by reference: nothing stays in flight
 
+    def posts_in_flight(self) -> int:
+        return 0  # the receiver's inbox holds the arrays, not this rank
+
 
 def run_workers(size: int, target: Callable[[InProcessComm], T]) -> list[T]:
     """Run ``target(comm)`` on ``size`` threads (rank 0 on the calling thread).

@@ -324,6 +324,10 @@ class MPIComm:
             self._MPI.Request.Waitall(requests)
         self._in_flight.clear()
 
+    def posts_in_flight(self) -> int:
+        self._reap()
+        return len(self._in_flight)
+
     def _reap(self) -> None:
         self._in_flight = [
             (reqs, bufs) for reqs, bufs in self._in_flight if not self._MPI.Request.Testall(reqs)

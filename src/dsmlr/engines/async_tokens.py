@@ -13,7 +13,7 @@ carries its weights (and optimiser state) through the epoch's stages (see
 
 then home (block ``q`` lives on rank ``q mod P`` between epochs).  Every rank loops:
 
-1. take in the tokens that have arrived (non-blocking);
+1. take in the tokens that have arrived (non-blocking), while it has room (see Memory);
 2. pop one from its queue, make its visit, and post it on, without waiting for the
    receiver, to the rank where its visit would be done soonest (:func:`choose_destination`):
    in the update stage preferring ranks this token has visited least this epoch, keeping
@@ -34,6 +34,13 @@ a rank always uses the newest normaliser it has seen of every block; when every 
 has scored the rank's rows, they refresh ``b`` in closed form.  The anchor gradient's
 visits use ``b`` as it was at the start of the epoch (exact after a scoring stage), as
 do the variance-reduced steps.
+
+Memory
+    A rank holds its queue, its blocks home for the epoch and the tokens it posted that
+    their receivers have not taken in yet.  It takes tokens in only while that is less
+    than its group and one block more, or, with nothing else to do, at most half of all
+    blocks (:data:`HELD_BEYOND_GROUP`): tokens sent to a busy or slow rank wait with
+    their senders rather than pile up on it.
 
 Termination
     A rank enters a non-blocking barrier once all its home blocks are back, then keeps
@@ -71,6 +78,7 @@ __all__ = [
     "MIN_TOKEN_CLASSES",
     "async_token_worker",
     "choose_destination",
+    "may_take_in",
 ]
 
 #: Blocks (tokens) per rank: enough that a rank rarely runs dry while tokens queue
@@ -98,6 +106,18 @@ PACE_NOISE = 1.5
 #: within an epoch or two.  Over 9 visits, four in-process workers on two cores looked
 #: up to 2.3x apart (90th percentile; median 1.6x), over 30 up to 1.75x (median 1.4x).
 PACE_VISITS = 30
+
+#: A rank takes in tokens only while it holds fewer blocks than its group and this many
+#: more (its queue, its blocks home for the epoch and the tokens it posted that their
+#: receivers have not taken in yet), so that tokens sent to a busy or slow rank wait with
+#: their senders (whose sends do not block) instead of piling up there; a rank with an
+#: empty queue takes one in while it holds at most half of the B blocks.  That keeps
+#: every rank able to move on: a rank that can take nothing in either has work or holds
+#: more than half the blocks, and two ranks cannot both hold more than half, while one
+#: alone would have to be waiting for itself.  Measured (P = 4, one rank slowed 2x, a 2
+#: GB model of 16 blocks): the largest rank's peak resident memory 1.5 GB, where without
+#: the limit one rank reached 2.7 GB (the synchronous engine's ranks: 0.75 GB).
+HELD_BEYOND_GROUP = 1
 
 _POLL_SECONDS = 0.01
 
@@ -189,6 +209,22 @@ def choose_destination(
     return min(candidates, key=lambda r: speed[r] * (per_group * visits[r] + load[r] + 1))
 
 
+def may_take_in(queued: int, held: int, per_group: int, n_blocks: int) -> bool:
+    """Whether a rank takes in another token (see :data:`HELD_BEYOND_GROUP`).
+
+    Parameters
+    ----------
+    queued : int
+        Tokens in its queue.
+    held : int
+        Blocks it holds: its queue, its blocks home for the epoch, and the tokens it
+        posted that their receivers have not taken in yet.
+    per_group, n_blocks : int
+        Blocks a rank starts with, and B, the blocks in all.
+    """
+    return held < per_group + HELD_BEYOND_GROUP or (queued == 0 and held <= n_blocks // 2)
+
+
 def _token_epoch(epoch: Epoch, pace: Pace) -> None:
     """Every block through the epoch's stages as a token; returns when all are home."""
     ring = epoch.ring
@@ -251,33 +287,46 @@ def _token_epoch(epoch: Epoch, pace: Pace) -> None:
             done = bool(token.visits.all())
         return enter(blk, stages[stages.index(stage) + 1]) if done else token
 
-    for blk in ring.group:
-        queue.append(enter(blk, stages[0]))
-    while True:
-        while (message := clock.timed("comm", comm.poll, 0.0)) is not None:
+    queue.extend(enter(blk, stages[0]) for blk in ring.group)
+    ring.group = []  # the blocks travel as tokens now: nothing else may keep them alive
+
+    def room() -> bool:
+        held = len(queue) + len(home) + comm.posts_in_flight()
+        return may_take_in(len(queue), held, ring.per_group, ring.n_blocks)
+
+    def take_in(timeout: float) -> bool:
+        """Take in one token if one arrives within ``timeout`` seconds."""
+        message = clock.timed("comm", comm.poll, timeout)
+        if message is not None:
             take(message)
+        return message is not None
+
+    def visit_and_pass_on(token: _Token) -> None:
+        token = work(token)
+        if token.stage == HOME:
+            dest = token.block.q % size
+        else:
+            load[me] = len(queue)
+            once = token.stage != UPDATE
+            dest = choose_destination(me, token.visits, load, ring.per_group, once, pace.seconds)
+        if dest == me:
+            arrive(token)
+        else:
+            send(token, dest)
+
+    # Helpers rather than loop variables hold each token and message, so that no
+    # reference outlives its use and keeps a block's memory (see HELD_BEYOND_GROUP).
+    while True:
+        while room() and take_in(0.0):
+            pass
         if queue:
-            token = work(queue.popleft())
-            if token.stage == HOME:
-                dest = token.block.q % size
-            else:
-                load[me] = len(queue)
-                once = token.stage != UPDATE
-                dest = choose_destination(
-                    me, token.visits, load, ring.per_group, once, pace.seconds
-                )
-            if dest == me:
-                arrive(token)
-            else:
-                send(token, dest)
+            visit_and_pass_on(queue.popleft())
             continue
         if everyone_home is None and len(home) == ring.per_group:
             everyone_home = comm.ibarrier()
         if everyone_home is not None and clock.timed("comm", everyone_home.test):
             break
-        message = clock.timed("comm", comm.poll, _POLL_SECONDS)
-        if message is not None:
-            take(message)
+        take_in(_POLL_SECONDS)
     clock.timed("comm", comm.flush)
     ring.group = sorted(home, key=lambda blk: blk.q)
 
