@@ -116,7 +116,7 @@ def test_a_rank_takes_in_tokens_while_it_holds_little():
     assert not may_take_in(queued=0, held=9, per_group=4, n_blocks=16)
 
 
-@pytest.mark.parametrize(("ranks", "per_group"), [(2, 1), (2, 2), (3, 2), (4, 1), (4, 3)])
+@pytest.mark.parametrize(("ranks", "per_group"), [(2, 1), (2, 2), (3, 2), (4, 1), (4, 3), (6, 1)])
 def test_some_rank_can_always_take_in_a_waiting_token(ranks, per_group):
     """No state leaves every token waiting: where all queues are empty (a rank with a
     token in its queue can visit it), and tokens wait with their senders, some rank a

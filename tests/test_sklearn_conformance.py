@@ -168,10 +168,16 @@ def test_warm_start_continues_from_the_previous_model(engine):
     # few percent on this small problem.
     rtol = 1e-12 if engine == "sync" else 0.1
     np.testing.assert_allclose(cold.history_[-1]["objective"], first, rtol=rtol)
-    ref = LogisticRegression(C=1 / (1e-3 * len(y)), tol=1e-12, max_iter=10_000).fit(X, y)
-    # The refit's own first fit, not the cold run: async runs differ from each other.
-    gap_first = np.abs(first_coef - ref.coef_).max()
-    assert np.abs(clf.coef_ - ref.coef_).max() < gap_first
+    # The fitted attributes are the refit's final model ...
+    assert clf.objective(X, y) == pytest.approx(clf.history_[-1]["objective"], rel=1e-7)
+    if engine == "sync":
+        # ... and here nearer scikit-learn's optimum than the first fit's.  Not asserted
+        # for the async engine: three epochs lower its objective every time but do not
+        # always bring every coefficient nearer (16 runs: the largest distance 0.60-0.99
+        # of the first fit's, and 1.03 in one CI run).
+        ref = LogisticRegression(C=1 / (1e-3 * len(y)), tol=1e-12, max_iter=10_000).fit(X, y)
+        gap_first = np.abs(first_coef - ref.coef_).max()
+        assert np.abs(clf.coef_ - ref.coef_).max() < gap_first
 
 
 def test_warm_start_refuses_other_classes():
