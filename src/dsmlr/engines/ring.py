@@ -573,12 +573,11 @@ class Epoch:
 #: An engine's schedule of an epoch's stages (see :class:`Epoch`).
 EpochPhase = Callable[[Epoch], None]
 
-#: An engine's update stage within :func:`ring_epoch`.
-UpdateStage = Callable[[Epoch], None]
 
-
-def ring_epoch(epoch: Epoch, update_stage: UpdateStage) -> None:
-    """The gradient and scoring stages as rings, around the engine's ``update_stage``."""
+def ring_epoch(epoch: Epoch) -> None:
+    """Every stage as a ring of P lockstep rounds (the synchronous engine's epoch): each
+    block visits every rank once per stage, in the update stage making one pass over its
+    rows."""
     ring = epoch.ring
     if epoch.b_anchor is not None:
         for blk in ring.group:
@@ -586,7 +585,7 @@ def ring_epoch(epoch: Epoch, update_stage: UpdateStage) -> None:
         ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk))
         for blk in ring.group:
             epoch.end_gradient(blk)
-    update_stage(epoch)
+    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk))
     if epoch.scorers is not None:
         epoch.penalty = _scoring_ring(ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
-from dsmlr.engines.ring import Epoch, ring_epoch, run_epochs
+from dsmlr.engines.ring import ring_epoch, run_epochs
 from dsmlr.kernels import LocalRows
 
 __all__ = ["blocks_per_worker", "sync_ring_worker"]
@@ -46,15 +46,6 @@ def blocks_per_worker(n_workers: int) -> int:
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
     """Class blocks each rank holds: ``cfg.blocks_per_rank``, or the default."""
     return cfg.blocks_per_rank or blocks_per_worker(n_ranks)
-
-
-def _update_ring(epoch: Epoch) -> None:
-    """P lockstep rounds: every block makes one pass over every rank's rows."""
-    epoch.ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk))
-
-
-def _sync_epoch(epoch: Epoch) -> None:
-    ring_epoch(epoch, _update_ring)
 
 
 def sync_ring_worker(
@@ -92,4 +83,4 @@ def sync_ring_worker(
         history.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, _sync_epoch, start)
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, ring_epoch, start)
