@@ -12,8 +12,9 @@ Experiments (``--only`` picks some):
     the ratio to P = 1; where rank 0's epochs went (compute, communication, waiting,
     scoring).  ``--baseline SRC`` adds runs of another checkout's code for an A/B.
 ``bytes``
-    The same problem with plain SGD, scoring every ``E`` epochs: bytes per rank per
-    update epoch against the model size ``K * D_fit * itemsize``.
+    The same problem with plain SGD: bytes per rank of an update epoch that does not
+    score against the model size ``K * D_fit * itemsize``, and of one that scores against
+    ``2 (P - 1) / P`` of it.
 ``memory``
     A model of at least 2 GB (float32: about 3800 classes x 140K features), one SGD epoch:
     peak resident memory per rank for P = 1 and P = 4.
@@ -123,19 +124,26 @@ def scaling(args) -> dict:
 
 
 def bytes_per_epoch(args) -> dict:
+    """Plain SGD: bytes per rank of an update epoch that does not score (one run of 9
+    epochs scoring only after the last, less a run of that last epoch alone) against the
+    model, and of an epoch that scores (that one-epoch run) against ``2 M (P - 1) / P``."""
     train = _data("mpi-n25000-d20000-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
     out = {}
-    epochs = 8
+    epochs = 9
     for n in args.ranks:
         if n == 1:
             continue
-        rec = _train(n, train, "--epochs", str(epochs), "--tol", "-1", "--optimizer", "sgd",
-                     "--eval-every", str(epochs))[-1]  # fmt: skip
-        # One scoring ring (the model once) plus `epochs` update rings.
-        per_epoch = (rec["bytes_sent"] - rec["model_bytes"]) / epochs
-        out[n] = {"update_bytes_per_epoch": per_epoch, "model_bytes": rec["model_bytes"],
-                  "ratio": per_epoch / rec["model_bytes"],
-                  "record_bytes_incl_scoring": rec["bytes_sent"], "epochs": epochs}  # fmt: skip
+        one, many = (
+            _train(n, train, "--epochs", str(e), "--tol", "-1", "--optimizer", "sgd",
+                   "--eval-every", str(e))[-1]
+            for e in (1, epochs)
+        )  # fmt: skip
+        per_epoch = (many["bytes_sent"] - one["bytes_sent"]) / (epochs - 1)
+        model = many["model_bytes"]
+        out[n] = {"update_bytes_per_epoch": per_epoch, "model_bytes": model,
+                  "ratio": per_epoch / model, "scoring_epoch_bytes": one["bytes_sent"],
+                  "scoring_epoch_ratio": one["bytes_sent"] / (2 * model * (n - 1) / n),
+                  "epochs": epochs}  # fmt: skip
     return out
 
 

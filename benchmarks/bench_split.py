@@ -1,8 +1,8 @@
 """Kernel work per rank when the problem is split over P ranks, on one core, no MPI.
 
 Under the synchronous ring a rank holds ``N / P`` rows and, per epoch, visits each of the
-``B`` class blocks once (``B = P``; 4 for two ranks).  The arithmetic per rank is ``1 / P``
-of the whole problem's, but the rows are visited ``B`` times, once per block, so the
+``B`` class blocks once (``B = P``; 4 for two ranks with SVRG).  The arithmetic per rank
+is ``1 / P`` of the whole problem's, but the rows are visited ``B`` times, once per block, so the
 number of (row, non-zero) visits per rank is the same at every P: each touches a row of
 the block (``K / B`` classes) at a random feature, and the shorter those rows the more
 of a visit is memory latency rather than arithmetic.  This script measures that part of
@@ -44,6 +44,12 @@ HERE = Path(__file__).resolve().parent
 PASSES = ("sgd", "svrg", "gradient", "score")
 
 
+def pass_blocks_per_rank(n_ranks: int, what: str) -> int:
+    """Blocks per rank of the engine's default for the pass: plain SGD's for ``"sgd"``,
+    SVRG's for the others (the scoring pass as in an SVRG epoch)."""
+    return blocks_per_worker(n_ranks, "sgd" if what == "sgd" else "svrg")
+
+
 def rank_work(
     X, y, n_classes: int, n_ranks: int, what: str, seed: int = 0, kernel=None, rank: int = 0
 ):
@@ -54,7 +60,7 @@ def rank_work(
     kernel = kernel if kernel is not None else NumbaKernel()
     rng = np.random.default_rng(seed)
     n_rows, n_cols = X.shape[0] // n_ranks, X.shape[1]
-    n_blocks = n_ranks * blocks_per_worker(n_ranks)
+    n_blocks = n_ranks * pass_blocks_per_rank(n_ranks, what)
     width = n_classes // n_blocks
     mine = slice(rank * n_rows, (rank + 1) * n_rows)
     rows = LocalRows(X[mine], y[mine], False)
@@ -132,7 +138,7 @@ def ab_passes(X, y, k: int, ranks, repeats: int, kernels: dict) -> dict[str, dic
                     times[on].append(timed_run(*works[on]))
             t_a, t_b = statistics.median(times[a]), statistics.median(times[b])
             table[what][p] = {a: t_a, b: t_b, "ratio": t_a / t_b,
-                              "classes_per_block": k // (p * blocks_per_worker(p)),
+                              "classes_per_block": k // (p * pass_blocks_per_rank(p, what)),
                               f"{a}_runs": times[a], f"{b}_runs": times[b]}  # fmt: skip
             print(what, p, round(t_a / t_b, 3), flush=True)
     return table

@@ -202,9 +202,10 @@ def predicted(plan, launcher: str, nnz: int, rows: int, itemsize: int) -> dict:
     from dsmlr.plan import _ring_messages, _transfer
 
     P = plan.n_ranks
-    # The scoring ring's own traffic (model plus allreduce) is inside eval_seconds.
-    scoring_bytes = plan.model_bytes if P > 1 else 0
-    scoring_msgs = _ring_messages(P, plan.model_bytes / P) + (2 if P > 1 else 0)
+    # The scoring ring's own traffic (P - 1 shifts of the model, then the allreduce) is
+    # inside eval_seconds.
+    scoring_bytes = plan.model_bytes * (P - 1) / P
+    scoring_msgs = _ring_messages(P - 1, plan.model_bytes / P) + (2 if P > 1 else 0)
     scoring_comm = _transfer(scoring_bytes, scoring_msgs, plan.bandwidth, plan.latency)
     mem = plan.memory
     if launcher == "workers":

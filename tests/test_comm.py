@@ -11,15 +11,19 @@ import pytest
 from dsmlr.comm import run_workers
 
 
+@pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("size", [1, 2, 3, 4])
-def test_ring_shift_receives_from_right_neighbour(size):
+def test_ring_shift_receives_from_right_neighbour(size, reverse):
+    """From the right neighbour, or with ``reverse`` from the left one."""
+
     def body(comm):
-        got = comm.ring_shift([np.array([comm.rank]), np.array([10 * comm.rank])])
+        got = comm.ring_shift([np.array([comm.rank]), np.array([10 * comm.rank])], reverse)
         return int(got[0][0]), int(got[1][0]), comm.bytes_sent
 
     out = run_workers(size, body)
     for rank, (a, b, sent) in enumerate(out):
-        assert (a, b) == ((rank + 1) % size, 10 * ((rank + 1) % size))
+        source = (rank + (-1 if reverse else 1)) % size
+        assert (a, b) == (source, 10 * source)
         assert sent == (0 if size == 1 else 16)
 
 

@@ -162,15 +162,19 @@ def test_metadata_round_trips(fitted, tmp_path):
     assert load_model(tmp_path / "m").metadata_ == {"zero_based": True, "source": "x.svm"}
 
 
-@pytest.mark.parametrize(("dtype", "svrg_factor"), [("float64", 6), ("float32", 8)])
-def test_bytes_sent_per_epoch_match_the_documented_volume(dtype, svrg_factor):
-    """Per rank and epoch: the model once per ring (see the engine's docstring)."""
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bytes_sent_per_epoch_match_the_documented_volume(dtype):
+    """Per rank and epoch: the model once per ring, but an update ring followed by the
+    scoring ring and the scoring ring make P - 1 shifts each (see the engine's
+    docstring)."""
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=2, tol=-1, n_workers=3, dtype=dtype).fit(X, y)
-    model_bytes = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
+    model = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
+    f64 = 6 * 41 * 8  # SVRG's anchor gradients
     first, second = (h["bytes_sent"] for h in clf.history_)
-    assert first == 2 * model_bytes  # plain update ring + scoring ring
-    assert second == svrg_factor * model_bytes  # + gradient ring, anchors, f64 gradients
+    assert first == 2 * model * 2 / 3  # plain update ring + scoring ring
+    # + the gradient ring (weights, gradients); the update ring carries anchors too.
+    assert second == (model + f64) + (2 * model + f64) * 2 / 3 + model * 2 / 3
 
 
 def test_non_finite_training_is_a_clear_error():
@@ -189,11 +193,12 @@ def test_default_workers_follow_cores_and_classes(monkeypatch, n_classes, expect
 
 
 def test_plain_epochs_without_scoring_move_the_model_exactly_once():
-    """With the exact objective every 4th epoch, an SGD epoch sends the model once."""
+    """With the exact objective every 4th epoch, an SGD epoch sends the model once, the
+    one that scores 2/3 of it twice (update and scoring ring, P - 1 = 2 shifts each)."""
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=8, tol=-1, n_workers=3, optimizer="sgd", eval_every=4).fit(
         X, y
     )
     model_bytes = 6 * 41 * clf.coef_.itemsize
     assert [h["epoch"] for h in clf.history_] == [4, 8]
-    assert [h["bytes_sent"] for h in clf.history_] == [5 * model_bytes] * 2  # 4 updates + 1 score
+    assert [h["bytes_sent"] for h in clf.history_] == [(3 + 2 * 2 / 3) * model_bytes] * 2

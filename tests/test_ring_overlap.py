@@ -34,9 +34,9 @@ def _train(overlap: bool, monkeypatch, workers: int, **params):
     started = []
 
     class CountedShift(_ShiftInFlight):
-        def __init__(self, comm, arrays):
+        def __init__(self, comm, arrays, reverse=False):
             started.append(comm.rank)
-            super().__init__(comm, arrays)
+            super().__init__(comm, arrays, reverse)
 
     with monkeypatch.context() as m:
         if overlap:
@@ -76,7 +76,7 @@ class _SlowComm:
         self.seconds, self.fail = seconds, fail
         self.wait_seconds = 0.0
 
-    def ring_shift(self, buffers):
+    def ring_shift(self, buffers, reverse=False):
         time.sleep(self.seconds)
         self.wait_seconds += self.seconds
         if self.fail:

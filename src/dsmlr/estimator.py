@@ -98,7 +98,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         ``max_epochs``.
     blocks_per_rank : int or None, default=None
         Class blocks per worker, so ``B = n_workers * blocks_per_rank`` blocks circulate.
-        None: the engine's choice (sync: 1, or 2 with two workers, see
+        None: the engine's choice (sync: 1, or 2 with two SVRG workers, see
         :func:`dsmlr.engines.sync_ring.blocks_per_worker`; async: 4, so blocks can flow
         around a slow worker).  More blocks mean finer-grained work and more messages.
     eval_every : int, default=1

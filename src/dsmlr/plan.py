@@ -44,22 +44,25 @@ the steady state (from the second epoch on):
 (``eval_seconds``); ``compute_seconds`` is their sum.
 
 **Bytes sent** per rank per epoch (steady state; 0 when P = 1: nothing moves) are the
-engines' documented volumes::
+engines' documented volumes, a ring of P shifts moving its arrays' whole size::
 
     update ring   M                        SGD
                   M (2 + 8/s)              SVRG (weights, anchor, float64 gradient)
                   M + 8 B D_fit            AdaGrad (its float64 accumulators travel)
     gradient ring M (1 + 8/s)              SVRG only, from the second epoch
-    scoring ring  (M [+ 8 B D_fit AdaGrad]) / eval_every
+    scoring ring  M [+ 8 B D_fit AdaGrad]  every eval_every epochs
 
-so an SVRG epoch in float64 moves ``6 M``, an SGD epoch ``2 M``.  These are the ring
+An epoch that scores makes P - 1 shifts of its update ring and P - 1 of the scoring
+ring (:func:`dsmlr.engines.ring.ring_epoch`), so those two rings move ``(P - 1) / P``
+of the above then; the figures are averaged over ``eval_every`` epochs.  An SGD epoch
+that scores moves ``2 M (P - 1) / P``, one that does not ``M``.  These are the ring
 payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent` counts them: the
 64-byte allreduce after each scoring ring is left out of both.  The asynchronous
 engine moves the same volume on average plus small headers; it is modelled as the
 synchronous one.
 
-**Messages and communication time.**  A ring is P shifts; the MPI communicator makes
-each shift two small handshakes and then sends the payload in chunks of
+**Messages and communication time.**  A ring is P shifts (P - 1 as above); the MPI
+communicator makes each shift two small handshakes and then sends the payload in chunks of
 ``CHUNK_BYTES`` (16 MiB), each chunk one exchange.  So a shift of ``b`` bytes counts
 about ``2 + ceil(b / CHUNK_BYTES)`` messages (each array is chunked on its own), and the
 allreduce ``2 ceil(log2 P)``.  With
@@ -271,11 +274,9 @@ def _transfer(n_bytes: float, messages: int, bandwidth: float, latency: float) -
     return wire + messages * latency
 
 
-def _ring_messages(n_ranks: int, shift_bytes: float) -> int:
-    """Messages of one ring: P shifts of two handshakes and the payload's chunks."""
-    if n_ranks == 1:
-        return 0
-    return n_ranks * (2 + max(1, math.ceil(shift_bytes / CHUNK_BYTES)))
+def _ring_messages(n_shifts: int, shift_bytes: float) -> int:
+    """Messages of ``n_shifts`` ring shifts, each two handshakes and the payload's chunks."""
+    return n_shifts * (2 + max(1, math.ceil(shift_bytes / CHUNK_BYTES)))
 
 
 def plan_training(
@@ -304,7 +305,8 @@ def plan_training(
         compute        = U/r_update + [svrg] U/r_gradient + U/r_score / eval_every
         M              = K * D_fit * itemsize
         bytes_sent     = update ring + [svrg] gradient ring + scoring ring / eval_every
-                         (SGD 2M, SVRG float64 6M with eval_every = 1; 0 when P = 1)
+                         (rings before and of scoring (P - 1) / P of their size;
+                         SGD 2M (P - 1) / P with eval_every = 1; 0 when P = 1)
         comm           = bytes_sent / bandwidth + messages * latency
         epoch          = compute + comm          (no overlap, as the engines run)
         memory         = dsmlr.memory.plan_memory(ceil(N/P) rows, ceil(nnz/P), ...)
@@ -391,19 +393,31 @@ def plan_training(
     scoring_bytes = M + carried
     allreduce_msgs = 2 * math.ceil(math.log2(P)) if P > 1 else 0
 
-    def ring_msgs(ring_bytes: int) -> int:
-        return _ring_messages(P, ring_bytes / P)  # each shift moves 1/P of the ring
+    def ring(ring_bytes: int, shifts: int) -> tuple[float, int]:
+        """Bytes and messages of ``shifts`` shifts, each 1/P of the ring's arrays."""
+        return ring_bytes * shifts / P, _ring_messages(shifts, ring_bytes / P)
+
+    def update_ring(ring_bytes: int) -> tuple[float, float]:
+        """The update ring averaged over eval_every epochs: the one before the scoring
+        ring makes P - 1 shifts (see dsmlr.engines.ring.ring_epoch)."""
+        (full, full_msgs), (short, short_msgs) = ring(ring_bytes, P), ring(ring_bytes, P - 1)
+        e = eval_every
+        return ((e - 1) * full + short) / e, ((e - 1) * full_msgs + short_msgs) / e
 
     if P == 1:
         steady = first = 0.0
-        msgs = first_msgs = 0
+        msgs = first_msgs = 0.0
     else:
-        scoring = scoring_bytes / eval_every
-        steady = update_bytes + gradient_bytes + scoring
-        first = first_update + scoring
-        score_msgs = (ring_msgs(scoring_bytes) + allreduce_msgs) / eval_every
-        msgs = ring_msgs(update_bytes) + (ring_msgs(gradient_bytes) if svrg else 0) + score_msgs
-        first_msgs = ring_msgs(first_update) + score_msgs
+        score_bytes, score_msgs = ring(scoring_bytes, P - 1)
+        scoring = score_bytes / eval_every
+        score_msgs = (score_msgs + allreduce_msgs) / eval_every
+        update, update_msgs = update_ring(update_bytes)
+        gradient, gradient_msgs = ring(gradient_bytes, P)
+        steady = update + gradient + scoring
+        msgs = update_msgs + (gradient_msgs if svrg else 0) + score_msgs
+        first_update_bytes, first_update_msgs = update_ring(first_update)
+        first = first_update_bytes + scoring
+        first_msgs = first_update_msgs + score_msgs
     return TrainingPlan(
         n_samples=int(n_samples), n_features=int(n_features), n_classes=K, nnz=int(nnz),
         n_ranks=P, n_blocks=n_blocks, optimizer=optimizer, dtype=dtype, engine=engine,

@@ -26,6 +26,17 @@ def test_ring_shift_moves_arrays_of_any_shape_to_the_left(comm):
     agree(comm, ok, f"received {[a.shape for a in got]}")
 
 
+def test_reverse_ring_shift_moves_arrays_to_the_right(comm):
+    left = (comm.rank - 1) % comm.size
+    mine = [np.full(5, comm.rank, dtype=np.float64), np.arange(comm.rank + 2, dtype=np.int32)]
+    got = comm.ring_shift(mine, reverse=True)
+    ok = np.all(got[0] == left) and np.array_equal(got[1], np.arange(left + 2, dtype=np.int32))
+    # Then the usual way: each rank gets back what it sent.
+    back = comm.ring_shift(got)
+    ok = ok and np.all(back[0] == comm.rank) and np.array_equal(back[1], np.arange(comm.rank + 2))
+    agree(comm, bool(ok), f"received {got} then {back}")
+
+
 def test_bytes_sent_counts_the_payload(comm):
     before = comm.bytes_sent
     comm.ring_shift([np.zeros(1000)])

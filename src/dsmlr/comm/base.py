@@ -62,8 +62,10 @@ class Communicator(Protocol):
     needs_host_buffers: bool
     overlaps_shifts: bool
 
-    def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
-        """Send ``buffers`` to rank ``rank - 1``; return those rank ``rank + 1`` sent.
+    def ring_shift(self, buffers: list[np.ndarray], reverse: bool = False) -> list[np.ndarray]:
+        """Send ``buffers`` to rank ``rank - 1``; return those rank ``rank + 1`` sent
+        (``reverse``: send to ``rank + 1``, return those of ``rank - 1``; every rank
+        shifts the same way).
 
         The returned arrays may be new objects; callers must use them and drop the ones
         they passed in (which may now belong to another rank).

@@ -80,12 +80,12 @@ class InProcessComm:
         g.barrier.wait()
         return everything
 
-    def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
+    def ring_shift(self, buffers: list[np.ndarray], reverse: bool = False) -> list[np.ndarray]:
         if self.size == 1:
             return buffers
         self.bytes_sent += sum(int(a.nbytes) for a in buffers)
         everything = self._exchange(buffers)
-        return everything[(self.rank + 1) % self.size]  # type: ignore[return-value]
+        return everything[(self.rank + (-1 if reverse else 1)) % self.size]  # type: ignore[return-value]
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)

@@ -165,11 +165,14 @@ class MPIComm:
 
     # -- collectives --------------------------------------------------------------------
 
-    def ring_shift(self, buffers: list[np.ndarray]) -> list[np.ndarray]:
+    def ring_shift(self, buffers: list[np.ndarray], reverse: bool = False) -> list[np.ndarray]:
         if self.size == 1:
             return buffers
         comm, MPI = self._comm, self._MPI
+        # "left" is where this shift sends and "right" where it receives from.
         left, right = (self.rank - 1) % self.size, (self.rank + 1) % self.size
+        if reverse:
+            left, right = right, left
         buffers = [np.ascontiguousarray(a) for a in buffers]
         head = _header(buffers)
         incoming_head = np.empty_like(head)

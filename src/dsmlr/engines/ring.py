@@ -128,23 +128,23 @@ class _ShiftInFlight:
     :meth:`result` blocked (a wait that ran beside a kernel cost nothing).
     """
 
-    def __init__(self, comm: Communicator, arrays: list[np.ndarray]):
+    def __init__(self, comm: Communicator, arrays: list[np.ndarray], reverse: bool = False):
         self._comm = comm
         self._out: list[np.ndarray] | None = None
         self._error: BaseException | None = None
         self._waited = 0.0
         self._thread = threading.Thread(
-            target=self._run, args=(arrays,), name="dsmlr-ring-shift", daemon=True
+            target=self._run, args=(arrays, reverse), name="dsmlr-ring-shift", daemon=True
         )
         self._thread.start()
 
-    def _run(self, arrays: list[np.ndarray]) -> None:
+    def _run(self, arrays: list[np.ndarray], reverse: bool) -> None:
         comm = self._comm
         # The calling thread makes no communication call until result(): the counter
         # is this thread's alone meanwhile.
         before = comm.wait_seconds
         try:
-            self._out = comm.ring_shift(arrays)
+            self._out = comm.ring_shift(arrays, reverse)
         except BaseException as exc:  # re-raised in the calling thread
             self._error = exc
         self._waited = comm.wait_seconds - before
@@ -409,19 +409,32 @@ class Ring:
         k = self.kernel
         return [Block(b.q, b.classes, k.to_host(b.W), k.to_host(b.acc)) for b in self.group]
 
-    def shift(self, fields: tuple[str, ...]) -> None:
-        """Hand the held group, with the named arrays of each block, to the left."""
+    def shift(self, fields: tuple[str, ...], reverse: bool = False) -> None:
+        """Hand the held group, with the named arrays of each block, to the left (to the
+        right if ``reverse``)."""
         sent = self.to_wire([getattr(blk, f) for blk in self.group for f in fields])
-        got = iter(self.from_wire(self.clock.timed("comm", self.comm.ring_shift, sent)))
-        self.gid = ring_block(self.gid, 1, self.size)  # the right neighbour held the next
+        got = iter(self.from_wire(self.clock.timed("comm", self.comm.ring_shift, sent, reverse)))
+        # The right neighbour held the next group, the left one the previous.
+        self.gid = ring_block(self.gid, -1 if reverse else 1, self.size)
         self.group = [
             self.make_block(q, {f: next(got) for f in fields})
             for q in _group_blocks(self.gid, self.size, self.per_group)
         ]
 
-    def travel(self, fields: tuple[str, ...], visit: Callable[[Block, int], None]) -> None:
+    def travel(
+        self,
+        fields: tuple[str, ...],
+        visit: Callable[[Block, int], None],
+        reverse: bool = False,
+        last_shift: bool = True,
+    ) -> None:
         """A ring: P rounds of ``visit(block, round)`` for each held block, after which
-        the group (the named arrays of each block) passes to the left.
+        the group (the named arrays of each block) passes to the left (to the right if
+        ``reverse``).
+
+        Without the ``last_shift`` the ring ends holding the group it visited last
+        rather than passing it on: a ring the other way, starting with that group,
+        then brings every group home in P - 1 shifts (see :func:`ring_epoch`).
 
         Where the communicator can shift on a helper thread (MPI) and a group has two or
         more blocks, each block leaves as soon as its visit is done and travels while the
@@ -431,28 +444,32 @@ class Ring:
         way, so results are identical; only the ``comm`` clock, now the time spent
         waiting for a block to arrive, shrinks.
         """
+        n_shifts = self.size if last_shift else self.size - 1
         if self.per_group < 2 or not getattr(self.comm, "overlaps_shifts", False):
             for r in range(self.size):
                 for blk in self.group:
                     visit(blk, r)
-                self.shift(fields)
+                if r < n_shifts:
+                    self.shift(fields, reverse)
             return
         in_flight: tuple[int, _ShiftInFlight] | None = None
         for r in range(self.size):
             for j, blk in enumerate(self.group):
                 visit(blk, r)
                 if in_flight is not None:
-                    self._land(*in_flight, fields)
-                arrays = self.to_wire([getattr(blk, f) for f in fields])
-                in_flight = (j, _ShiftInFlight(self.comm, arrays))
-        assert in_flight is not None
-        self._land(*in_flight, fields)
+                    self._land(*in_flight, fields, reverse)
+                    in_flight = None
+                if r < n_shifts:
+                    arrays = self.to_wire([getattr(blk, f) for f in fields])
+                    in_flight = (j, _ShiftInFlight(self.comm, arrays, reverse))
+        if in_flight is not None:
+            self._land(*in_flight, fields, reverse)
 
-    def _land(self, j: int, shift: _ShiftInFlight, fields: tuple[str, ...]) -> None:
+    def _land(self, j: int, shift: _ShiftInFlight, fields: tuple[str, ...], reverse: bool) -> None:
         """Put the block that arrived by ``shift`` in place ``j`` of the held group."""
         got = iter(self.from_wire(self.clock.timed("comm", shift.result)))
         # self.gid moves on with the group's last block; block j comes from the next group.
-        gid = ring_block(self.gid, 1, self.size)
+        gid = ring_block(self.gid, -1 if reverse else 1, self.size)
         q = _group_blocks(gid, self.size, self.per_group)[j]
         self.group[j] = self.make_block(q, {f: next(got) for f in fields})
         if j == self.per_group - 1:  # the whole group has moved on
@@ -469,9 +486,13 @@ def _score_block(kernel: Kernel, scorers: list, blk: Block, cfg, home: bool) -> 
     return 0.5 * cfg.lam * float(kernel.squared_norm(blk.W[: cfg.n_features]))
 
 
-def _scoring_ring(ring: Ring, kernel: Kernel, scorers: list, cfg, carry) -> float:
+def _scoring_ring(
+    ring: Ring, kernel: Kernel, scorers: list, cfg, carry, after_update: bool = False
+) -> float:
     """Score every set of rows against every block; return this rank's penalty share.
 
+    ``after_update``: the groups are where an update ring without its last shift left
+    them, and this ring travels the other way, bringing them home (:func:`ring_epoch`).
     Its wall time, the shifts' waits included, goes to ``ring.clock.eval``.
     """
     clock, t0, penalty = ring.clock, time.perf_counter(), 0.0
@@ -482,7 +503,7 @@ def _scoring_ring(ring: Ring, kernel: Kernel, scorers: list, cfg, carry) -> floa
         penalty += clock.stretched(_score_block, kernel, scorers, blk, cfg, r == 0)
         ring.visited()
 
-    ring.travel(("W", *carry), visit)
+    ring.travel(("W", *carry), visit, reverse=after_update, last_shift=not after_update)
     clock.eval += time.perf_counter() - t0
     return penalty
 
@@ -577,7 +598,13 @@ EpochPhase = Callable[[Epoch], None]
 def ring_epoch(epoch: Epoch) -> None:
     """Every stage as a ring of P lockstep rounds (the synchronous engine's epoch): each
     block visits every rank once per stage, in the update stage making one pass over its
-    rows."""
+    rows.
+
+    The scoring ring starts where the update ring's last round left the groups, whose
+    weights are final by then, and runs the other way round: P - 1 shifts bring every
+    group home, where a ring each way from home would take 2P (P = 2: two shifts of the
+    model an epoch instead of four).
+    """
     ring = epoch.ring
     if epoch.b_anchor is not None:
         for blk in ring.group:
@@ -585,9 +612,12 @@ def ring_epoch(epoch: Epoch) -> None:
         ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk))
         for blk in ring.group:
             epoch.end_gradient(blk)
-    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk))
-    if epoch.scorers is not None:
-        epoch.penalty = _scoring_ring(ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry)
+    scoring = epoch.scorers is not None
+    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), last_shift=not scoring)
+    if scoring:
+        epoch.penalty = _scoring_ring(
+            ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, after_update=True
+        )
 
 
 def run_epochs(

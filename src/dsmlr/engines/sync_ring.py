@@ -3,23 +3,25 @@
 Every stage of an epoch (see :mod:`dsmlr.engines.ring`) is a ring of P rounds: in round
 ``r`` rank ``p`` holds group ``(p + r) mod P``, visits each of its blocks (in the update
 stage, one pass of stochastic steps over its own rows), and passes the group to rank
-``p - 1``.  B = P blocks, except B = 4 for two ranks (see :func:`blocks_per_worker`).
+``p - 1``; the scoring ring runs the other way (see :func:`dsmlr.engines.ring.ring_epoch`).
+B = P blocks, except B = 4 for two ranks with SVRG (see :func:`blocks_per_worker`).
 Every rank waits for its neighbour each round, so the slowest rank sets the pace.
 
 Communication
 -------------
-Every round each rank sends its group to its left neighbour.  Per epoch and rank, with
-``M = K * D_fit * itemsize`` the model's size:
+After each round a rank sends its group to its neighbour, except after an update ring's
+last round when the scoring ring follows (it starts with the group held then).  Per epoch
+and rank, with ``M = K * D_fit * itemsize`` the model's size:
 
-* scoring ring: ``M`` (the weights);
 * update ring: ``M`` for plain SGD, ``M + P * D_fit * 8`` for AdaGrad (its accumulators),
   ``M * (1 + 1 + 8 / itemsize)`` for SVRG (weights, anchor weights, float64 anchor
-  gradient);
+  gradient); ``(P - 1) / P`` of that in an epoch that scores;
+* scoring ring: ``M (P - 1) / P`` (the weights);
 * gradient ring (SVRG only): ``M * (1 + 8 / itemsize)``;
 * one allreduce of 8 float64s.
 
-So an SVRG epoch in float64 moves about ``6 M`` per rank, a plain one ``2 M``.  ``b``
-and the rows never move.
+So a plain epoch that scores moves ``2 M (P - 1) / P`` per rank (``M`` at P = 2), one
+that does not ``M``.  ``b`` and the rows never move.
 """
 
 from __future__ import annotations
@@ -32,20 +34,21 @@ from dsmlr.kernels import LocalRows
 __all__ = ["blocks_per_worker", "sync_ring_worker"]
 
 
-def blocks_per_worker(n_workers: int) -> int:
+def blocks_per_worker(n_workers: int, optimizer: str = "svrg") -> int:
     """Class blocks each worker holds at a time.
 
-    One block per worker, except that two workers hold two each: blocks updated in the
-    same epoch over-correct shifts of probability mass between them (see
-    :class:`~dsmlr.kernels.base.Snapshot`); with B = 2 the over-correction never dies out
-    and training stalls above the optimum.
+    One block per worker, except that two SVRG workers hold two each: blocks updated in
+    the same epoch against one anchor over-correct shifts of probability mass between
+    them (see :class:`~dsmlr.kernels.base.Snapshot`); with B = 2 the over-correction
+    never dies out and training stalls above the optimum.  Plain and AdaGrad steps have
+    no anchor; more blocks would only mean more, shorter visits of each row.
     """
-    return 2 if n_workers == 2 else 1
+    return 2 if n_workers == 2 and optimizer == "svrg" else 1
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
     """Class blocks each rank holds: ``cfg.blocks_per_rank``, or the default."""
-    return cfg.blocks_per_rank or blocks_per_worker(n_ranks)
+    return cfg.blocks_per_rank or blocks_per_worker(n_ranks, cfg.optimizer)
 
 
 def sync_ring_worker(
