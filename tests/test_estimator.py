@@ -164,17 +164,18 @@ def test_metadata_round_trips(fitted, tmp_path):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_bytes_sent_per_epoch_match_the_documented_volume(dtype):
-    """Per rank and epoch: the model once per ring, but an update ring followed by the
-    scoring ring and the scoring ring make P - 1 shifts each (see the engine's
-    docstring)."""
+    """Per rank and epoch: the model once per ring of P shifts; the rings alternate in
+    direction and make P - 1 shifts each, the last of an odd number of them P (see
+    :func:`dsmlr.partition.ring_shifts`)."""
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=2, tol=-1, n_workers=3, dtype=dtype).fit(X, y)
     model = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
     f64 = 6 * 41 * 8  # SVRG's anchor gradients
     first, second = (h["bytes_sent"] for h in clf.history_)
     assert first == 2 * model * 2 / 3  # plain update ring + scoring ring
-    # + the gradient ring (weights, gradients); the update ring carries anchors too.
-    assert second == (model + f64) + (2 * model + f64) * 2 / 3 + model * 2 / 3
+    # The gradient ring (weights, gradients) and the update ring (anchors too) make two
+    # shifts, the scoring ring three.
+    assert second == (model + f64) * 2 / 3 + (2 * model + f64) * 2 / 3 + model
 
 
 def test_non_finite_training_is_a_clear_error():

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsmlr.partition import class_blocks, ring_block, row_shards
+from dsmlr.partition import class_blocks, ring_block, ring_shifts, row_shards
 
 
 @settings(max_examples=200, deadline=None)
@@ -58,3 +58,24 @@ def test_ring_visits_every_block_once_per_epoch(size):
         # Receiving from the right neighbour yields the next round's block.
         for p in range(size):
             assert ring_block((p + 1) % size, r, size) == ring_block(p, r + 1, size)
+
+
+@given(size=st.integers(1, 16), n_rings=st.integers(1, 3))
+def test_alternating_rings_visit_every_group_and_end_home(size, n_rings):
+    """The synchronous engine's epoch (:func:`dsmlr.engines.ring.ring_epoch`): rings of
+    alternating direction, each ``size`` rounds of a visit then (but after the last
+    round where it makes ``size - 1`` shifts) a shift."""
+    shifts = ring_shifts(n_rings, size)
+    assert all(n in (size - 1, size) for n in shifts)
+    for rank in range(size):
+        gid = rank
+        for i, n in enumerate(shifts):
+            visited = []
+            for r in range(size):
+                visited.append(gid)
+                if r < n:
+                    gid = (gid + (-1 if i % 2 else 1)) % size
+            assert sorted(visited) == list(range(size))
+        assert gid == rank
+    # The fewest shifts that do both: P - 1 per ring, one more for an odd count.
+    assert sum(shifts) == n_rings * (size - 1) + n_rings % 2

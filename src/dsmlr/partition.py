@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["class_blocks", "ring_block", "row_shards"]
+__all__ = ["class_blocks", "ring_block", "ring_shifts", "row_shards"]
 
 
 def row_shards(indptr: np.ndarray, n_shards: int) -> list[tuple[int, int]]:
@@ -66,6 +66,21 @@ def class_blocks(n_classes: int, n_blocks: int) -> list[tuple[int, int]]:
         out.append((start, stop))
         start = stop
     return out
+
+
+def ring_shifts(n_rings: int, size: int) -> list[int]:
+    """Shifts of each of an epoch's ``n_rings`` rings on ``size`` workers.
+
+    A ring visits ``size`` groups, so ``size - 1`` shifts take it through them.  The
+    synchronous engine starts each ring with the groups where the one before left them,
+    in the other direction (its first visits need no shift); after an even number of
+    rings every group is home again, and after an odd number the last ring shifts once
+    more, so that every epoch ends with each worker holding its own group.
+    """
+    shifts = [size - 1] * n_rings
+    if n_rings % 2:
+        shifts[-1] = size
+    return shifts
 
 
 def ring_block(rank: int, round_: int, size: int) -> int:

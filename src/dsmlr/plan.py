@@ -44,7 +44,7 @@ the steady state (from the second epoch on):
 (``eval_seconds``); ``compute_seconds`` is their sum.
 
 **Bytes sent** per rank per epoch (steady state; 0 when P = 1: nothing moves) are the
-engines' documented volumes, a ring of P shifts moving its arrays' whole size::
+engines' documented volumes.  The arrays each ring moves round, in all::
 
     update ring   M                        SGD
                   M (2 + 8/s)              SVRG (weights, anchor, float64 gradient)
@@ -52,16 +52,23 @@ engines' documented volumes, a ring of P shifts moving its arrays' whole size::
     gradient ring M (1 + 8/s)              SVRG only, from the second epoch
     scoring ring  M [+ 8 B D_fit AdaGrad]  every eval_every epochs
 
-An epoch that scores makes P - 1 shifts of its update ring and P - 1 of the scoring
-ring (:func:`dsmlr.engines.ring.ring_epoch`), so those two rings move ``(P - 1) / P``
-of the above then; the figures are averaged over ``eval_every`` epochs.  An SGD epoch
-that scores moves ``2 M (P - 1) / P``, one that does not ``M``.  These are the ring
-payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent` counts them: the
-64-byte allreduce after each scoring ring is left out of both.  The asynchronous
+A ring of P shifts moves all of that from every rank, but the engine's rings
+alternate in direction, each starting with the groups where the one before left them, so
+that they make P - 1 shifts each, and the last one P where an epoch has an odd number
+of rings (:func:`dsmlr.partition.ring_shifts`; :func:`dsmlr.engines.ring.ring_epoch`).
+Per epoch, averaged over ``eval_every`` epochs (the last of which scores)::
+
+    SGD, AdaGrad   scoring:     (update + scoring) (P - 1) / P      (SGD: 2 M (P - 1) / P)
+                   not scoring: update                              (SGD: M)
+    SVRG           scoring:     (gradient + update) (P - 1) / P + scoring
+                   not scoring: (gradient + update) (P - 1) / P
+
+These are the ring payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent`
+counts them: the 64-byte allreduce after each scoring ring is left out of both.  The asynchronous
 engine moves the same volume on average plus small headers; it is modelled as the
 synchronous one.
 
-**Messages and communication time.**  A ring is P shifts (P - 1 as above); the MPI
+**Messages and communication time.**  A ring is P - 1 or P shifts (as above); the MPI
 communicator makes each shift two small handshakes and then sends the payload in chunks of
 ``CHUNK_BYTES`` (16 MiB), each chunk one exchange.  So a shift of ``b`` bytes counts
 about ``2 + ceil(b / CHUNK_BYTES)`` messages (each array is chunked on its own), and the
@@ -99,6 +106,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dsmlr.memory import MemoryPlan, plan_memory
+from dsmlr.partition import ring_shifts
 
 __all__ = [
     "CHUNK_BYTES",
@@ -305,8 +313,8 @@ def plan_training(
         compute        = U/r_update + [svrg] U/r_gradient + U/r_score / eval_every
         M              = K * D_fit * itemsize
         bytes_sent     = update ring + [svrg] gradient ring + scoring ring / eval_every
-                         (rings before and of scoring (P - 1) / P of their size;
-                         SGD 2M (P - 1) / P with eval_every = 1; 0 when P = 1)
+                         (each ring (P - 1) / P of its size, or all of it, see
+                         above; SGD 2M (P - 1) / P with eval_every = 1; 0 when P = 1)
         comm           = bytes_sent / bandwidth + messages * latency
         epoch          = compute + comm          (no overlap, as the engines run)
         memory         = dsmlr.memory.plan_memory(ceil(N/P) rows, ceil(nnz/P), ...)
@@ -393,31 +401,29 @@ def plan_training(
     scoring_bytes = M + carried
     allreduce_msgs = 2 * math.ceil(math.log2(P)) if P > 1 else 0
 
-    def ring(ring_bytes: int, shifts: int) -> tuple[float, int]:
-        """Bytes and messages of ``shifts`` shifts, each 1/P of the ring's arrays."""
-        return ring_bytes * shifts / P, _ring_messages(shifts, ring_bytes / P)
+    def epoch_traffic(rings: list[int]) -> tuple[float, int]:
+        """Bytes and messages of an epoch's rings (the sizes of the arrays each moves
+        round the ring), with the shifts the engine makes in them: each shift moves 1/P."""
+        shifts = ring_shifts(len(rings), P)
+        sent = sum(size * n / P for size, n in zip(rings, shifts, strict=True))
+        msgs = sum(_ring_messages(n, size / P) for size, n in zip(rings, shifts, strict=True))
+        return sent, msgs
 
-    def update_ring(ring_bytes: int) -> tuple[float, float]:
-        """The update ring averaged over eval_every epochs: the one before the scoring
-        ring makes P - 1 shifts (see dsmlr.engines.ring.ring_epoch)."""
-        (full, full_msgs), (short, short_msgs) = ring(ring_bytes, P), ring(ring_bytes, P - 1)
+    def averaged(update: int, anchored: bool) -> tuple[float, float]:
+        """Traffic per epoch over ``eval_every`` epochs, the last of which scores."""
+        rings = [gradient_bytes, update] if anchored else [update]
+        quiet, quiet_msgs = epoch_traffic(rings)
+        scored, scored_msgs = epoch_traffic([*rings, scoring_bytes])
         e = eval_every
-        return ((e - 1) * full + short) / e, ((e - 1) * full_msgs + short_msgs) / e
+        sent = ((e - 1) * quiet + scored) / e
+        return sent, ((e - 1) * quiet_msgs + scored_msgs + allreduce_msgs) / e
 
     if P == 1:
         steady = first = 0.0
         msgs = first_msgs = 0.0
     else:
-        score_bytes, score_msgs = ring(scoring_bytes, P - 1)
-        scoring = score_bytes / eval_every
-        score_msgs = (score_msgs + allreduce_msgs) / eval_every
-        update, update_msgs = update_ring(update_bytes)
-        gradient, gradient_msgs = ring(gradient_bytes, P)
-        steady = update + gradient + scoring
-        msgs = update_msgs + (gradient_msgs if svrg else 0) + score_msgs
-        first_update_bytes, first_update_msgs = update_ring(first_update)
-        first = first_update_bytes + scoring
-        first_msgs = first_update_msgs + score_msgs
+        steady, msgs = averaged(update_bytes, svrg)
+        first, first_msgs = averaged(first_update, False)  # SVRG's first epoch: plain steps
     return TrainingPlan(
         n_samples=int(n_samples), n_features=int(n_features), n_classes=K, nnz=int(nnz),
         n_ranks=P, n_blocks=n_blocks, optimizer=optimizer, dtype=dtype, engine=engine,

@@ -52,7 +52,7 @@ from dsmlr.engines.base import (
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import HostBlocks, Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.kernels.base import Snapshot
-from dsmlr.partition import class_blocks, ring_block
+from dsmlr.partition import class_blocks, ring_block, ring_shifts
 from dsmlr.scoring import BlockScores, summarise
 
 #: Top-k accuracy reported on a held-out set each epoch.
@@ -426,15 +426,15 @@ class Ring:
         fields: tuple[str, ...],
         visit: Callable[[Block, int], None],
         reverse: bool = False,
-        last_shift: bool = True,
+        n_shifts: int | None = None,
     ) -> None:
         """A ring: P rounds of ``visit(block, round)`` for each held block, after which
         the group (the named arrays of each block) passes to the left (to the right if
         ``reverse``).
 
-        Without the ``last_shift`` the ring ends holding the group it visited last
-        rather than passing it on: a ring the other way, starting with that group,
-        then brings every group home in P - 1 shifts (see :func:`ring_epoch`).
+        ``n_shifts``: P (the default) or P - 1, when the ring ends holding the group it
+        visited last rather than passing it on (the next ring starts with it, see
+        :func:`ring_epoch`).
 
         Where the communicator can shift on a helper thread (MPI) and a group has two or
         more blocks, each block leaves as soon as its visit is done and travels while the
@@ -444,7 +444,7 @@ class Ring:
         way, so results are identical; only the ``comm`` clock, now the time spent
         waiting for a block to arrive, shrinks.
         """
-        n_shifts = self.size if last_shift else self.size - 1
+        n_shifts = self.size if n_shifts is None else n_shifts
         if self.per_group < 2 or not getattr(self.comm, "overlaps_shifts", False):
             for r in range(self.size):
                 for blk in self.group:
@@ -487,13 +487,18 @@ def _score_block(kernel: Kernel, scorers: list, blk: Block, cfg, home: bool) -> 
 
 
 def _scoring_ring(
-    ring: Ring, kernel: Kernel, scorers: list, cfg, carry, after_update: bool = False
+    ring: Ring,
+    kernel: Kernel,
+    scorers: list,
+    cfg,
+    carry,
+    reverse: bool = False,
+    n_shifts: int | None = None,
 ) -> float:
     """Score every set of rows against every block; return this rank's penalty share.
 
-    ``after_update``: the groups are where an update ring without its last shift left
-    them, and this ring travels the other way, bringing them home (:func:`ring_epoch`).
-    Its wall time, the shifts' waits included, goes to ``ring.clock.eval``.
+    ``reverse`` and ``n_shifts`` as for :meth:`Ring.travel`.  Its wall time, the shifts'
+    waits included, goes to ``ring.clock.eval``.
     """
     clock, t0, penalty = ring.clock, time.perf_counter(), 0.0
 
@@ -503,7 +508,7 @@ def _scoring_ring(
         penalty += clock.stretched(_score_block, kernel, scorers, blk, cfg, r == 0)
         ring.visited()
 
-    ring.travel(("W", *carry), visit, reverse=after_update, last_shift=not after_update)
+    ring.travel(("W", *carry), visit, reverse, n_shifts)
     clock.eval += time.perf_counter() - t0
     return penalty
 
@@ -600,23 +605,31 @@ def ring_epoch(epoch: Epoch) -> None:
     block visits every rank once per stage, in the update stage making one pass over its
     rows.
 
-    The scoring ring starts where the update ring's last round left the groups, whose
-    weights are final by then, and runs the other way round: P - 1 shifts bring every
-    group home, where a ring each way from home would take 2P (P = 2: two shifts of the
-    model an epoch instead of four).
+    Each ring starts with the groups where the one before left them (the last round's
+    groups, whose visits of that stage are done) and runs the other way round, so it
+    needs no shift before its first visits: the rings make P - 1 shifts each, and one
+    more at the end of an epoch with an odd number of them, which brings every group
+    home (:func:`dsmlr.partition.ring_shifts`).  That extra shift falls on the last
+    ring, the scoring ring where there is one, which moves the weights alone.  A plain
+    epoch that scores thus makes 2(P - 1) shifts of the model instead of 2P.
     """
     ring = epoch.ring
-    if epoch.b_anchor is not None:
+    anchored, scoring = epoch.b_anchor is not None, epoch.scorers is not None
+    shifts = ring_shifts(anchored + 1 + scoring, ring.size)
+    reverse = [bool(i % 2) for i in range(len(shifts))]
+    if anchored:
         for blk in ring.group:
             epoch.begin_gradient(blk)
-        ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk))
-        for blk in ring.group:
+        ring.travel(
+            epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk), reverse[0], shifts[0]
+        )
+        for blk in ring.group:  # each held block has had every rank's visit
             epoch.end_gradient(blk)
-    scoring = epoch.scorers is not None
-    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), last_shift=not scoring)
+    u = int(anchored)
+    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), reverse[u], shifts[u])
     if scoring:
         epoch.penalty = _scoring_ring(
-            ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, after_update=True
+            ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, reverse[-1], shifts[-1]
         )
 
 
