@@ -173,9 +173,10 @@ def test_bytes_sent_per_epoch_match_the_documented_volume(dtype):
     f64 = 6 * 41 * 8  # SVRG's anchor gradients
     first, second = (h["bytes_sent"] for h in clf.history_)
     assert first == 2 * model * 2 / 3  # plain update ring + scoring ring
-    # The gradient ring (weights, gradients) and the update ring (anchors too) make two
-    # shifts, the scoring ring three.
-    assert second == (model + f64) * 2 / 3 + (2 * model + f64) * 2 / 3 + model
+    # The gradient ring (weights, float64 gradient sums) and the update ring (weights,
+    # anchor weights and gradient in the weights' dtype) make two shifts, the scoring
+    # ring three.
+    assert second == (model + f64) * 2 / 3 + 3 * model * 2 / 3 + model
 
 
 def test_non_finite_training_is_a_clear_error():

@@ -81,7 +81,8 @@ def _run_update(kernel_name, rows, dtype, config, svrg: bool):
     if svrg:
         W0 = W.copy()
         b0 = b.copy()
-        mu = np.random.default_rng(5).normal(scale=0.01, size=W.shape)
+        # In the weights' dtype, as the engines keep it (Epoch.end_gradient).
+        mu = np.random.default_rng(5).normal(scale=0.01, size=W.shape).astype(dtype)
         W0, mu = _on_device(kernel, W0, mu)
         snapshot = Snapshot(W0, mu, b0)
     W, acc = _on_device(kernel, W, acc)

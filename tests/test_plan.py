@@ -71,7 +71,7 @@ def test_more_ranks_need_less_memory_compute_and_time():
         ("sgd", "float64", 1, 0),  # the update ring moves the weights
         ("sgd", "float32", 1, 0),
         ("svrg", "float64", 3, 2),  # weights, anchor, gradient; weights and gradient
-        ("svrg", "float32", 4, 3),  # the gradients in float64
+        ("svrg", "float32", 3, 3),  # the gradient ring's gradient sums in float64
     ],
 )
 def test_bytes_per_epoch_follow_the_engines_formulas(optimizer, dtype, update, gradient):

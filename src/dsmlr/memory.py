@@ -3,7 +3,7 @@
 The estimate follows the table in ``docs/scaling-out.md`` ("Memory planning"): a rank's
 rows, its per-row state (``b`` and one partial normaliser per class block, a second such
 table while the exact objective is computed) and its share of the class blocks (with
-SVRG's anchor weights and float64 anchor gradient, or AdaGrad's accumulators), plus a
+SVRG's anchor weights and anchor gradient, summed in float64, or AdaGrad's accumulators), plus a
 fixed allowance for Python and the libraries.  Training refuses to start when the
 estimate exceeds the memory available to the rank, with a message saying how many ranks
 would fit, instead of being killed by the kernel half-way through.

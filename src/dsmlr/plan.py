@@ -47,9 +47,10 @@ the steady state (from the second epoch on):
 engines' documented volumes.  The arrays each ring moves round, in all::
 
     update ring   M                        SGD
-                  M (2 + 8/s)              SVRG (weights, anchor, float64 gradient)
+                  3 M                      SVRG (weights, anchor weights and gradient)
                   M + 8 B D_fit            AdaGrad (its float64 accumulators travel)
-    gradient ring M (1 + 8/s)              SVRG only, from the second epoch
+    gradient ring M (1 + 8/s)              SVRG only, from the second epoch (the
+                                           gradient summed in float64)
     scoring ring  M [+ 8 B D_fit AdaGrad]  every eval_every epochs
 
 A ring of P shifts moves all of that from every rank, but the engine's rings
@@ -395,7 +396,7 @@ def plan_training(
 
     M = K * d_fit * s
     carried = 8 * n_blocks * d_fit if optimizer == "adagrad" else 0  # AdaGrad state
-    update_bytes = {"sgd": M, "svrg": M * (2 + 8 // s), "adagrad": M + carried}[optimizer]
+    update_bytes = {"sgd": M, "svrg": 3 * M, "adagrad": M + carried}[optimizer]
     first_update = M + carried  # SVRG's first epoch: plain steps, weights only
     gradient_bytes = M * (1 + 8 // s) if svrg else 0
     scoring_bytes = M + carried

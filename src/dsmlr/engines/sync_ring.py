@@ -3,25 +3,28 @@
 Every stage of an epoch (see :mod:`dsmlr.engines.ring`) is a ring of P rounds: in round
 ``r`` rank ``p`` holds group ``(p + r) mod P``, visits each of its blocks (in the update
 stage, one pass of stochastic steps over its own rows), and passes the group to rank
-``p - 1``; the scoring ring runs the other way (see :func:`dsmlr.engines.ring.ring_epoch`).
+``p - 1`` (the next ring the other way, see :func:`dsmlr.engines.ring.ring_epoch`).
 B = P blocks, except B = 4 for two ranks with SVRG (see :func:`blocks_per_worker`).
 Every rank waits for its neighbour each round, so the slowest rank sets the pace.
 
 Communication
 -------------
-After each round a rank sends its group to its neighbour, except after an update ring's
-last round when the scoring ring follows (it starts with the group held then).  Per epoch
-and rank, with ``M = K * D_fit * itemsize`` the model's size:
+After each round a rank sends its group to its neighbour, except after a ring's last
+round when the next ring starts with the group held then.  Per ring of P shifts and rank,
+with ``M = K * D_fit * itemsize`` the model's size:
 
+* gradient ring (SVRG only): ``M * (1 + 8 / itemsize)`` (weights, the gradient summed in
+  float64);
 * update ring: ``M`` for plain SGD, ``M + P * D_fit * 8`` for AdaGrad (its accumulators),
-  ``M * (1 + 1 + 8 / itemsize)`` for SVRG (weights, anchor weights, float64 anchor
-  gradient); ``(P - 1) / P`` of that in an epoch that scores;
-* scoring ring: ``M (P - 1) / P`` (the weights);
-* gradient ring (SVRG only): ``M * (1 + 8 / itemsize)``;
+  ``3 M`` for SVRG (weights, anchor weights and anchor gradient);
+* scoring ring: ``M`` (the weights);
 * one allreduce of 8 float64s.
 
-So a plain epoch that scores moves ``2 M (P - 1) / P`` per rank (``M`` at P = 2), one
-that does not ``M``.  ``b`` and the rows never move.
+The rings alternate in direction and make ``P - 1`` shifts each, the last of an odd
+number of them ``P`` (:func:`dsmlr.partition.ring_shifts`): each ring moves
+``(P - 1) / P`` of the above, or all of it.  So a plain epoch that scores moves
+``2 M (P - 1) / P`` per rank (``M`` at P = 2), one that does not ``M``; an SVRG epoch
+that scores in float32 ``6 M (P - 1) / P + M``.  ``b`` and the rows never move.
 """
 
 from __future__ import annotations

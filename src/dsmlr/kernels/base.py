@@ -166,9 +166,10 @@ class Snapshot:
     ----------
     W_block : ndarray of shape (D_fit, K_q)
         Block weights at the anchor point ``W~``.
-    mean_grad : ndarray of shape (D_fit, K_q), float64
+    mean_grad : ndarray of shape (D_fit, K_q)
         Full data gradient of the block at the anchor,
-        ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term).
+        ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term): summed in float64,
+        kept in the weights' dtype (see :meth:`dsmlr.engines.ring.Epoch.end_gradient`).
     b : ndarray of shape (n_local,)
         Exact ``b~_i = -log sum_k exp(w~_k . x_i)`` of the local rows at the anchor.
 

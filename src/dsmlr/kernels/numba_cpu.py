@@ -445,26 +445,32 @@ def _svrg_tables(n, eta, lam):
 
 @_inline
 def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
-    """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
+    """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form.
+
+    In the weights' type, as ``w - (1 - c**n) w - eta mu (1 - c**n) / (1 - c)``: see
+    :func:`_catch_up` for why not ``c**n w``.
+    """
     if n_steps <= 0:
         return
     if penalized and eta * lam > 0.0:
-        c_n = power[n_steps]
-        g_n = geometric[n_steps]
-        for k in range(W.shape[1]):
-            W[j, k] = c_n * W[j, k] - eta * mu[j, k] * g_n
+        shrink = W.dtype.type(1.0 - power[n_steps])
+        drift = W.dtype.type(eta * geometric[n_steps])
     else:
-        for k in range(W.shape[1]):
-            W[j, k] -= n_steps * eta * mu[j, k]
+        shrink = W.dtype.type(0.0)
+        drift = W.dtype.type(n_steps * eta)
+    for k in range(W.shape[1]):
+        W[j, k] -= shrink * W[j, k] + drift * mu[j, k]
 
 
 @_inline
 def _svrg_step(W, g, mu, j, eta, lam, penalized):
+    # In the weights' own type: float64 scalars would turn float32 loops into float64 ones.
+    eta_t, lam_t = W.dtype.type(eta), W.dtype.type(lam)
     for k in range(W.shape[1]):
         total = g[k] + mu[j, k]
         if penalized:
-            total += lam * W[j, k]
-        W[j, k] -= eta * total
+            total += lam_t * W[j, k]
+        W[j, k] -= eta_t * total
 
 
 @_jit
@@ -583,11 +589,12 @@ def _svrg_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                # idle steps in closed form: c**idle w - eta mu (1 - c**idle) / (1 - c)
-                c_n = power[idle] if penalized else 1.0
-                g_n = eta * (geometric[idle] if penalized else idle)
+                # idle steps in closed form: c**idle w - eta mu (1 - c**idle) / (1 - c),
+                # in the weights' type as in _svrg_catch_up
+                shrink = s.dtype.type(1.0 - power[idle] if penalized else 0.0)
+                drift = s.dtype.type(eta * (geometric[idle] if penalized else idle))
                 for k in range(n_block):
-                    v = c_n * W[j, k] - g_n * mu[j, k]
+                    v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
                     W[j, k] = v
                     s[k] += x * v
                     s0[k] += x * W0[j, k]
@@ -604,8 +611,9 @@ def _svrg_csr_single(
             s[k] -= w_r * fast_exp(s0[k] + b0_r)
         _deferred_step(indptr, indices, data, r, W, s, deferred)
         if fit_intercept:
+            step_u = s.dtype.type(eta_u)
             for k in range(n_block):
-                W[icpt, k] -= eta_u * (s[k] + mu[icpt, k])
+                W[icpt, k] -= step_u * (s[k] + mu[icpt, k])
     for j in range(n_pen):
         _svrg_catch_up(W, mu, j, n_steps - 1 - last[j], eta, lam, True, power, geometric)
 
