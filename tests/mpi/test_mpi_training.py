@@ -3,6 +3,8 @@ engine, model files written per block, and prediction on the distributed model."
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from mpi_helpers import agree
@@ -10,6 +12,7 @@ from mpi_helpers import agree
 from dsmlr.distributed import fit_sharded, load_sharded
 from dsmlr.kernels.base import training_layout
 from dsmlr.objective import add_intercept_column, plain_objective
+from dsmlr.plan import plan_training
 from dsmlr.training import shard_rows, train_embedded
 from problems import planted_sparse_problem, sklearn_optimum
 
@@ -60,6 +63,24 @@ def test_async_with_a_slow_rank_reaches_the_optimum(comm, problem):
     )  # fmt: skip
     gap = (model.history_[-1]["objective"] - best) / best
     agree(comm, 0 <= gap < 1e-4 or abs(gap) < 1e-9, f"relative gap {gap:.2e}")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "svrg"])
+def test_bytes_per_epoch_are_what_the_cost_model_counts(comm, problem, optimizer):
+    # The rings alternate in direction (P - 1 shifts each, the last of an odd number P)
+    # and, with SVRG at P = 2, two blocks a rank travel on a helper thread: every epoch's
+    # bytes per rank are still exactly dsmlr.plan's.
+    X, y, _ = problem
+    X_mine, y_mine = my_rows(X, y, comm)
+    model = fit_sharded(X_mine, y_mine, comm=comm, lam=LAM, max_epochs=3, tol=-1,
+                        optimizer=optimizer, random_state=0)  # fmt: skip
+    want = plan_training(
+        n_samples=X.shape[0], n_features=X.shape[1], n_classes=12, nnz=X.nnz,
+        n_ranks=comm.size, bandwidth=math.inf, optimizer=optimizer,
+    )  # fmt: skip
+    sent = [h["bytes_sent"] for h in model.history_]
+    expected = [want.first_epoch_bytes] + [want.bytes_sent] * 2
+    agree(comm, sent == expected, f"{optimizer}: sent {sent}, the model counts {expected}")
 
 
 @pytest.mark.parametrize("per_rank", [None, 2])
