@@ -10,7 +10,8 @@ Experiments (``--only`` picks some):
     K = 1000 classes, 20K rows, 20K features: median epoch time (SVRG epochs, from the
     second on) for each P in ``--ranks``, the P values taking turns within each repeat;
     the ratio to P = 1; where rank 0's epochs went (compute, communication, waiting,
-    scoring).  ``--baseline SRC`` adds runs of another checkout's code for an A/B.
+    scoring).  ``--baseline SRC`` adds runs of another checkout's code for an A/B;
+    ``--blocks-per-rank N`` gives the ranks of P > 1 N blocks each.
 ``bytes``
     The same problem with plain SGD: bytes per rank of an update epoch that does not
     score against the model size ``K * D_fit * itemsize``, and of one that scores against
@@ -91,6 +92,14 @@ def _epoch_times(records: list[dict]) -> list[float]:
 PARTS = ("compute_seconds", "comm_seconds", "wait_seconds", "eval_seconds")
 
 
+def _blocks_option(args, n_ranks: int) -> list[str]:
+    """``--blocks-per-rank`` for ``dsmlr train`` where one was given and P > 1 (P = 1
+    runs its default, one block: the best one process does)."""
+    if not args.blocks_per_rank or n_ranks == 1:
+        return []
+    return ["--blocks-per-rank", str(args.blocks_per_rank)]
+
+
 def scaling(args) -> dict:
     """Epoch times per P.  Each repeat runs every P once, in turn, so that a machine
     whose speed drifts (shared virtual machines do) shifts every P alike; with
@@ -106,7 +115,7 @@ def scaling(args) -> dict:
     for _ in range(args.repeats):
         for key, p, source in variants:
             records = _train(p, train, "--epochs", "4", "--tol", "-1", "--optimizer",
-                             args.optimizer, source=source)  # fmt: skip
+                             args.optimizer, *_blocks_option(args, p), source=source)  # fmt: skip
             runs[key].append(statistics.median(_epoch_times(records)))
             parts[key].append({f: statistics.median(r[f] for r in records[1:]) for f in PARTS})
             print(key, runs[key][-1], flush=True)
@@ -117,6 +126,7 @@ def scaling(args) -> dict:
         base = statistics.median(runs[first if source is None else f"{first}-baseline"])
         out[key] = {"epoch_seconds": epoch, "runs": runs[key], "ratio_to_first": epoch / base,
                     "optimizer": args.optimizer, "problem": [n, d, k], "source": source,
+                    "blocks_per_rank": (args.blocks_per_rank if p > 1 else None),
                     "rank0_parts": parts[key]}  # fmt: skip
         if source is not None:  # this code's epoch against the baseline's, same P
             out[key]["current_over_baseline"] = statistics.median(runs[str(p)]) / epoch
@@ -236,6 +246,10 @@ def main() -> None:
     parser.add_argument("--scale-samples", type=int, default=25_000, help="for scaling")
     parser.add_argument("--scale-features", type=int, default=20_000, help="for scaling")
     parser.add_argument("--scale-classes", type=int, default=1000, help="for scaling")
+    parser.add_argument("--blocks-per-rank", type=int, default=None, metavar="N",
+                        help="for scaling, P > 1: class blocks per rank (the engine's "
+                             "default); from two, a block travels while the next is "
+                             "visited")  # fmt: skip
     parser.add_argument("--straggler-ranks", type=int, default=4, help="for straggler (4)")
     parser.add_argument("--straggler-classes", type=int, default=200,
                         help="for straggler (200)")  # fmt: skip
