@@ -589,7 +589,7 @@ class Epoch:
         """
         dtype, capacity = self.ring.dtype, self.ring.capacity
         if np.dtype(dtype) != np.float64:
-            summed, blk.mean_grad = blk.mean_grad, None
+            summed = blk.mean_grad
             blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
             blk.mean_grad[...] = summed
             del summed  # before the anchor weights: a block at most 2s + 8 bytes a value
@@ -628,21 +628,18 @@ def ring_epoch(epoch: Epoch) -> None:
     """
     ring = epoch.ring
     anchored, scoring = epoch.b_anchor is not None, epoch.scorers is not None
-    shifts = ring_shifts(anchored + 1 + scoring, ring.size)
-    reverse = [bool(i % 2) for i in range(len(shifts))]
+    # Each ring's direction (every second one reversed) and shifts, in order.
+    legs = ((bool(i % 2), n) for i, n in enumerate(ring_shifts(anchored + 1 + scoring, ring.size)))
     if anchored:
         for blk in ring.group:
             epoch.begin_gradient(blk)
-        ring.travel(
-            epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk), reverse[0], shifts[0]
-        )
+        ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk), *next(legs))
         for blk in ring.group:  # each held block has had every rank's visit
             epoch.end_gradient(blk)
-    u = int(anchored)
-    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), reverse[u], shifts[u])
+    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), *next(legs))
     if scoring:
         epoch.penalty = _scoring_ring(
-            ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, reverse[-1], shifts[-1]
+            ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, *next(legs)
         )
 
 

@@ -444,20 +444,22 @@ def _svrg_tables(n, eta, lam):
 
 
 @_inline
-def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
-    """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form.
+def _svrg_idle(W, n_steps, eta, decays, power, geometric):
+    """``(shrink, drift)`` of ``n_steps`` idle steps ``w <- c w - eta mu``, in the weights'
+    type: they make ``w - shrink w - drift mu``, with ``shrink = 1 - c**n`` and ``drift =
+    eta (1 - c**n) / (1 - c)`` (``0`` and ``n eta`` where nothing ``decays``); see
+    :func:`_catch_up` for why not ``c**n w``."""
+    if decays:
+        return W.dtype.type(1.0 - power[n_steps]), W.dtype.type(eta * geometric[n_steps])
+    return W.dtype.type(0.0), W.dtype.type(n_steps * eta)
 
-    In the weights' type, as ``w - (1 - c**n) w - eta mu (1 - c**n) / (1 - c)``: see
-    :func:`_catch_up` for why not ``c**n w``.
-    """
+
+@_inline
+def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
+    """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
     if n_steps <= 0:
         return
-    if penalized and eta * lam > 0.0:
-        shrink = W.dtype.type(1.0 - power[n_steps])
-        drift = W.dtype.type(eta * geometric[n_steps])
-    else:
-        shrink = W.dtype.type(0.0)
-        drift = W.dtype.type(n_steps * eta)
+    shrink, drift = _svrg_idle(W, n_steps, eta, penalized and eta * lam > 0.0, power, geometric)
     for k in range(W.shape[1]):
         W[j, k] -= shrink * W[j, k] + drift * mu[j, k]
 
@@ -589,10 +591,7 @@ def _svrg_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                # idle steps in closed form: c**idle w - eta mu (1 - c**idle) / (1 - c),
-                # in the weights' type as in _svrg_catch_up
-                shrink = s.dtype.type(1.0 - power[idle] if penalized else 0.0)
-                drift = s.dtype.type(eta * (geometric[idle] if penalized else idle))
+                shrink, drift = _svrg_idle(W, idle, eta, penalized, power, geometric)
                 for k in range(n_block):
                     v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
                     W[j, k] = v
