@@ -34,6 +34,7 @@ Run: ``python benchmarks/bench_mpi.py [--only scaling bytes] [--repeats 3]``; wr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -181,9 +182,16 @@ def memory(args) -> dict:
 
 
 def _optimum(train: Path, lam: float) -> float:
+    """scikit-learn's optimum objective on ``train``, cached beside it with the file's
+    SHA-256 and ``lam`` (a cache carried to another machine, whose generator wrote other
+    data, is recomputed rather than trusted)."""
     cache = train.with_suffix(".optimum.json")
+    digest = hashlib.sha256(train.read_bytes()).hexdigest()
     if cache.exists():
-        return json.loads(cache.read_text())["objective"]
+        cached = json.loads(cache.read_text())
+        if cached.get("sha256") == digest and cached.get("lam") == lam:
+            return cached["objective"]
+        print(f"{cache} is for other data or lam: recomputing", flush=True)
     from sklearn.linear_model import LogisticRegression
 
     from dsmlr.io import read_svmlight
@@ -197,7 +205,7 @@ def _optimum(train: Path, lam: float) -> float:
     clf = LogisticRegression(C=1 / (lam * len(y)), tol=1e-8, max_iter=5000).fit(data.X, y)
     W = np.hstack([clf.coef_, clf.intercept_[:, None]])
     best = plain_objective(W, add_intercept_column(data.X), y, lam, data.X.shape[1])
-    cache.write_text(json.dumps({"objective": best}))
+    cache.write_text(json.dumps({"objective": best, "sha256": digest, "lam": lam}))
     return best
 
 
