@@ -137,7 +137,9 @@ def scaling(args) -> dict:
 def bytes_per_epoch(args) -> dict:
     """Plain SGD: bytes per rank of an update epoch that does not score (one run of 9
     epochs scoring only after the last, less a run of that last epoch alone) against the
-    model, and of an epoch that scores (that one-epoch run) against ``2 M (P - 1) / P``."""
+    model, and of an epoch that scores (that one-epoch run) against ``2 M (P - 1) / P``;
+    the async engine's epochs (that score) against the same (with ``--baseline SRC``,
+    also the async engine of the code in SRC)."""
     train = _data("mpi-n25000-d20000-k1000", 25_000, 20_000, 1000, "--test-fraction", "0.2")
     out = {}
     epochs = 9
@@ -151,10 +153,18 @@ def bytes_per_epoch(args) -> dict:
         )  # fmt: skip
         per_epoch = (many["bytes_sent"] - one["bytes_sent"]) / (epochs - 1)
         model = many["model_bytes"]
+        scoring = 2 * model * (n - 1) / n
         out[n] = {"update_bytes_per_epoch": per_epoch, "model_bytes": model,
                   "ratio": per_epoch / model, "scoring_epoch_bytes": one["bytes_sent"],
-                  "scoring_epoch_ratio": one["bytes_sent"] / (2 * model * (n - 1) / n),
-                  "epochs": epochs}  # fmt: skip
+                  "scoring_epoch_ratio": one["bytes_sent"] / scoring, "epochs": epochs}  # fmt: skip
+        variants = [("async", None)] + [("async_baseline", args.baseline)] * bool(args.baseline)
+        for key, source in variants:
+            # Tokens go where the ranks' timing sends them: the median over epochs 2-5.
+            records = _train(n, train, "--engine", "async", "--epochs", "5", "--tol", "-1",
+                             "--optimizer", "sgd", source=source)  # fmt: skip
+            async_epoch = statistics.median(r["bytes_sent"] for r in records[1:])
+            out[n][f"{key}_scoring_epoch_bytes"] = async_epoch
+            out[n][f"{key}_scoring_epoch_ratio"] = async_epoch / scoring
     return out
 
 
@@ -266,9 +276,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=1,
                         help="for straggler: score every E epochs (1)")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", default=None,
-                        help="for scaling (each P), straggler and memory (the async engine): also "
-                             "run the package in SRC (another checkout's src directory), "
-                             "interleaved")  # fmt: skip
+                        help="for scaling (each P), straggler, memory and bytes (the async "
+                             "engine): also run the package in SRC (another checkout's src "
+                             "directory), interleaved")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
     args = parser.parse_args()
     results = {

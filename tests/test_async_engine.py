@@ -219,3 +219,14 @@ def test_a_straggler_does_fewer_update_visits_but_every_rank_scores_every_block(
     # even share would be 36 visits each; it makes about 20, ten times slower).
     updates = Counter(rank for _, stage, rank, _ in seen if stage == "update")
     assert updates[1] < 0.75 * min(updates[0], updates[2])
+
+
+def test_the_scoring_stage_ends_on_the_tokens_home_rank():
+    # Ranks 0, 2 and 3 still to visit: rank 0, nearest to the left, would come first,
+    # but as the token's home it is kept for last, so the token needs no trip home ...
+    visits = np.array([0, 1, 0, 0])
+    assert choose_destination(1, visits, np.zeros(4), 4, once=True) == 0
+    assert choose_destination(1, visits, np.zeros(4), 4, once=True, last=0) == 3
+    # ... and visited once no other rank is left.
+    visits = np.array([0, 1, 1, 1])
+    assert choose_destination(1, visits, np.zeros(4), 4, once=True, last=0) == 0
