@@ -62,7 +62,7 @@ score sends a token home after its last update visit if that was elsewhere).  On
 average per rank an epoch moves about what the synchronous engine's rings do (see
 :mod:`dsmlr.engines.sync_ring`): plain SGD epochs that score moved 1.00, 1.16 and 1.13
 times the sync engine's ``2 (P - 1) / P`` times the model per rank at P = 2, 3 and 4
-under MPI, K = 1000 (`benchmarks/results/mpi_bytes.json`; 1.63, 1.32 and 1.25 when
+under MPI, K = 1000 (``benchmarks/results/mpi_bytes.json``; 1.63, 1.32 and 1.25 when
 tokens went home after scoring wherever it ended).
 """
 
