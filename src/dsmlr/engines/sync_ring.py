@@ -40,11 +40,16 @@ __all__ = ["blocks_per_worker", "sync_ring_worker"]
 def blocks_per_worker(n_workers: int, optimizer: str = "svrg") -> int:
     """Class blocks each worker holds at a time.
 
-    One block per worker, except that two SVRG workers hold two each: blocks updated in
-    the same epoch against one anchor over-correct shifts of probability mass between
-    them (see :class:`~dsmlr.kernels.base.Snapshot`); with B = 2 the over-correction
-    never dies out and training stalls above the optimum.  Plain and AdaGrad steps have
-    no anchor; more blocks would only mean more, shorter visits of each row.
+    One block per worker, except that two SVRG workers hold two each: blocks that
+    different workers update at the same time, against one anchor, each make up for a
+    shift of probability mass between them as if the others stood still (see
+    :class:`~dsmlr.kernels.base.Snapshot`).  With two workers of one block each, each
+    block is the other's only counterpart and the shift is over-corrected by about 100%,
+    so it hardly dies out: after 30 epochs 6e-4 above the optimum (the gap halving about
+    every 5 epochs) where one worker is 3e-14, while one worker with two blocks
+    (updated one after the other), three or four workers of one block, and two workers
+    of two blocks converge (``benchmarks/results/svrg_layouts.md``).  Plain and AdaGrad
+    steps have no anchor; more blocks would only mean more, shorter visits of each row.
     """
     return 2 if n_workers == 2 and optimizer == "svrg" else 1
 

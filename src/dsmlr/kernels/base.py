@@ -177,10 +177,11 @@ class Snapshot:
     -----
     An SVRG step uses ``b_i`` refreshed from the cached partials exactly like a plain
     step; the anchor term uses the anchor's exact ``b~_i``.  Both gradients then agree
-    at the anchor, so the correction vanishes there.  Blocks updated in the same epoch
-    each make up for a shift of probability mass between them as if the others stood
-    still; with two blocks in a ring that over-correction never dies out (the engine
-    then uses four).
+    at the anchor, so the correction vanishes there.  Blocks that different workers
+    update at the same time each make up for a shift of probability mass between them
+    as if the others stood still; with two workers of one block each that
+    over-correction hardly dies out (the engine then uses two blocks a worker; see
+    :func:`dsmlr.engines.sync_ring.blocks_per_worker`).
     """
 
     W_block: np.ndarray
