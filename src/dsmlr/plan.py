@@ -66,8 +66,9 @@ Per epoch, averaged over ``eval_every`` epochs (the last of which scores)::
 
 These are the ring payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent`
 counts them: the 64-byte allreduce after each scoring ring is left out of both.  The asynchronous
-engine moves the same volume on average plus small headers; it is modelled as the
-synchronous one.
+engine is modelled as the synchronous one; measured, its plain SGD epochs that score moved
+1.00-1.16 times as much (P = 2, 3, 4, 8; ``benchmarks/results/mpi_bytes.json``), where the
+routing of its tokens follows the ranks' timing.
 
 **Messages and communication time.**  A ring is P - 1 or P shifts (as above); the MPI
 communicator makes each shift two small handshakes and then sends the payload in chunks of
@@ -339,7 +340,7 @@ def plan_training(
     engine : {"sync", "async"}
         Sets the default number of class blocks and the blocks a rank holds (see
         above); the asynchronous engine's traffic is modelled as the synchronous one's
-        (equal on average).
+        (measured 1.00-1.16 times it, see above).
     blocks_per_rank : int, optional
         B / P; None for the engine's default.
     eval_every : int
