@@ -62,7 +62,6 @@ step() {
         return
     fi
     echo "== $name (at ${SECONDS} s; at most ${left} s)"
-    # shellcheck disable=SC2086  # the option lists are meant to split into words
     timeout "$left" "$py" "$here/bench_mpi.py" "$@" --out "$out/$name" 2>&1 | tee "$out/$name.log"
     local rc=${PIPESTATUS[0]}
     if ((rc != 0)); then
@@ -71,6 +70,7 @@ step() {
     fi
 }
 
+# The option lists ($ranks, $scale, ...) are meant to split into words.
 # shellcheck disable=SC2086
 step scaling_svrg --only scaling --ranks $ranks --repeats 1 $scale
 for p in $straggler_ranks; do
