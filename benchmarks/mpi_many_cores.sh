@@ -24,7 +24,11 @@
 # STRAGGLER ("--repeats 2").
 set -uo pipefail
 
-out=${1:?usage: benchmarks/mpi_many_cores.sh OUTDIR [BUDGET_SECONDS]}
+if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
+    sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'  # this header, as help
+    exit $(($# < 1 ? 2 : 0))
+fi
+out=$1
 budget=${2:-480}
 py=${PYTHON:-python3}
 ranks=${RANKS:-1 2 4 8}
