@@ -1,7 +1,7 @@
 """Kernel work per rank when the problem is split over P ranks, on one core, no MPI.
 
 Under the synchronous ring a rank holds ``N / P`` rows and, per epoch, visits each of the
-``B`` class blocks once (``B = P``; 4 for two ranks with SVRG).  The arithmetic per rank
+``B`` class blocks once (``B = P``, the engine's default).  The arithmetic per rank
 is ``1 / P`` of the whole problem's, but the rows are visited ``B`` times, once per block, so the
 number of (row, non-zero) visits per rank is the same at every P: each touches a row of
 the block (``K / B`` classes) at a random feature, and the shorter those rows the more
@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from bench_mpi import _data
-from dsmlr.engines.sync_ring import blocks_per_worker
+from dsmlr.engines import EngineConfig
+from dsmlr.engines.sync_ring import blocks_per_group
 from dsmlr.io import read_svmlight
 from dsmlr.kernels import numba_cpu
 from dsmlr.kernels.base import LocalRows, Snapshot, UpdateConfig
@@ -45,9 +46,11 @@ PASSES = ("sgd", "svrg", "gradient", "score")
 
 
 def pass_blocks_per_rank(n_ranks: int, what: str) -> int:
-    """Blocks per rank of the engine's default for the pass: plain SGD's for ``"sgd"``,
-    SVRG's for the others (the scoring pass as in an SVRG epoch)."""
-    return blocks_per_worker(n_ranks, "sgd" if what == "sgd" else "svrg")
+    """Blocks per rank of the synchronous engine's default for the pass: plain SGD's for
+    ``"sgd"``, SVRG's for the others (the scoring pass as in an SVRG epoch)."""
+    cfg = EngineConfig(n_samples=1, n_features=1, n_classes=2,
+                       optimizer="sgd" if what == "sgd" else "svrg")  # fmt: skip
+    return blocks_per_group(cfg, n_ranks)
 
 
 def rank_work(

@@ -1,13 +1,20 @@
 """SVRG's gap to the optimum, epoch by epoch, for workers x blocks-per-worker layouts.
 
-The synchronous engine gives two SVRG workers two class blocks each
-(:func:`dsmlr.engines.sync_ring.blocks_per_worker`); this shows why, on a small generated
-problem, in one process (in-process workers; float64, so that rounding does not limit
-the gaps): for each layout, the relative gap ``(f - f*) / f*`` after every fifth epoch,
-``f*`` from scikit-learn's lbfgs at ``tol=1e-12``.
+Blocks that different workers move at the same time each settle a shift of probability
+mass between them, so together they overshoot it; the engines keep ``1 - 1 / B`` of each
+SVRG visit's intercept move to prevent that
+(:func:`dsmlr.engines.ring.intercept_relaxation`).  This shows the effect on a small
+generated problem, in one process (in-process workers; float64, so that rounding does
+not limit the gaps): for each layout, with whole moves and with the relaxation, the
+relative gap ``(f - f*) / f*`` after every fifth epoch, ``f*`` from scikit-learn's lbfgs
+at ``tol=1e-12``.
 
-Run: ``python benchmarks/svrg_layouts.py [--epochs 30]``; writes
-``results/svrg_layouts.{json,md}``.
+``--problem dense`` takes scikit-learn's ``make_classification`` instead (3000 rows, 50
+dense features, 6 classes, lam = 1e-3), where every column is shared by every row, as
+the intercept is.
+
+Run: ``python benchmarks/svrg_layouts.py [--problem text|dense] [--epochs 30]``; writes
+``results/svrg_layouts.{json,md}`` (``svrg_layouts_dense.*`` for the dense problem).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import platform
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
+import dsmlr.engines.ring as ring
 from dsmlr import DSMLRClassifier
 from dsmlr.datagen import make_extreme_multiclass
 from dsmlr.objective import add_intercept_column, plain_objective
@@ -29,44 +38,77 @@ HERE = Path(__file__).resolve().parent
 LAYOUTS = [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (3, 1), (4, 1)]
 
 
+#: Per problem: rows, features, classes, lam.
+PROBLEMS = {"text": (4000, 3000, 40, 1e-4), "dense": (3000, 50, 6, 1e-3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=4000)
-    parser.add_argument("--features", type=int, default=3000)
-    parser.add_argument("--classes", type=int, default=40)
-    parser.add_argument("--lam", type=float, default=1e-4)
+    parser.add_argument("--problem", choices=sorted(PROBLEMS), default="text")
+    parser.add_argument("--samples", type=int, help="rows (text: 4000, dense: 3000)")
+    parser.add_argument("--features", type=int, help="features (text: 3000, dense: 50)")
+    parser.add_argument("--classes", type=int, help="classes (text: 40, dense: 6)")
+    parser.add_argument("--lam", type=float, help="L2 strength (text: 1e-4, dense: 1e-3)")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--out", default=str(HERE / "results" / "svrg_layouts"))
+    parser.add_argument("--out", help="output path without suffix (results/svrg_layouts[_dense])")
     args = parser.parse_args()
-    problem = make_extreme_multiclass(args.samples, args.features, args.classes, random_state=0)
-    X, y = problem.X, problem.y
+    defaults = PROBLEMS[args.problem]
+    for name, value in zip(("samples", "features", "classes", "lam"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.out is None:
+        suffix = "" if args.problem == "text" else f"_{args.problem}"
+        args.out = str(HERE / "results" / f"svrg_layouts{suffix}")
+    if args.problem == "text":
+        problem = make_extreme_multiclass(args.samples, args.features, args.classes, random_state=0)
+        X, y = problem.X, problem.y
+        described = "Generated text-like problem"
+    else:
+        X, y = make_classification(args.samples, args.features, n_informative=20,
+                                   n_classes=args.classes, random_state=3)  # fmt: skip
+        described = "Dense problem (`sklearn.datasets.make_classification`)"
     lam = args.lam
-    ref = LogisticRegression(C=1 / (lam * len(y)), tol=1e-12, max_iter=20_000).fit(X, y)
+    ref = LogisticRegression(C=1 / (lam * len(y)), tol=1e-12, max_iter=50_000).fit(X, y)
     W = np.hstack([ref.coef_, ref.intercept_[:, None]])
     labels = np.searchsorted(ref.classes_, y)
     best = plain_objective(W, add_intercept_column(X), labels, lam, X.shape[1])
     rows = []
-    for workers, per_worker in LAYOUTS:
-        clf = DSMLRClassifier(lam, n_workers=workers, blocks_per_rank=per_worker,
-                              optimizer="svrg", max_epochs=args.epochs, tol=0.0,
-                              dtype="float64", random_state=0).fit(X, y)  # fmt: skip
-        gaps = [h["objective"] / best - 1 for h in clf.history_]
-        rows.append({"workers": workers, "blocks_per_worker": per_worker, "gaps": gaps})
-        print(workers, per_worker, " ".join(f"{g:.1e}" for g in gaps[4::5]), flush=True)
+    relaxed = ring.intercept_relaxation
+    for moves in ("whole", "relaxed"):
+        # The engine looks the rule up at every run: whole moves keep all of each one.
+        ring.intercept_relaxation = relaxed if moves == "relaxed" else lambda *_: 1.0
+        for workers, per_worker in LAYOUTS:
+            if moves == "relaxed" and relaxed(workers, workers * per_worker) == 1.0:
+                continue  # one worker keeps its moves whole: the same run as above
+            clf = DSMLRClassifier(lam, n_workers=workers, blocks_per_rank=per_worker,
+                                  optimizer="svrg", max_epochs=args.epochs, tol=0.0,
+                                  dtype="float64", random_state=0).fit(X, y)  # fmt: skip
+            gaps = [h["objective"] / best - 1 for h in clf.history_]
+            kept = relaxed(workers, workers * per_worker) if moves == "relaxed" else 1.0
+            rows.append({"workers": workers, "blocks_per_worker": per_worker,
+                         "intercept_kept": kept, "gaps": gaps})  # fmt: skip
+            print(moves, workers, per_worker, " ".join(f"{g:.1e}" for g in gaps[4::5]), flush=True)
+    ring.intercept_relaxation = relaxed
     shown = list(range(4, args.epochs, 5))
     lines = [
         "# SVRG's gap to the optimum by layout (`benchmarks/svrg_layouts.py`)",
         "",
-        f"Generated problem: {args.samples} rows, {args.features} features, {args.classes} "
+        f"{described}: {args.samples} rows, {args.features} features, {args.classes} "
         f"classes, lam = {lam:g}, intercept; float64, in-process workers; "
-        f"f* = {best:.10f} (lbfgs, tol 1e-12).  Relative gap `(f - f*) / f*` after epoch:",
+        f"f* = {best:.10f} (lbfgs, tol 1e-12).  Relative gap `(f - f*) / f*` after epoch, "
+        "with each SVRG visit's intercept move kept whole (1) or relaxed (the engines' "
+        "rule, `dsmlr.engines.ring.intercept_relaxation`: 1 - 1/B for B blocks moved by two "
+        "or more workers; one worker keeps its moves whole, so its rows appear once):",
         "",
-        "| workers | blocks per worker | " + " | ".join(str(e + 1) for e in shown) + " |",
-        "|---|---|" + "---|" * len(shown),
+        "| workers | blocks per worker | intercept move kept | "
+        + " | ".join(str(e + 1) for e in shown)
+        + " |",
+        "|---|---|---|" + "---|" * len(shown),
     ]
     for row in rows:
         gaps = " | ".join(f"{row['gaps'][e]:.1e}" for e in shown)
-        lines.append(f"| {row['workers']} | {row['blocks_per_worker']} | {gaps} |")
+        lines.append(f"| {row['workers']} | {row['blocks_per_worker']} | "
+                     f"{row['intercept_kept']:.4g} | {gaps} |")  # fmt: skip
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     record = {"machine": platform.platform(), "optimum": best, "args": vars(args), "runs": rows}
     Path(args.out + ".json").write_text(json.dumps(record, indent=1))

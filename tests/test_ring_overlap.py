@@ -53,7 +53,7 @@ def _train(overlap: bool, monkeypatch, workers: int, **params):
 @pytest.mark.parametrize(
     ("workers", "params"),
     [
-        (2, {"optimizer": "svrg"}),  # two blocks per rank by default
+        (2, {"optimizer": "svrg", "blocks_per_rank": 2}),  # SVRG's anchor travels too
         (2, {"optimizer": "sgd", "blocks_per_rank": 3}),
         (3, {"optimizer": "adagrad", "blocks_per_rank": 2}),  # AdaGrad state travels
     ],

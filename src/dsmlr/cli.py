@@ -230,8 +230,8 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
                    help="data and weights type (float32)")  # fmt: skip
     p.add_argument("--blocks-per-rank", type=positive_int, metavar="B",
-                   help="class blocks per worker (sync 1, or 2 for two svrg workers; "
-                        "async 4)")  # fmt: skip
+                   help="class blocks per worker (sync 1; async 4); from 2 under MPI "
+                        "each block travels while the next is visited")  # fmt: skip
     p.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
                    help="exact objective every N epochs (1); stopping is checked then")  # fmt: skip
     p.add_argument("--no-intercept", action="store_true", help="fit no per-class intercept")

@@ -98,9 +98,10 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         ``max_epochs``.
     blocks_per_rank : int or None, default=None
         Class blocks per worker, so ``B = n_workers * blocks_per_rank`` blocks circulate.
-        None: the engine's choice (sync: 1, or 2 with two SVRG workers, see
-        :func:`dsmlr.engines.sync_ring.blocks_per_worker`; async: 4, so blocks can flow
-        around a slow worker).  More blocks mean finer-grained work and more messages.
+        None: the engine's choice (sync: 1, see
+        :func:`dsmlr.engines.sync_ring.blocks_per_group`; async: 4, so blocks can flow
+        around a slow worker).  More blocks mean finer-grained work and more messages;
+        from two under MPI, each block travels while the next is visited.
     eval_every : int, default=1
         Compute the exact objective (every class block scores every worker's rows)
         every this many epochs, and after the last; ``tol`` is checked at those epochs.

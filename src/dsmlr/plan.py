@@ -84,9 +84,9 @@ Waiting for a slower neighbour (load imbalance, a busy core) is not modelled: th
 model assumes ranks of equal speed with rows balanced by non-zeros.
 
 **Epoch time** is ``compute_seconds + comm_seconds``: *no overlap* of communication
-with computation.  That is what the engines do with one block per rank (the default
-from P = 3 on: a ring shift starts when the round's kernel pass is done and the next
-round starts when it ends).  With two or more blocks per rank under MPI each block
+with computation.  That is what the engines do with one block per rank (the
+synchronous engine's default: a ring shift starts when the round's kernel pass is done
+and the next round starts when it ends).  With two or more blocks per rank under MPI each block
 travels while the next is visited (:meth:`dsmlr.engines.ring.Ring.travel`), so for
 those runs the figure is an upper bound.  ``first_epoch_seconds`` is the first epoch
 (SVRG: no gradient pass or ring; the update ring moves the weights only), and

@@ -65,18 +65,18 @@ def test_async_with_a_slow_rank_reaches_the_optimum(comm, problem):
     agree(comm, 0 <= gap < 1e-4 or abs(gap) < 1e-9, f"relative gap {gap:.2e}")
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "svrg"])
-def test_bytes_per_epoch_are_what_the_cost_model_counts(comm, problem, optimizer):
+@pytest.mark.parametrize(("optimizer", "per_rank"), [("sgd", None), ("svrg", None), ("svrg", 2)])
+def test_bytes_per_epoch_are_what_the_cost_model_counts(comm, problem, optimizer, per_rank):
     # The rings alternate in direction (P - 1 shifts each, the last of an odd number P)
-    # and, with SVRG at P = 2, two blocks a rank travel on a helper thread: every epoch's
-    # bytes per rank are still exactly dsmlr.plan's.
+    # and, with two blocks a rank, each travels on a helper thread: every epoch's bytes
+    # per rank are still exactly dsmlr.plan's.
     X, y, _ = problem
     X_mine, y_mine = my_rows(X, y, comm)
     model = fit_sharded(X_mine, y_mine, comm=comm, lam=LAM, max_epochs=3, tol=-1,
-                        optimizer=optimizer, random_state=0)  # fmt: skip
+                        optimizer=optimizer, random_state=0, blocks_per_rank=per_rank)  # fmt: skip
     want = plan_training(
         n_samples=X.shape[0], n_features=X.shape[1], n_classes=12, nnz=X.nnz,
-        n_ranks=comm.size, bandwidth=math.inf, optimizer=optimizer,
+        n_ranks=comm.size, bandwidth=math.inf, optimizer=optimizer, blocks_per_rank=per_rank,
     )  # fmt: skip
     sent = [h["bytes_sent"] for h in model.history_]
     expected = [want.first_epoch_bytes] + [want.bytes_sent] * 2

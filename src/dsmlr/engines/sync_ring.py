@@ -4,7 +4,7 @@ Every stage of an epoch (see :mod:`dsmlr.engines.ring`) is a ring of P rounds: i
 ``r`` rank ``p`` holds group ``(p + r) mod P``, visits each of its blocks (in the update
 stage, one pass of stochastic steps over its own rows), and passes the group to rank
 ``p - 1`` (the next ring the other way, see :func:`dsmlr.engines.ring.ring_epoch`).
-B = P blocks, except B = 4 for two ranks with SVRG (see :func:`blocks_per_worker`).
+B = P blocks by default (see :func:`blocks_per_group`).
 Every rank waits for its neighbour each round, so the slowest rank sets the pace.
 
 Communication
@@ -34,29 +34,22 @@ from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
 from dsmlr.engines.ring import ring_epoch, run_epochs
 from dsmlr.kernels import LocalRows
 
-__all__ = ["blocks_per_worker", "sync_ring_worker"]
-
-
-def blocks_per_worker(n_workers: int, optimizer: str = "svrg") -> int:
-    """Class blocks each worker holds at a time.
-
-    One block per worker, except that two SVRG workers hold two each: blocks that
-    different workers update at the same time, against one anchor, each make up for a
-    shift of probability mass between them as if the others stood still (see
-    :class:`~dsmlr.kernels.base.Snapshot`).  With two workers of one block each, each
-    block is the other's only counterpart and the shift is over-corrected by about 100%,
-    so it hardly dies out: after 30 epochs 6e-4 above the optimum (the gap halving about
-    every 5 epochs) where one worker is 3e-14, while one worker with two blocks
-    (updated one after the other), three or four workers of one block, and two workers
-    of two blocks converge (``benchmarks/results/svrg_layouts.md``).  Plain and AdaGrad
-    steps have no anchor; more blocks would only mean more, shorter visits of each row.
-    """
-    return 2 if n_workers == 2 and optimizer == "svrg" else 1
+__all__ = ["blocks_per_group", "sync_ring_worker"]
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
-    """Class blocks each rank holds: ``cfg.blocks_per_rank``, or the default."""
-    return cfg.blocks_per_rank or blocks_per_worker(n_ranks, cfg.optimizer)
+    """Class blocks each rank holds: ``cfg.blocks_per_rank``, or one.
+
+    One block a rank makes each visit as long as it can be, so a row's per-visit work
+    (its normaliser, its exponentials) is spread over the most classes.  Two or more let
+    a block travel while the next is visited (:meth:`~dsmlr.engines.ring.Ring.travel`):
+    on two cores' shared memory that came out even (SVRG at P = 2: 1.154 s an epoch with
+    one block a rank against 1.157 s with two, ``benchmarks/results/mpi_scaling.json``);
+    over a slower network it can pay.  SVRG's blocks moved at the same time by different
+    ranks are kept from over-correcting each other by
+    :func:`~dsmlr.engines.ring.intercept_relaxation`, whatever their number.
+    """
+    return cfg.blocks_per_rank or 1
 
 
 def sync_ring_worker(

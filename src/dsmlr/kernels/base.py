@@ -179,9 +179,8 @@ class Snapshot:
     step; the anchor term uses the anchor's exact ``b~_i``.  Both gradients then agree
     at the anchor, so the correction vanishes there.  Blocks that different workers
     update at the same time each make up for a shift of probability mass between them
-    as if the others stood still; with two workers of one block each that
-    over-correction hardly dies out (the engine then uses two blocks a worker; see
-    :func:`dsmlr.engines.sync_ring.blocks_per_worker`).
+    as if the others stood still; the engines relax each visit's intercept move so that
+    together they do not overshoot it (:func:`dsmlr.engines.ring.intercept_relaxation`).
     """
 
     W_block: np.ndarray
