@@ -45,12 +45,9 @@ HERE = Path(__file__).resolve().parent
 PASSES = ("sgd", "svrg", "gradient", "score")
 
 
-def pass_blocks_per_rank(n_ranks: int, what: str) -> int:
-    """Blocks per rank of the synchronous engine's default for the pass: plain SGD's for
-    ``"sgd"``, SVRG's for the others (the scoring pass as in an SVRG epoch)."""
-    cfg = EngineConfig(n_samples=1, n_features=1, n_classes=2,
-                       optimizer="sgd" if what == "sgd" else "svrg")  # fmt: skip
-    return blocks_per_group(cfg, n_ranks)
+def default_blocks_per_rank(n_ranks: int) -> int:
+    """Blocks per rank of the synchronous engine's default (the same for every pass)."""
+    return blocks_per_group(EngineConfig(n_samples=1, n_features=1, n_classes=2), n_ranks)
 
 
 def rank_work(
@@ -63,7 +60,7 @@ def rank_work(
     kernel = kernel if kernel is not None else NumbaKernel()
     rng = np.random.default_rng(seed)
     n_rows, n_cols = X.shape[0] // n_ranks, X.shape[1]
-    n_blocks = n_ranks * pass_blocks_per_rank(n_ranks, what)
+    n_blocks = n_ranks * default_blocks_per_rank(n_ranks)
     width = n_classes // n_blocks
     mine = slice(rank * n_rows, (rank + 1) * n_rows)
     rows = LocalRows(X[mine], y[mine], False)
@@ -141,7 +138,7 @@ def ab_passes(X, y, k: int, ranks, repeats: int, kernels: dict) -> dict[str, dic
                     times[on].append(timed_run(*works[on]))
             t_a, t_b = statistics.median(times[a]), statistics.median(times[b])
             table[what][p] = {a: t_a, b: t_b, "ratio": t_a / t_b,
-                              "classes_per_block": k // (p * pass_blocks_per_rank(p, what)),
+                              "classes_per_block": k // (p * default_blocks_per_rank(p)),
                               f"{a}_runs": times[a], f"{b}_runs": times[b]}  # fmt: skip
             print(what, p, round(t_a / t_b, 3), flush=True)
     return table

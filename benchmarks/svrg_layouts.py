@@ -75,16 +75,16 @@ def main() -> None:
     rows = []
     relaxed = ring.intercept_relaxation
     for moves in ("whole", "relaxed"):
-        # The engine looks the rule up at every run: whole moves keep all of each one.
+        # The engine looks the rule up at every SVRG visit: whole moves keep all of each.
         ring.intercept_relaxation = relaxed if moves == "relaxed" else lambda *_: 1.0
         for workers, per_worker in LAYOUTS:
-            if moves == "relaxed" and relaxed(workers, workers * per_worker) == 1.0:
+            kept = relaxed(workers, workers * per_worker) if moves == "relaxed" else 1.0
+            if moves == "relaxed" and kept == 1.0:
                 continue  # one worker keeps its moves whole: the same run as above
             clf = DSMLRClassifier(lam, n_workers=workers, blocks_per_rank=per_worker,
                                   optimizer="svrg", max_epochs=args.epochs, tol=0.0,
                                   dtype="float64", random_state=0).fit(X, y)  # fmt: skip
             gaps = [h["objective"] / best - 1 for h in clf.history_]
-            kept = relaxed(workers, workers * per_worker) if moves == "relaxed" else 1.0
             rows.append({"workers": workers, "blocks_per_worker": per_worker,
                          "intercept_kept": kept, "gaps": gaps})  # fmt: skip
             print(moves, workers, per_worker, " ".join(f"{g:.1e}" for g in gaps[4::5]), flush=True)

@@ -574,7 +574,6 @@ class Epoch:
     b_anchor: np.ndarray | None = None
     scorers: list | None = None
     penalty: float = 0.0  # this rank's share of the penalty, summed by score()
-    relaxation: float = 1.0  # SVRG's intercept relaxation (see intercept_relaxation)
 
     @property
     def update_fields(self) -> tuple[str, ...]:
@@ -596,7 +595,8 @@ class Epoch:
         snapshot = None
         if self.b_anchor is not None:
             snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
-        relax = snapshot is not None and self.relaxation != 1.0 and self.cfg.fit_intercept
+        keep = intercept_relaxation(ring.size, ring.n_blocks)
+        relax = snapshot is not None and keep != 1.0 and self.cfg.fit_intercept
         if relax:
             row = self.cfg.n_features  # the intercept's row of the block
             before = kernel.to_host(blk.W[row]).copy()
@@ -608,7 +608,7 @@ class Epoch:
             # The partials this pass cached for the block keep the whole move until the
             # next scoring stage recomputes them: the relaxed part is a small shift.
             moved = kernel.to_host(blk.W[row]) - before
-            blk.W[row] = kernel.from_host(before + self.relaxation * moved)
+            blk.W[row] = kernel.from_host(before + keep * moved)
         ring.visited()
 
     def begin_gradient(self, blk: Block) -> None:
@@ -744,7 +744,6 @@ def run_epochs(
     # A mini-batch's mean gradient takes a longer step where its rows overlap little
     # (the gain is exactly 1 for one-row batches).
     gain = batch_gain(comm, rows, cfg)
-    relaxation = intercept_relaxation(comm.size, ring.n_blocks)
     history: list[EpochRecord] = []
     converged = False
     backoff = 1.0
@@ -784,7 +783,7 @@ def run_epochs(
         visits[:] = [epoch, 0, ring.n_blocks * (1 + (b_anchor is not None) + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None, relaxation=relaxation,
+            b_anchor, scorers or None,
         )  # fmt: skip
         epoch_phase(work)
         if train is None:
