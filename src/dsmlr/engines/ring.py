@@ -14,6 +14,11 @@ group ``p`` at the start and at the end of every ring.  An epoch is
    epoch only (and after the last), so an epoch of plain SGD moves exactly the model
    once; stopping is decided at those epochs.
 
+Every epoch also takes each feature's mean over the classes out of the weights, which
+the blocks' steps move and the loss cannot see (:mod:`dsmlr.engines.centering`; the
+synchronous engine between its update and scoring stages, the asynchronous one after
+its epoch).
+
 How the blocks travel through the stages is the engine's one job (an
 :data:`EpochPhase` given an :class:`Epoch`): :mod:`~dsmlr.engines.sync_ring` runs each
 stage as a ring in lockstep (:func:`ring_epoch`), :mod:`~dsmlr.engines.async_tokens`
@@ -25,7 +30,8 @@ ranks take it together.
 Communication per epoch and rank, with ``M = K * D_fit * itemsize`` the model's size:
 the scoring stage sends ``M`` (only every ``eval_every`` epochs); the gradient stage
 ``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update stage is the
-engine's own; one allreduce of 8 float64s.  ``b`` and the rows never move.
+engine's own; one allreduce of ``D`` float64s (the class means, every epoch) and one of
+8 float64s.  ``b`` and the rows never move.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from dsmlr.engines.base import (
     WorkerResult,
     peak_rss_bytes,
 )
+from dsmlr.engines.centering import ClassMean, center_classes
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import HostBlocks, Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.kernels.base import Snapshot
@@ -344,12 +351,12 @@ def intercept_relaxation(n_ranks: int, n_blocks: int) -> float:
 
     Only the intercept is relaxed: on sparse data every other column is shared by few
     rows, and a visit moves it far less than it would take to settle its share.  On
-    dense data SVRG converges more slowly with two or more blocks than with one, one
-    worker moving two in turn included, relaxed or not (6 classes, 50 dense features:
-    7e-5 to 6e-4 above the optimum after 30 epochs against 1e-13,
-    ``benchmarks/results/svrg_layouts_dense.md``).  That is not this overshoot, nor the
-    partials cached for the blocks not being moved: recomputing those exactly after
-    every visit left it as it was.
+    dense data every column couples the blocks as the intercept does, and two ranks of
+    one block each still crawl, relaxed or not (6 classes, 50 dense features: 4e-4 above
+    the optimum after 30 epochs, where two ranks of two blocks reach 5e-10 and one rank
+    1e-13; ``benchmarks/results/svrg_layouts_dense.md``, with the class means removed
+    after every epoch, :mod:`dsmlr.engines.centering`).  Relaxing every column's move
+    (scratch runs) fixed that but slowed the sparse problem's convergence.
     """
     return 1.0 if n_ranks <= 1 or n_blocks <= 1 else 1.0 - 1.0 / n_blocks
 
@@ -574,6 +581,7 @@ class Epoch:
     b_anchor: np.ndarray | None = None
     scorers: list | None = None
     penalty: float = 0.0  # this rank's share of the penalty, summed by score()
+    centred: ClassMean | None = None  # set by center()
 
     @property
     def update_fields(self) -> tuple[str, ...]:
@@ -610,6 +618,17 @@ class Epoch:
             moved = kernel.to_host(blk.W[row]) - before
             blk.W[row] = kernel.from_host(before + keep * moved)
         ring.visited()
+
+    def center(self) -> None:
+        """Take the class mean of every feature out of the model (see
+        :mod:`dsmlr.engines.centering`), ``b`` and the cached partials along with it.
+
+        Every rank at once, between stages, while the blocks the ranks hold are the
+        whole model.
+        """
+        ring = self.ring
+        self.centred = center_classes(ring.comm, self.kernel, ring.group, self.cfg, ring.clock)
+        self.centred.shift_normalisers(self.rows, self.partials, self.b)
 
     def begin_gradient(self, blk: Block) -> None:
         """A zero float64 gradient for ``blk`` to collect its visits' rows in."""
@@ -682,6 +701,9 @@ def ring_epoch(epoch: Epoch) -> None:
         for blk in ring.group:  # each held block has had every rank's visit
             epoch.end_gradient(blk)
     ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), *next(legs))
+    # Before the scoring ring, which then scores (and makes b exact for) the model the
+    # epoch ends with.
+    epoch.center()
     if scoring:
         epoch.penalty = _scoring_ring(
             ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, *next(legs)
@@ -786,17 +808,27 @@ def run_epochs(
             b_anchor, scorers or None,
         )  # fmt: skip
         epoch_phase(work)
+        # An engine whose blocks are never all between two stages at once (the
+        # asynchronous one) has its model centred here, after it scored it.
+        late = None
+        if work.centred is None:
+            late = center_classes(comm, kernel, ring.group, cfg, clock)
         if train is None:
+            if late is not None:
+                late.shift_normalisers(rows, partials, b)
             continue
 
         t_eval = time.perf_counter()
-        penalty = work.penalty
         lse, loss, correct = train.sums()
         partials, b = train.partials, -lse
+        if late is not None:
+            late.shift_normalisers(rows, partials, b)
         held_out = test.sums() if test is not None else np.zeros(4)
         sent = float(comm.bytes_sent - bytes_before)
-        sums = np.array([loss, correct, penalty, sent, *held_out])
+        sums = np.array([loss, correct, work.penalty, sent, *held_out])
         totals = clock.timed("comm", comm.allreduce_sum, sums)
+        if late is not None:  # the blocks scored their penalty before the centring
+            totals[2] -= late.penalty_drop
         eval_seconds = clock.eval + time.perf_counter() - t_eval
         objective = totals[0] / cfg.n_samples + totals[2]
         if not np.isfinite(objective):

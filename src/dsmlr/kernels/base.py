@@ -229,6 +229,14 @@ class HostBlocks:
 
         return squared_norm(W)
 
+    def class_sums(self, W: np.ndarray) -> np.ndarray:
+        """Each row of ``W`` summed over the block's classes, in float64."""
+        return W.sum(axis=1, dtype=np.float64)
+
+    def subtract_from_rows(self, W: np.ndarray, v: np.ndarray) -> None:
+        """``W -= v[:, None]`` in place (``v`` a float64 host vector)."""
+        W -= v.astype(W.dtype)[:, None]
+
 
 class Kernel(Protocol):
     """The two local passes every kernel provides (see module docstring)."""
@@ -244,6 +252,10 @@ class Kernel(Protocol):
     def to_host(self, a) -> np.ndarray: ...
 
     def squared_norm(self, W) -> float: ...
+
+    def class_sums(self, W) -> np.ndarray: ...
+
+    def subtract_from_rows(self, W, v: np.ndarray) -> None: ...
 
     def score_pass(
         self,

@@ -51,6 +51,9 @@ CHUNK_ELEMENTS = 2**25
 #: over the batch's distinct columns (see :class:`_ScaledPass`).
 SCATTER_RATIO = 0.5
 
+#: Values of a block widened to float64 at a time to sum its rows (128 MiB).
+SUM_SLICE_VALUES = 1 << 24
+
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
@@ -159,6 +162,18 @@ class TorchKernel:
     def squared_norm(self, W) -> float:
         """``||W||^2`` in float64."""
         return float(torch.sum(torch.square(W.double())))
+
+    def class_sums(self, W) -> np.ndarray:
+        """Each row of ``W`` summed over the block's classes, in float64, on the host
+        (a float32 block is widened a slice of rows at a time, so that device memory
+        never holds a float64 copy of it)."""
+        step = max(1, SUM_SLICE_VALUES // max(1, W.shape[1]))
+        parts = [W[i : i + step].double().sum(dim=1) for i in range(0, W.shape[0], step)]
+        return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
+
+    def subtract_from_rows(self, W, v: np.ndarray) -> None:
+        """``W -= v[:, None]`` in place on the device (``v`` a float64 host vector)."""
+        W.sub_(torch.as_tensor(v).to(device=W.device, dtype=W.dtype)[:, None])
 
     # ---- rows on the device --------------------------------------------------------
 
