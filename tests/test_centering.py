@@ -14,7 +14,7 @@ import dsmlr.engines.ring as ring_module
 from dsmlr import DSMLRClassifier
 from dsmlr.comm import run_workers
 from dsmlr.engines.base import EngineConfig
-from dsmlr.engines.centering import ClassMean, center_classes
+from dsmlr.engines.centering import ClassMean, center_classes, shared_columns
 from dsmlr.engines.ring import Block, Clock
 from dsmlr.kernels import LocalRows, get_kernel
 from dsmlr.objective import add_intercept_column, plain_objective
@@ -30,10 +30,12 @@ def _model(seed=0, n_features=7, n_classes=5):
 
 @pytest.mark.parametrize("kernel_name", KERNELS)
 @pytest.mark.parametrize("size", [1, 2, 3])
-def test_centring_lowers_only_the_penalty_and_keeps_the_probabilities(kernel_name, size):
-    """Blocks spread over ``size`` ranks: afterwards every feature sums to zero over the
-    classes, the intercept is as it was, the loss is unchanged and the objective fell by
-    exactly the reported drop."""
+@pytest.mark.parametrize("columns", [[0, 1, 2, 3, 4, 5, 6], [1, 4, 5]])
+def test_centring_lowers_only_the_penalty_and_keeps_the_probabilities(kernel_name, size, columns):
+    """Blocks spread over ``size`` ranks: afterwards the ``columns`` sum to zero over
+    the classes, the other features and the intercept are as they were, the loss is
+    unchanged and the objective fell by exactly the reported drop."""
+    columns = np.array(columns)
     W = _model()
     n_classes, d = W.shape[0], W.shape[1] - 1
     rng = np.random.default_rng(1)
@@ -50,15 +52,16 @@ def test_centring_lowers_only_the_penalty_and_keeps_the_probabilities(kernel_nam
             lo, hi = bounds[q], bounds[q + 1]
             block = kernel.from_host(W[lo:hi].T.copy())  # not a view of W
             blocks.append(Block(q, (lo, hi), block, None))
-        mean = center_classes(comm, kernel, blocks, cfg, Clock())
+        mean = center_classes(comm, kernel, blocks, columns, cfg, Clock())
         return mean, [kernel.to_host(blk.W).T.copy() for blk in blocks]
 
     results = run_workers(size, body)
     centred = np.vstack([w for _, parts in results for w in parts])
     mean = results[0][0]
-    np.testing.assert_allclose(mean.mean, W[:, :d].mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(centred[:, :d].sum(axis=0), 0.0, atol=1e-12)
-    np.testing.assert_array_equal(centred[:, d], W[:, d])
+    np.testing.assert_allclose(mean.mean, W[:, columns].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(centred[:, columns].sum(axis=0), 0.0, atol=1e-12)
+    others = np.setdiff1d(np.arange(d + 1), columns)  # the intercept included
+    np.testing.assert_array_equal(centred[:, others], W[:, others])
     Xa = add_intercept_column(X)
     before, after = (plain_objective(M, Xa, y, lam, d) for M in (W, centred))
     assert before - after == pytest.approx(mean.penalty_drop, rel=1e-10)
@@ -76,9 +79,10 @@ def test_shifted_normalisers_are_those_of_the_centred_model():
     X = np.random.default_rng(4).normal(size=(20, d))
     rows = LocalRows(X, np.zeros(20, dtype=np.int64), True)
     cfg = EngineConfig(n_samples=20, n_features=d, n_classes=W.shape[0], lam=0.1)
-    mean = ClassMean(W[:, :d].mean(axis=0), cfg)
+    columns = np.array([0, 2, 3])
+    mean = ClassMean(W[:, columns].sum(axis=0), columns, cfg)
     centred = W.copy()
-    centred[:, :d] -= mean.mean
+    centred[:, columns] -= mean.mean
     Xa = add_intercept_column(X)
 
     def cached(M):
@@ -92,6 +96,26 @@ def test_shifted_normalisers_are_those_of_the_centred_model():
     np.testing.assert_allclose(b, want_b, atol=1e-12)
 
 
+@pytest.mark.parametrize("size", [1, 2])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_shared_columns_are_those_a_tenth_of_all_rows_have(size, sparse):
+    rng = np.random.default_rng(6)
+    X = (rng.random((40, 6)) < [0.05, 0.1, 0.5, 0.0, 1.0, 0.09]) * rng.normal(size=(40, 6))
+    counts = np.count_nonzero(X, axis=0)
+    want = np.flatnonzero(counts >= 4)
+    assert 0 < len(want) < 6  # some in, some out
+    cfg = EngineConfig(n_samples=40, n_features=6, n_classes=3)
+    shards = np.array_split(np.arange(40), size)
+
+    def body(comm):
+        mine = X[shards[comm.rank]]
+        rows = LocalRows(sp.csr_matrix(mine) if sparse else mine, np.zeros(len(mine), int), True)
+        return shared_columns(comm, rows, cfg)
+
+    for got in run_workers(size, body):
+        np.testing.assert_array_equal(got, want)
+
+
 def _dense_gaps(monkeypatch, centring: bool, engine: str = "sync") -> float:
     """Gap to scikit-learn's optimum after 25 SVRG epochs, one worker moving two blocks
     in turn, on dense data (every column shared by every row).  The synchronous engine
@@ -102,8 +126,8 @@ def _dense_gaps(monkeypatch, centring: bool, engine: str = "sync") -> float:
     lam = 1e-3
     if not centring:
 
-        def no_centring(comm, kernel, blocks, cfg, clock):
-            return ClassMean(np.zeros(cfg.n_features), cfg)
+        def no_centring(comm, kernel, blocks, columns, cfg, clock):
+            return ClassMean(np.zeros(len(columns)), columns, cfg)
 
         monkeypatch.setattr(ring_module, "center_classes", no_centring)
     clf = DSMLRClassifier(lam=lam, dtype="float64", n_workers=1, blocks_per_rank=2,
@@ -134,6 +158,6 @@ def test_torch_sums_a_block_a_slice_of_rows_at_a_time(monkeypatch):
     monkeypatch.setattr(torch_kernel, "SUM_SLICE_VALUES", 10)  # 3 rows of 3 classes a slice
     kernel = get_kernel("torch")
     W = np.random.default_rng(5).normal(size=(8, 3)).astype(np.float32)
-    got = kernel.class_sums(kernel.from_host(W))
+    got = kernel.class_sums(kernel.from_host(W), slice(0, 8))
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, W.astype(np.float64).sum(axis=1), rtol=1e-12)

@@ -166,19 +166,17 @@ def test_metadata_round_trips(fitted, tmp_path):
 def test_bytes_sent_per_epoch_match_the_documented_volume(dtype):
     """Per rank and epoch: the model once per ring of P shifts; the rings alternate in
     direction and make P - 1 shifts each, the last of an odd number of them P (see
-    :func:`dsmlr.partition.ring_shifts`); and the allreduce of the class means (D float64
-    values, :mod:`dsmlr.engines.centering`)."""
+    :func:`dsmlr.partition.ring_shifts`)."""
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=2, tol=-1, n_workers=3, dtype=dtype).fit(X, y)
     model = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
     f64 = 6 * 41 * 8  # SVRG's anchor gradients
-    means = 40 * 8
     first, second = (h["bytes_sent"] for h in clf.history_)
-    assert first == 2 * model * 2 / 3 + means  # plain update ring + scoring ring
+    assert first == 2 * model * 2 / 3  # plain update ring + scoring ring
     # The gradient ring (weights, float64 gradient sums) and the update ring (weights,
     # anchor weights and gradient in the weights' dtype) make two shifts, the scoring
     # ring three.
-    assert second == (model + f64) * 2 / 3 + 3 * model * 2 / 3 + model + means
+    assert second == (model + f64) * 2 / 3 + 3 * model * 2 / 3 + model
 
 
 def test_non_finite_training_is_a_clear_error():
@@ -198,13 +196,11 @@ def test_default_workers_follow_cores_and_classes(monkeypatch, n_classes, expect
 
 def test_plain_epochs_without_scoring_move_the_model_exactly_once():
     """With the exact objective every 4th epoch, an SGD epoch sends the model once, the
-    one that scores 2/3 of it twice (update and scoring ring, P - 1 = 2 shifts each);
-    every epoch allreduces the class means (D float64 values)."""
+    one that scores 2/3 of it twice (update and scoring ring, P - 1 = 2 shifts each)."""
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=8, tol=-1, n_workers=3, optimizer="sgd", eval_every=4).fit(
         X, y
     )
     model_bytes = 6 * 41 * clf.coef_.itemsize
     assert [h["epoch"] for h in clf.history_] == [4, 8]
-    means = 4 * 40 * 8
-    assert [h["bytes_sent"] for h in clf.history_] == [(3 + 2 * 2 / 3) * model_bytes + means] * 2
+    assert [h["bytes_sent"] for h in clf.history_] == [(3 + 2 * 2 / 3) * model_bytes] * 2

@@ -64,10 +64,10 @@ Per epoch, averaged over ``eval_every`` epochs (the last of which scores)::
     SVRG           scoring:     (gradient + update) (P - 1) / P + scoring
                    not scoring: (gradient + update) (P - 1) / P
 
-Every epoch adds ``8 D`` bytes: the allreduce of the class means of the weights
-(:mod:`dsmlr.engines.centering`).  These are the payloads, as
-:attr:`~dsmlr.engines.base.EpochRecord.bytes_sent` counts them: the 64-byte allreduce
-after each scoring ring is left out of both.  The asynchronous
+These are the ring payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent`
+counts them: the 64-byte allreduce after each scoring ring is left out of both, and so
+is the allreduce of the class means of the features many rows share (a float64 each,
+:mod:`dsmlr.engines.centering`).  The asynchronous
 engine is modelled as the synchronous one; measured, its plain SGD epochs that score moved
 1.00-1.16 times as much (P = 2, 3, 4, 8; ``benchmarks/results/mpi_bytes.json``), where the
 routing of its tokens follows the ranks' timing.
@@ -75,9 +75,8 @@ routing of its tokens follows the ranks' timing.
 **Messages and communication time.**  A ring is P - 1 or P shifts (as above); the MPI
 communicator makes each shift two small handshakes and then sends the payload in chunks of
 ``CHUNK_BYTES`` (16 MiB), each chunk one exchange.  So a shift of ``b`` bytes counts
-about ``2 + ceil(b / CHUNK_BYTES)`` messages (each array is chunked on its own), and each
-allreduce (the class means' every epoch, the objective's every scoring epoch)
-``2 ceil(log2 P)``.  With
+about ``2 + ceil(b / CHUNK_BYTES)`` messages (each array is chunked on its own), and the
+allreduce ``2 ceil(log2 P)``.  With
 bandwidth ``beta`` (bytes per second each rank can send while it receives as much, a
 full-duplex link) and latency ``alpha`` (seconds per message)::
 
@@ -318,7 +317,6 @@ def plan_training(
         compute        = U/r_update + [svrg] U/r_gradient + U/r_score / eval_every
         M              = K * D_fit * itemsize
         bytes_sent     = update ring + [svrg] gradient ring + scoring ring / eval_every
-                         + 8 D (the class means' allreduce)
                          (each ring (P - 1) / P of its size, or all of it, see
                          above; SGD 2M (P - 1) / P with eval_every = 1; 0 when P = 1)
         comm           = bytes_sent / bandwidth + messages * latency
@@ -416,14 +414,13 @@ def plan_training(
         return sent, msgs
 
     def averaged(update: int, anchored: bool) -> tuple[float, float]:
-        """Traffic per epoch over ``eval_every`` epochs, the last of which scores; each
-        epoch also allreduces the class means (D float64 values)."""
+        """Traffic per epoch over ``eval_every`` epochs, the last of which scores."""
         rings = [gradient_bytes, update] if anchored else [update]
         quiet, quiet_msgs = epoch_traffic(rings)
         scored, scored_msgs = epoch_traffic([*rings, scoring_bytes])
         e = eval_every
-        sent = ((e - 1) * quiet + scored) / e + 8 * n_features
-        return sent, ((e - 1) * quiet_msgs + scored_msgs + allreduce_msgs) / e + allreduce_msgs
+        sent = ((e - 1) * quiet + scored) / e
+        return sent, ((e - 1) * quiet_msgs + scored_msgs + allreduce_msgs) / e
 
     if P == 1:
         steady = first = 0.0

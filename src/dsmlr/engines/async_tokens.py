@@ -47,8 +47,8 @@ Memory
 Termination
     A rank enters a non-blocking barrier once all its home blocks are back, then keeps
     serving tokens that still arrive.  When the barrier completes every rank has all its
-    home blocks, so no token is in flight: the epoch ends with the class means'
-    allreduce (:mod:`dsmlr.engines.centering`) and one allreduce of the ranks' sums.
+    home blocks, so no token is in flight: the epoch ends with one allreduce of the
+    ranks' sums (and class means, :mod:`dsmlr.engines.centering`).
     The stopping rule decides on allreduced values, so all ranks stop at the same epoch.
 
 Communication

@@ -1,30 +1,35 @@
-"""Removing each feature's mean over the classes from the weights after every epoch.
+"""Removing the mean over the classes from the weights of the features many rows share.
 
 Softmax scores change by the same amount for every class when the same vector ``m`` is
 subtracted from every class's weights (``x . (w_k - m) = x . w_k - x . m``), so the loss
 is unchanged, while the penalty falls by exactly ``lam / 2 * K * ||m||^2`` when ``m`` is
-the mean ``(1 / K) sum_k w_k`` of the penalised columns.  At the optimum that mean is
-zero (the loss gradients sum to zero over the classes, so ``lam * sum_k w_k = 0``), and
-a single block's steps keep it zero: each step's gradient sums to zero over the classes.
+the mean ``(1 / K) sum_k w_k`` of penalised columns.  At the optimum that mean is zero
+(the loss gradients sum to zero over the classes, so ``lam * sum_k w_k = 0``), and a
+single block's steps keep it zero: each step's gradient sums to zero over the classes.
 
 A block's steps do not: they move only its own classes, so every epoch of two or more
-blocks adds to the mean, and nothing takes it out but the penalty, which shrinks it by
-``1 - eta * lam`` a step -- the direction of adding the same vector to every class is
-flat for the loss.  On dense data, where every column is
-shared by every row, that drift held SVRG 1.7e-4 and 2.0e-4 above the optimum after
-30 epochs where one block reached 1e-13 (6 classes, 50 features, one worker moving two
-or four blocks in turn); centred, they reach 1e-13 too
-(``benchmarks/results/svrg_layouts_dense.md``).  Subtracting the mean after each epoch
-costs one pass over the model, a product of the rows with a ``D``-vector and one
-allreduce of ``D`` float64 values, and can only lower the objective.
+blocks adds to the mean of every feature its rows have, and nothing takes it out but
+the penalty, by ``1 - eta * lam`` a step -- the direction of adding the same vector to
+every class is flat for the loss.  On dense data, where every column is shared by every
+row, that drift held SVRG 1.7e-4 and 2.0e-4 above the optimum after 30 epochs where one
+block reached 1e-13 (6 classes, 50 features, one worker moving two or four blocks in
+turn); centred, they reach 1e-13 too (``benchmarks/results/svrg_layouts_dense.md``).
+
+Only the features that at least :data:`SHARED_COLUMN_SHARE` of the rows have are
+centred (every feature of dense data; on sparse data the few frequent ones, whose
+drift is the largest): a rare feature's steps are few and its drift small, and leaving
+it alone leaves the model's rows for it untouched.  The selection costs one allreduce of
+``D`` counts at the start; each centring a pass over the selected rows of the model, a
+product of the training rows with a ``D``-vector and one allreduce of as many float64
+values as features selected (not counted in ``bytes_sent``, like the objective's).  It
+can only lower the objective.
 
 The synchronous engine centres between its update and scoring rings
-(:meth:`dsmlr.engines.ring.Epoch.center`), so it scores the centred model; the
-asynchronous one, whose blocks are never all between two stages at once, after its
-epoch, taking the penalty's drop off the objective it scored.
-
-The intercept (unpenalised, the loss alone fixes only its differences between classes)
-is left as it is.
+(:meth:`dsmlr.engines.ring.Epoch.center`), so it scores the centred model.  The
+asynchronous one, whose blocks are never all between two stages at once, centres after
+the epochs that score, its sums riding with the objective's allreduce, and takes the
+penalty's drop off the objective it scored.  The intercept (unpenalised: the loss alone
+fixes only its differences between classes) is left as it is.
 """
 
 from __future__ import annotations
@@ -35,47 +40,107 @@ from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig
 from dsmlr.kernels import Kernel, LocalRows
 
-__all__ = ["ClassMean", "center_classes"]
+__all__ = [
+    "SHARED_COLUMN_SHARE",
+    "ClassMean",
+    "center_classes",
+    "local_class_sums",
+    "shared_columns",
+]
+
+#: Features at least this share of the training rows have are centred.  On
+#: ``bench_mpi.py``'s sparse K = 200 problem (50 non-zeros a row of 20000 features) that
+#: is 56 of the 20000.  Centring all 20000 there changed no objective in its first five
+#: digits but made epochs under MPI (P = 2, a rank slowed 2x) slower: async 0.44 s
+#: against 0.40 s, 8 interleaved pairs of runs, every pair slower; sync 0.56 s against
+#: 0.45 s (the cause was not found: in one process it cost nothing measurable, and the
+#: centring's own work and allreduce take 10-20 ms).  With the 56: async 0.38 s against
+#: 0.42 s, sync 0.43 s against 0.41 s (6 pairs each), within the noise.
+SHARED_COLUMN_SHARE = 0.1
+
+
+def shared_columns(comm: Communicator, rows: LocalRows, cfg: EngineConfig) -> np.ndarray:
+    """The features (sorted indices) at least :data:`SHARED_COLUMN_SHARE` of all ranks'
+    rows have; every rank gets the same (one allreduce of ``D`` counts)."""
+    X = rows.X
+    if rows.is_sparse:
+        counts = np.bincount(X.indices[X.data != 0], minlength=cfg.n_features)
+    else:
+        counts = np.count_nonzero(X, axis=0)
+    counts = counts.astype(np.float64)
+    if comm.size > 1:
+        counts = comm.allreduce_sum(counts)
+    return np.flatnonzero(counts >= SHARED_COLUMN_SHARE * cfg.n_samples)
+
+
+def _rows_of(columns: np.ndarray, cfg: EngineConfig) -> slice | np.ndarray:
+    """The block rows of ``columns``: a view's slice where they are all the features."""
+    return slice(0, cfg.n_features) if len(columns) == cfg.n_features else columns
 
 
 class ClassMean:
-    """The mean over the classes of each penalised column, as subtracted from the model.
+    """The mean over the classes of some penalised columns, to subtract from the model.
 
     Parameters
     ----------
-    mean : ndarray of float64, shape (D,)
-        ``(1 / K) sum_k w_k`` over the feature columns.
+    sums : ndarray of float64, shape (len(columns),)
+        ``sum_k w_k`` over the ``columns``, the whole model's.
+    columns : ndarray of int
+        The features centred (see :func:`shared_columns`).
     cfg : EngineConfig
-        The run's settings (``lam``, ``n_classes``).
+        The run's settings (``lam``, ``n_classes``, ``n_features``).
     """
 
-    def __init__(self, mean: np.ndarray, cfg: EngineConfig):
-        self.mean = mean
-        #: By how much the objective fell: ``lam / 2 * K * ||mean||^2``.
-        self.penalty_drop = 0.5 * cfg.lam * cfg.n_classes * float(mean @ mean)
+    def __init__(self, sums: np.ndarray, columns: np.ndarray, cfg: EngineConfig):
+        self.columns = columns
+        self.mean = sums / cfg.n_classes
+        self._rows = _rows_of(columns, cfg)
+        self._n_features = cfg.n_features
+        #: By how much the objective falls: ``lam / 2 * K * ||mean||^2``.
+        self.penalty_drop = 0.5 * cfg.lam * cfg.n_classes * float(self.mean @ self.mean)
+
+    def subtract(self, kernel: Kernel, blocks: list) -> None:
+        """Take the mean out of every one of this rank's ``blocks``."""
+        if len(self.columns):
+            for blk in blocks:
+                kernel.subtract_from_rows(blk.W, self._rows, self.mean)
 
     def shift_normalisers(self, rows: LocalRows, partials: np.ndarray, b: np.ndarray) -> None:
         """Bring cached partial normalisers and ``b`` (in place) to the centred model:
         every score of row ``i`` fell by ``x_i . mean``."""
-        shift = np.asarray(rows.X @ self.mean, dtype=np.float64).ravel()
+        if not len(self.columns):
+            return
+        full = np.zeros(self._n_features)
+        full[self.columns] = self.mean
+        shift = np.asarray(rows.X @ full, dtype=np.float64).ravel()
         partials -= shift[:, None]
         b += shift
 
 
+def local_class_sums(
+    kernel: Kernel, blocks: list, columns: np.ndarray, cfg: EngineConfig
+) -> np.ndarray:
+    """The ``columns`` of this rank's ``blocks`` summed over their classes (float64); the
+    ranks' sums add up to the whole model's."""
+    sums = np.zeros(len(columns))
+    if len(columns):
+        rows = _rows_of(columns, cfg)
+        for blk in blocks:
+            sums += kernel.class_sums(blk.W, rows)
+    return sums
+
+
 def center_classes(
-    comm: Communicator, kernel: Kernel, blocks: list, cfg: EngineConfig, clock
-) -> ClassMean:
-    """Subtract the class mean of every penalised column from the ``blocks`` (each
-    rank's share of the model; together every class once).  All ranks take part: one
-    allreduce of ``D`` float64 values where there are two or more, timed on ``clock``
+    comm: Communicator, kernel: Kernel, blocks: list, columns: np.ndarray, cfg: EngineConfig,
+    clock,
+) -> ClassMean:  # fmt: skip
+    """Subtract the class mean of the ``columns`` from the ``blocks`` (each rank's share
+    of the model; together every class once).  All ranks take part: one allreduce of
+    ``len(columns)`` float64 values where there are two ranks or more, timed on ``clock``
     (a :class:`~dsmlr.engines.ring.Clock`) as communication."""
-    d = cfg.n_features
-    sums = np.zeros(d)
-    for blk in blocks:
-        sums += kernel.class_sums(blk.W[:d])
-    if comm.size > 1:
+    sums = local_class_sums(kernel, blocks, columns, cfg)
+    if comm.size > 1 and len(columns):
         sums = clock.timed("comm", comm.allreduce_sum, sums)
-    mean = ClassMean(sums / cfg.n_classes, cfg)
-    for blk in blocks:
-        kernel.subtract_from_rows(blk.W[:d], mean.mean)
+    mean = ClassMean(sums, columns, cfg)
+    mean.subtract(kernel, blocks)
     return mean

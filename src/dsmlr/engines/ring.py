@@ -14,10 +14,10 @@ group ``p`` at the start and at the end of every ring.  An epoch is
    epoch only (and after the last), so an epoch of plain SGD moves exactly the model
    once; stopping is decided at those epochs.
 
-Every epoch also takes each feature's mean over the classes out of the weights, which
-the blocks' steps move and the loss cannot see (:mod:`dsmlr.engines.centering`; the
-synchronous engine between its update and scoring stages, the asynchronous one after
-its epoch).
+Every epoch also takes the mean over the classes out of the weights of the features many
+rows share, which the blocks' steps move and the loss cannot see
+(:mod:`dsmlr.engines.centering`; the synchronous engine between its update and scoring
+stages, the asynchronous one after the epochs that score).
 
 How the blocks travel through the stages is the engine's one job (an
 :data:`EpochPhase` given an :class:`Epoch`): :mod:`~dsmlr.engines.sync_ring` runs each
@@ -30,8 +30,9 @@ ranks take it together.
 Communication per epoch and rank, with ``M = K * D_fit * itemsize`` the model's size:
 the scoring stage sends ``M`` (only every ``eval_every`` epochs); the gradient stage
 ``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update stage is the
-engine's own; one allreduce of ``D`` float64s (the class means, every epoch) and one of
-8 float64s.  ``b`` and the rows never move.
+engine's own; one allreduce of 8 float64s, and one of a float64 for every shared
+feature (the class means; the asynchronous engine's ride with the first).  Only the
+ring payloads count in ``bytes_sent``.  ``b`` and the rows never move.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ from dsmlr.engines.base import (
     WorkerResult,
     peak_rss_bytes,
 )
-from dsmlr.engines.centering import ClassMean, center_classes
+from dsmlr.engines.centering import (
+    ClassMean,
+    center_classes,
+    local_class_sums,
+    shared_columns,
+)
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import HostBlocks, Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.kernels.base import Snapshot
@@ -581,7 +587,9 @@ class Epoch:
     b_anchor: np.ndarray | None = None
     scorers: list | None = None
     penalty: float = 0.0  # this rank's share of the penalty, summed by score()
+    shared: np.ndarray | None = None  # the features centred (see center())
     centred: ClassMean | None = None  # set by center()
+    uncounted_bytes: int = 0  # sent by center(), left out of bytes_sent
 
     @property
     def update_fields(self) -> tuple[str, ...]:
@@ -620,15 +628,22 @@ class Epoch:
         ring.visited()
 
     def center(self) -> None:
-        """Take the class mean of every feature out of the model (see
+        """Take the class mean of the ``shared`` features out of the model (see
         :mod:`dsmlr.engines.centering`), ``b`` and the cached partials along with it.
 
         Every rank at once, between stages, while the blocks the ranks hold are the
-        whole model.
+        whole model.  Before a scoring stage ``b`` and the partials are left as they are:
+        the scoring recomputes them.
         """
         ring = self.ring
-        self.centred = center_classes(ring.comm, self.kernel, ring.group, self.cfg, ring.clock)
-        self.centred.shift_normalisers(self.rows, self.partials, self.b)
+        shared = self.shared if self.shared is not None else np.zeros(0, dtype=np.int64)
+        self.centred = center_classes(
+            ring.comm, self.kernel, ring.group, shared, self.cfg, ring.clock
+        )
+        if ring.comm.size > 1:
+            self.uncounted_bytes = 8 * len(shared)
+        if self.scorers is None:
+            self.centred.shift_normalisers(self.rows, self.partials, self.b)
 
     def begin_gradient(self, blk: Block) -> None:
         """A zero float64 gradient for ``blk`` to collect its visits' rows in."""
@@ -766,6 +781,7 @@ def run_epochs(
     # A mini-batch's mean gradient takes a longer step where its rows overlap little
     # (the gain is exactly 1 for one-row batches).
     gain = batch_gain(comm, rows, cfg)
+    shared = shared_columns(comm, rows, cfg)  # the features centred every epoch
     history: list[EpochRecord] = []
     converged = False
     backoff = 1.0
@@ -781,7 +797,7 @@ def run_epochs(
             rng = np.random.default_rng([cfg.seed, comm.rank, state.epoch])
     t_start = time.perf_counter() - elapsed
 
-    bytes_before, wait_before = comm.bytes_sent, comm.wait_seconds
+    bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         if converged:
             break
@@ -805,30 +821,30 @@ def run_epochs(
         visits[:] = [epoch, 0, ring.n_blocks * (1 + (b_anchor is not None) + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None,
+            b_anchor, scorers or None, shared=shared,
         )  # fmt: skip
         epoch_phase(work)
-        # An engine whose blocks are never all between two stages at once (the
-        # asynchronous one) has its model centred here, after it scored it.
-        late = None
-        if work.centred is None:
-            late = center_classes(comm, kernel, ring.group, cfg, clock)
+        uncounted += work.uncounted_bytes
         if train is None:
-            if late is not None:
-                late.shift_normalisers(rows, partials, b)
             continue
 
         t_eval = time.perf_counter()
         lse, loss, correct = train.sums()
         partials, b = train.partials, -lse
-        if late is not None:
-            late.shift_normalisers(rows, partials, b)
         held_out = test.sums() if test is not None else np.zeros(4)
-        sent = float(comm.bytes_sent - bytes_before)
-        sums = np.array([loss, correct, work.penalty, sent, *held_out])
+        sent = float(comm.bytes_sent - bytes_before - uncounted)
+        # An engine whose blocks are never all between two stages at once (the
+        # asynchronous one) has the model it scored centred now, its class sums riding
+        # with the objective's (see dsmlr.engines.centering).
+        late = work.centred is None
+        class_sums = local_class_sums(kernel, ring.group, shared, cfg) if late else []
+        sums = np.array([loss, correct, work.penalty, sent, *held_out, *class_sums])
         totals = clock.timed("comm", comm.allreduce_sum, sums)
-        if late is not None:  # the blocks scored their penalty before the centring
-            totals[2] -= late.penalty_drop
+        if late:
+            centred = ClassMean(totals[8:], shared, cfg)
+            centred.subtract(kernel, ring.group)
+            centred.shift_normalisers(rows, partials, b)
+            totals[2] -= centred.penalty_drop  # scored before the centring
         eval_seconds = clock.eval + time.perf_counter() - t_eval
         objective = totals[0] / cfg.n_samples + totals[2]
         if not np.isfinite(objective):
@@ -852,13 +868,13 @@ def run_epochs(
             peak_rss=[int(v) for v in comm.allgather(peak_rss_bytes())],  # type: ignore[call-overload]
         )
         if test is not None and n_test > 0:
-            t_loss, t_correct, t_top, t_known = totals[4:]
+            t_loss, t_correct, t_top, t_known = totals[4:8]
             record.test_objective = float(t_loss / t_known + totals[2]) if t_known else None
             record.test_accuracy = float(t_correct / n_test)
             record.test_top5_accuracy = float(t_top / n_test)
         history.append(record)
         clock.compute = clock.comm = clock.eval = 0.0
-        bytes_before, wait_before = comm.bytes_sent, comm.wait_seconds
+        bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
         if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
             monitor.on_epoch(record)
         if len(history) > 1 and record.objective > history[-2].objective:

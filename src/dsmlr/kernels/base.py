@@ -229,13 +229,13 @@ class HostBlocks:
 
         return squared_norm(W)
 
-    def class_sums(self, W: np.ndarray) -> np.ndarray:
-        """Each row of ``W`` summed over the block's classes, in float64."""
-        return W.sum(axis=1, dtype=np.float64)
+    def class_sums(self, W: np.ndarray, rows) -> np.ndarray:
+        """``W[rows]`` (a slice or indices) summed over the block's classes, in float64."""
+        return W[rows].sum(axis=1, dtype=np.float64)
 
-    def subtract_from_rows(self, W: np.ndarray, v: np.ndarray) -> None:
-        """``W -= v[:, None]`` in place (``v`` a float64 host vector)."""
-        W -= v.astype(W.dtype)[:, None]
+    def subtract_from_rows(self, W: np.ndarray, rows, v: np.ndarray) -> None:
+        """``W[rows] -= v[:, None]`` in place (``v`` a float64 host vector)."""
+        W[rows] -= v.astype(W.dtype)[:, None]
 
 
 class Kernel(Protocol):
@@ -253,9 +253,9 @@ class Kernel(Protocol):
 
     def squared_norm(self, W) -> float: ...
 
-    def class_sums(self, W) -> np.ndarray: ...
+    def class_sums(self, W, rows) -> np.ndarray: ...
 
-    def subtract_from_rows(self, W, v: np.ndarray) -> None: ...
+    def subtract_from_rows(self, W, rows, v: np.ndarray) -> None: ...
 
     def score_pass(
         self,

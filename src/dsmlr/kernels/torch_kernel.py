@@ -163,17 +163,22 @@ class TorchKernel:
         """``||W||^2`` in float64."""
         return float(torch.sum(torch.square(W.double())))
 
-    def class_sums(self, W) -> np.ndarray:
-        """Each row of ``W`` summed over the block's classes, in float64, on the host
-        (a float32 block is widened a slice of rows at a time, so that device memory
-        never holds a float64 copy of it)."""
+    def class_sums(self, W, rows) -> np.ndarray:
+        """``W[rows]`` (a slice or indices) summed over the block's classes, in float64,
+        on the host (a float32 block is widened a slice of rows at a time, so that device
+        memory never holds a float64 copy of it)."""
+        if not isinstance(rows, slice):
+            rows = torch.as_tensor(rows, device=W.device)
+        W = W[rows]
         step = max(1, SUM_SLICE_VALUES // max(1, W.shape[1]))
         parts = [W[i : i + step].double().sum(dim=1) for i in range(0, W.shape[0], step)]
         return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
 
-    def subtract_from_rows(self, W, v: np.ndarray) -> None:
-        """``W -= v[:, None]`` in place on the device (``v`` a float64 host vector)."""
-        W.sub_(torch.as_tensor(v).to(device=W.device, dtype=W.dtype)[:, None])
+    def subtract_from_rows(self, W, rows, v: np.ndarray) -> None:
+        """``W[rows] -= v[:, None]`` in place on the device (``v`` a float64 host vector)."""
+        if not isinstance(rows, slice):
+            rows = torch.as_tensor(rows, device=W.device)
+        W[rows] -= torch.as_tensor(v).to(device=W.device, dtype=W.dtype)[:, None]
 
     # ---- rows on the device --------------------------------------------------------
 
