@@ -40,7 +40,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logsumexp
@@ -587,9 +587,9 @@ class Epoch:
     b_anchor: np.ndarray | None = None
     scorers: list | None = None
     penalty: float = 0.0  # this rank's share of the penalty, summed by score()
-    shared: np.ndarray | None = None  # the features centred (see center())
+    # The features center() centres (see dsmlr.engines.centering.shared_columns).
+    shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     centred: ClassMean | None = None  # set by center()
-    uncounted_bytes: int = 0  # sent by center(), left out of bytes_sent
 
     @property
     def update_fields(self) -> tuple[str, ...]:
@@ -636,12 +636,9 @@ class Epoch:
         the scoring recomputes them.
         """
         ring = self.ring
-        shared = self.shared if self.shared is not None else np.zeros(0, dtype=np.int64)
         self.centred = center_classes(
-            ring.comm, self.kernel, ring.group, shared, self.cfg, ring.clock
+            ring.comm, self.kernel, ring.group, self.shared, self.cfg, ring.clock
         )
-        if ring.comm.size > 1:
-            self.uncounted_bytes = 8 * len(shared)
         if self.scorers is None:
             self.centred.shift_normalisers(self.rows, self.partials, self.b)
 
@@ -824,7 +821,8 @@ def run_epochs(
             b_anchor, scorers or None, shared=shared,
         )  # fmt: skip
         epoch_phase(work)
-        uncounted += work.uncounted_bytes
+        if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
+            uncounted += work.centred.mean.nbytes
         if train is None:
             continue
 

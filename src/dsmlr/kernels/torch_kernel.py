@@ -57,6 +57,11 @@ SUM_SLICE_VALUES = 1 << 24
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
+def _row_index(rows, device):
+    """A slice as it is, host indices as a tensor on ``device``."""
+    return rows if isinstance(rows, slice) else torch.as_tensor(rows, device=device)
+
+
 def resolve_device(device: str, rank: int = 0) -> torch.device:
     """The torch device for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``) on a rank.
 
@@ -167,18 +172,15 @@ class TorchKernel:
         """``W[rows]`` (a slice or indices) summed over the block's classes, in float64,
         on the host (a float32 block is widened a slice of rows at a time, so that device
         memory never holds a float64 copy of it)."""
-        if not isinstance(rows, slice):
-            rows = torch.as_tensor(rows, device=W.device)
-        W = W[rows]
+        W = W[_row_index(rows, W.device)]
         step = max(1, SUM_SLICE_VALUES // max(1, W.shape[1]))
         parts = [W[i : i + step].double().sum(dim=1) for i in range(0, W.shape[0], step)]
         return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
 
     def subtract_from_rows(self, W, rows, v: np.ndarray) -> None:
         """``W[rows] -= v[:, None]`` in place on the device (``v`` a float64 host vector)."""
-        if not isinstance(rows, slice):
-            rows = torch.as_tensor(rows, device=W.device)
-        W[rows] -= torch.as_tensor(v).to(device=W.device, dtype=W.dtype)[:, None]
+        v_dev = torch.as_tensor(v).to(device=W.device, dtype=W.dtype)
+        W[_row_index(rows, W.device)] -= v_dev[:, None]
 
     # ---- rows on the device --------------------------------------------------------
 
