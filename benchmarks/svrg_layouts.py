@@ -1,13 +1,13 @@
 """SVRG's gap to the optimum, epoch by epoch, for workers x blocks-per-worker layouts.
 
 Blocks that different workers move at the same time each settle a shift of probability
-mass between them, so together they overshoot it; the engines keep ``1 - 1 / B`` of each
-SVRG visit's intercept move to prevent that
-(:func:`dsmlr.engines.ring.intercept_relaxation`).  This shows the effect on a small
-generated problem, in one process (in-process workers; float64, so that rounding does
-not limit the gaps): for each layout, with whole moves and with the relaxation, the
-relative gap ``(f - f*) / f*`` after every fifth epoch, ``f*`` from scikit-learn's lbfgs
-at ``tol=1e-12``.
+mass between them, so together they overshoot it; the engines keep a share of each SVRG
+visit's move along the directions a visit settles, ``1 - 1 / B`` where it settles them
+exactly (the intercept), to prevent that (:mod:`dsmlr.engines.relaxation`).  This shows
+the effect on a small generated problem, in one process (in-process workers; float64, so
+that rounding does not limit the gaps): for each layout, with whole moves and with the
+relaxation, the relative gap ``(f - f*) / f*`` after every fifth epoch, ``f*`` from
+scikit-learn's lbfgs at ``tol=1e-12``.
 
 ``--problem dense`` takes scikit-learn's ``make_classification`` instead (3000 rows, 50
 dense features, 6 classes, lam = 1e-3), where every column is shared by every row, as
@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
-import dsmlr.engines.ring as ring
+import dsmlr.engines.relaxation as relaxation
 from dsmlr import DSMLRClassifier
 from dsmlr.datagen import make_extreme_multiclass
 from dsmlr.objective import add_intercept_column, plain_objective
@@ -73,10 +73,10 @@ def main() -> None:
     labels = np.searchsorted(ref.classes_, y)
     best = plain_objective(W, add_intercept_column(X), labels, lam, X.shape[1])
     rows = []
-    relaxed = ring.intercept_relaxation
+    relaxed = relaxation.intercept_relaxation
     for moves in ("whole", "relaxed"):
-        # The engine looks the rule up at every SVRG visit: whole moves keep all of each.
-        ring.intercept_relaxation = relaxed if moves == "relaxed" else lambda *_: 1.0
+        # The engines look the rule up every epoch: whole moves keep all of each.
+        relaxation.intercept_relaxation = relaxed if moves == "relaxed" else lambda *_: 1.0
         for workers, per_worker in LAYOUTS:
             kept = relaxed(workers, workers * per_worker) if moves == "relaxed" else 1.0
             if moves == "relaxed" and kept == 1.0:
@@ -86,9 +86,9 @@ def main() -> None:
                                   dtype="float64", random_state=0).fit(X, y)  # fmt: skip
             gaps = [h["objective"] / best - 1 for h in clf.history_]
             rows.append({"workers": workers, "blocks_per_worker": per_worker,
-                         "intercept_kept": kept, "gaps": gaps})  # fmt: skip
+                         "exact_kept": kept, "gaps": gaps})  # fmt: skip
             print(moves, workers, per_worker, " ".join(f"{g:.1e}" for g in gaps[4::5]), flush=True)
-    ring.intercept_relaxation = relaxed
+    relaxation.intercept_relaxation = relaxed
     shown = list(range(4, args.epochs, 5))
     lines = [
         "# SVRG's gap to the optimum by layout (`benchmarks/svrg_layouts.py`)",
@@ -96,11 +96,13 @@ def main() -> None:
         f"{described}: {args.samples} rows, {args.features} features, {args.classes} "
         f"classes, lam = {lam:g}, intercept; float64, in-process workers; "
         f"f* = {best:.10f} (lbfgs, tol 1e-12).  Relative gap `(f - f*) / f*` after epoch, "
-        "with each SVRG visit's intercept move kept whole (1) or relaxed (the engines' "
-        "rule, `dsmlr.engines.ring.intercept_relaxation`: 1 - 1/B for B blocks moved by two "
-        "or more workers; one worker keeps its moves whole, so its rows appear once):",
+        "with each SVRG visit's moves kept whole (1) or relaxed (the engines' rule, "
+        "`dsmlr.engines.relaxation`: for B blocks moved by two or more workers, a direction "
+        "a visit settles exactly keeps 1 - 1/B of its move, one it settles a share s of "
+        "keeps (1 - 1/B) / s where that is below 1; the column gives 1 - 1/B; one worker "
+        "keeps its moves whole, so its rows appear once):",
         "",
-        "| workers | blocks per worker | intercept move kept | "
+        "| workers | blocks per worker | exact direction's move kept | "
         + " | ".join(str(e + 1) for e in shown)
         + " |",
         "|---|---|---|" + "---|" * len(shown),
@@ -108,7 +110,7 @@ def main() -> None:
     for row in rows:
         gaps = " | ".join(f"{row['gaps'][e]:.1e}" for e in shown)
         lines.append(f"| {row['workers']} | {row['blocks_per_worker']} | "
-                     f"{row['intercept_kept']:.4g} | {gaps} |")  # fmt: skip
+                     f"{row['exact_kept']:.4g} | {gaps} |")  # fmt: skip
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     record = {"machine": platform.platform(), "optimum": best, "args": vars(args), "runs": rows}
     Path(args.out + ".json").write_text(json.dumps(record, indent=1))

@@ -27,3 +27,12 @@ def sklearn_optimum(X, y, lam, fit_intercept):
         C=1.0 / (lam * X.shape[0]), tol=1e-10, max_iter=20000, fit_intercept=fit_intercept
     ).fit(X, y)
     return clf
+
+
+def sklearn_objective(X, y, lam):
+    """The objective (with intercept) at scikit-learn's optimum: the reference ``f*``."""
+    from dsmlr.objective import add_intercept_column, plain_objective
+
+    ref = sklearn_optimum(X, y, lam, True)
+    W = np.hstack([ref.coef_, ref.intercept_[:, None]])
+    return plain_objective(W, add_intercept_column(X), y, lam, X.shape[1])

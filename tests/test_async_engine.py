@@ -7,8 +7,7 @@ import pytest
 
 from dsmlr.engines.async_tokens import PACE_VISITS, Pace, choose_destination, may_take_in
 from dsmlr.estimator import DSMLRClassifier
-from dsmlr.objective import add_intercept_column, plain_objective
-from problems import planted_sparse_problem, sklearn_optimum
+from problems import planted_sparse_problem, sklearn_objective
 
 LAM = 1e-3
 
@@ -16,9 +15,7 @@ LAM = 1e-3
 @pytest.fixture(scope="module")
 def problem():
     X, y = planted_sparse_problem(n_samples=1000, n_features=200, n_classes=16, seed=4)
-    ref = sklearn_optimum(X, y, LAM, True)
-    W = np.hstack([ref.coef_, ref.intercept_[:, None]])
-    return X, y, plain_objective(W, add_intercept_column(X), y, LAM, X.shape[1])
+    return X, y, sklearn_objective(X, y, LAM)
 
 
 @pytest.mark.parametrize("n_workers", [1, 2, 3, 4])

@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-import dsmlr.engines.ring as ring_module
+import dsmlr.engines.relaxation as relaxation
 from dsmlr import DSMLRClassifier, make_extreme_multiclass
 from problems import planted_sparse_problem, sklearn_optimum
 
@@ -108,27 +108,20 @@ def _svrg_objectives(layouts):
 
 def test_two_svrg_workers_converge_like_one():
     """Blocks that two workers move at the same time settle the same shift of mass
-    between them; the intercept relaxation keeps them from overshooting it together."""
+    between them; relaxing their intercept moves keeps them from overshooting it together
+    (dsmlr.engines.relaxation)."""
     objectives = _svrg_objectives([(1, 1), (2, 1), (2, 2)])
     # Measured: 3e-8 and 4e-9 above one worker's objective.
     assert objectives[2, 1] == pytest.approx(objectives[1, 1], rel=1e-6)
     assert objectives[2, 2] == pytest.approx(objectives[1, 1], rel=1e-6)
 
 
-def test_without_the_intercept_relaxation_two_blocks_overshoot(monkeypatch):
+def test_without_the_relaxation_two_blocks_overshoot(monkeypatch):
     """The relaxation is what makes the test above pass: with whole moves, two workers of
     one block each stall (1.2% above one worker's objective after 12 epochs)."""
-    monkeypatch.setattr(ring_module, "intercept_relaxation", lambda n_ranks, n_blocks: 1.0)
+    monkeypatch.setattr(relaxation, "intercept_relaxation", lambda n_ranks, n_blocks: 1.0)
     objectives = _svrg_objectives([(1, 1), (2, 1)])
     assert objectives[2, 1] > objectives[1, 1] * (1 + 1e-3)
-
-
-@pytest.mark.parametrize(
-    ("n_ranks", "n_blocks", "expected"), [(1, 1, 1.0), (1, 4, 1.0), (2, 2, 0.5), (2, 4, 0.75),
-                                          (4, 16, 0.9375), (3, 1, 1.0)]
-)  # fmt: skip
-def test_intercept_relaxation(n_ranks, n_blocks, expected):
-    assert ring_module.intercept_relaxation(n_ranks, n_blocks) == expected
 
 
 def test_more_blocks_than_classes():

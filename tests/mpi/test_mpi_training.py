@@ -11,10 +11,9 @@ from mpi_helpers import agree
 
 from dsmlr.distributed import fit_sharded, load_sharded
 from dsmlr.kernels.base import training_layout
-from dsmlr.objective import add_intercept_column, plain_objective
 from dsmlr.plan import plan_training
 from dsmlr.training import shard_rows, train_embedded
-from problems import planted_sparse_problem, sklearn_optimum
+from problems import planted_sparse_problem, sklearn_objective
 
 LAM = 1e-3
 
@@ -25,9 +24,7 @@ def problem(comm):
     # One rank computes the reference optimum; everyone gets its objective.
     best = None
     if comm.rank == 0:
-        ref = sklearn_optimum(X, y, LAM, True)
-        W = np.hstack([ref.coef_, ref.intercept_[:, None]])
-        best = plain_objective(W, add_intercept_column(X), y, LAM, X.shape[1])
+        best = sklearn_objective(X, y, LAM)
     return X, y, comm.allgather(best)[0]
 
 

@@ -37,6 +37,7 @@ ring payloads count in ``bytes_sent``.  ``b`` and the rows never move.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from dsmlr.engines.centering import (
     local_class_sums,
     shared_columns,
 )
+from dsmlr.engines.relaxation import RelaxedRows, column_spread, relaxed_rows
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import HostBlocks, Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.kernels.base import Snapshot
@@ -332,41 +334,6 @@ def batch_gain(comm: Communicator, rows: LocalRows, cfg: EngineConfig) -> float:
     return float(np.clip(m / max(num / den, 1.0), 1.0, m))
 
 
-def intercept_relaxation(n_ranks: int, n_blocks: int) -> float:
-    """Share of an SVRG visit's intercept move that a block keeps: 1 for one rank,
-    ``1 - 1 / B`` for B blocks moved by two or more ranks at a time.
-
-    The intercepts are the one direction every row shares, and their gradients sum to
-    zero over the classes: a shift of probability mass between blocks.  A visit's
-    variance-reduced steps (the anchor's full gradient at every step) all but settle
-    that shift for its block as if the other blocks stood still; blocks moved at the same
-    time by different ranks each settle it, so together they overshoot.  This is a Jacobi
-    iteration on the blocks' shares of the mass: with B blocks of equal mass each
-    settling its own share exactly, the shift is overshot by ``1 / (B - 1)`` (two blocks:
-    100%, the error flips sign and hardly shrinks), and keeping ``1 - 1 / B`` of each
-    move removes the overshoot.  (That holds with all B blocks moving at once; where a
-    rank holds several, which it moves in turn, the same rule is a measured choice.)
-    On ``benchmarks/svrg_layouts.py``'s problem two ranks of one block each then
-    converge like one rank (2e-13 above the optimum after 30 epochs, against 6e-4 with
-    whole moves), two ranks of two blocks 1e-13 (2e-10), and
-    three or four ranks of one block stay within 20% of their gaps with whole moves
-    (``benchmarks/results/svrg_layouts.md``).  One rank moves its blocks one after the
-    other, each seeing the others' moves (a Gauss-Seidel sweep): nothing to correct.
-    Plain and AdaGrad steps follow each rank's own rows' gradient, evaluated after the
-    blocks that visited those rows before, and are left whole.
-
-    Only the intercept is relaxed: on sparse data every other column is shared by few
-    rows, and a visit moves it far less than it would take to settle its share.  On
-    dense data every column couples the blocks as the intercept does, and two ranks of
-    one block each still crawl, relaxed or not (6 classes, 50 dense features: 4e-4 above
-    the optimum after 30 epochs, where two ranks of two blocks reach 5e-10 and one rank
-    1e-13; ``benchmarks/results/svrg_layouts_dense.md``, with the class means removed
-    after every epoch, :mod:`dsmlr.engines.centering`).  Relaxing every column's move
-    (scratch runs) fixed that but slowed the sparse problem's convergence.
-    """
-    return 1.0 if n_ranks <= 1 or n_blocks <= 1 else 1.0 - 1.0 / n_blocks
-
-
 def _step_config(
     cfg: EngineConfig, epoch: int, curvature: float, backoff: float, gain: float = 1.0
 ) -> UpdateConfig:
@@ -590,6 +557,17 @@ class Epoch:
     # The features center() centres (see dsmlr.engines.centering.shared_columns).
     shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     centred: ClassMean | None = None  # set by center()
+    # column_spread of this rank's rows (None: SVRG's moves are kept whole).
+    spread: np.ndarray | None = None
+
+    @functools.cached_property
+    def relaxed(self) -> RelaxedRows | None:
+        """The rows of a block whose SVRG moves this epoch relaxes (see
+        :mod:`dsmlr.engines.relaxation`)."""
+        if self.spread is None:
+            return None
+        ring, cfg = self.ring, self.cfg
+        return relaxed_rows(self.spread, self.step, ring.size, ring.n_blocks, cfg.fit_intercept)
 
     @property
     def update_fields(self) -> tuple[str, ...]:
@@ -611,20 +589,15 @@ class Epoch:
         snapshot = None
         if self.b_anchor is not None:
             snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
-        keep = intercept_relaxation(ring.size, ring.n_blocks)
-        relax = snapshot is not None and keep != 1.0 and self.cfg.fit_intercept
-        if relax:
-            row = self.cfg.n_features  # the intercept's row of the block
-            before = kernel.to_host(blk.W[row]).copy()
+        relaxed = self.relaxed if snapshot is not None else None
+        if relaxed is not None:
+            before = kernel.copy_rows(blk.W, relaxed.rows)
         ring.clock.timed(
             "compute", kernel.update_pass, self.rows, blk.W, blk.k0, blk.acc, self.partials,
             blk.q, self.b, self.order, self.step, snapshot,
         )  # fmt: skip
-        if relax:
-            # The partials this pass cached for the block keep the whole move until the
-            # next scoring stage recomputes them: the relaxed part is a small shift.
-            moved = kernel.to_host(blk.W[row]) - before
-            blk.W[row] = kernel.from_host(before + keep * moved)
+        if relaxed is not None:
+            kernel.relax_rows(blk.W, relaxed.rows, before, relaxed.keep)
         ring.visited()
 
     def center(self) -> None:
@@ -779,6 +752,9 @@ def run_epochs(
     # (the gain is exactly 1 for one-row batches).
     gain = batch_gain(comm, rows, cfg)
     shared = shared_columns(comm, rows, cfg)  # the features centred every epoch
+    # SVRG's moves are relaxed only where two or more ranks move blocks at once.
+    relaxing = cfg.optimizer == "svrg" and comm.size > 1 and ring.n_blocks > 1
+    spread = column_spread(rows) if relaxing else None
     history: list[EpochRecord] = []
     converged = False
     backoff = 1.0
@@ -818,7 +794,7 @@ def run_epochs(
         visits[:] = [epoch, 0, ring.n_blocks * (1 + (b_anchor is not None) + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None, shared=shared,
+            b_anchor, scorers or None, shared=shared, spread=spread,
         )  # fmt: skip
         epoch_phase(work)
         if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload

@@ -46,8 +46,8 @@ def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
     on two cores' shared memory that came out even (SVRG at P = 2: 1.154 s an epoch with
     one block a rank against 1.157 s with two, ``benchmarks/results/mpi_scaling.json``);
     over a slower network it can pay.  SVRG's blocks moved at the same time by different
-    ranks are kept from over-correcting each other by
-    :func:`~dsmlr.engines.ring.intercept_relaxation`, whatever their number.
+    ranks are kept from over-correcting each other by :mod:`dsmlr.engines.relaxation`,
+    whatever their number.
     """
     return cfg.blocks_per_rank or 1
 
