@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsmlr.kernels import LocalRows, UpdateConfig
+from dsmlr.kernels import Kernel, LocalRows, UpdateConfig
 
 __all__ = ["RelaxedRows", "column_spread", "intercept_relaxation", "relaxed_rows"]
 
@@ -63,8 +63,9 @@ __all__ = ["RelaxedRows", "column_spread", "intercept_relaxation", "relaxed_rows
 #: classes, ``p (1 - p)`` at ``p = 1/2``.
 _MASS_CURVATURE = 0.25
 
-#: Rows per chunk of :func:`column_spread` (bounds its temporary arrays).
-_SPREAD_CHUNK_ROWS = 1 << 16
+#: Values (stored entries) per chunk of rows in :func:`column_spread`: its temporary
+#: arrays stay near 32 MB however wide the rows are.
+_SPREAD_CHUNK_VALUES = 1 << 22
 
 
 def intercept_relaxation(n_ranks: int, n_blocks: int) -> float:
@@ -88,8 +89,10 @@ def column_spread(rows: LocalRows) -> np.ndarray:
     X, w = rows.X, rows.weight
     square = np.zeros(rows.n_features)
     linear = np.zeros(rows.n_features)
-    for lo in range(0, rows.n_rows, _SPREAD_CHUNK_ROWS):
-        part, wp = X[lo : lo + _SPREAD_CHUNK_ROWS], w[lo : lo + _SPREAD_CHUNK_ROWS]
+    per_row = X.nnz / max(rows.n_rows, 1) if rows.is_sparse else rows.n_features
+    chunk = max(1, int(_SPREAD_CHUNK_VALUES // max(per_row, 1.0)))
+    for lo in range(0, rows.n_rows, chunk):
+        part, wp = X[lo : lo + chunk], w[lo : lo + chunk]
         if rows.is_sparse:
             square += np.asarray(part.multiply(part).T @ wp).ravel()
             linear += np.asarray(part.T @ wp).ravel()
@@ -119,6 +122,18 @@ class RelaxedRows:
 
     rows: np.ndarray
     keep: np.ndarray
+
+    def apply(self, kernel: Kernel, W, sums_before: np.ndarray) -> None:
+        """Relax a visit's moves of block ``W`` in place: each row keeps ``keep`` of the
+        part of its move common to the block's classes (their mean) and the rest whole.
+
+        ``sums_before``: ``kernel.class_sums(W, self.rows)`` before the visit, so that
+        only a vector of the rows' sums is kept, never a copy of the block.
+        """
+        if W.shape[1] == 0:
+            return
+        common = (kernel.class_sums(W, self.rows) - sums_before) / W.shape[1]
+        kernel.subtract_from_rows(W, self.rows, (1.0 - self.keep) * common)
 
 
 def relaxed_rows(

@@ -591,13 +591,13 @@ class Epoch:
             snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
         relaxed = self.relaxed if snapshot is not None else None
         if relaxed is not None:
-            before = kernel.copy_rows(blk.W, relaxed.rows)
+            sums_before = kernel.class_sums(blk.W, relaxed.rows)
         ring.clock.timed(
             "compute", kernel.update_pass, self.rows, blk.W, blk.k0, blk.acc, self.partials,
             blk.q, self.b, self.order, self.step, snapshot,
         )  # fmt: skip
         if relaxed is not None:
-            kernel.relax_rows(blk.W, relaxed.rows, before, relaxed.keep)
+            relaxed.apply(kernel, blk.W, sums_before)
         ring.visited()
 
     def center(self) -> None:

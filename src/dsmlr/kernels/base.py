@@ -238,18 +238,6 @@ class HostBlocks:
         """``W[rows] -= v[:, None]`` in place (``v`` a float64 host vector)."""
         W[rows] -= v.astype(W.dtype)[:, None]
 
-    def copy_rows(self, W: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """A copy of ``W[rows]`` (host indices), where the kernel keeps its blocks."""
-        return W[rows]
-
-    def relax_rows(self, W: np.ndarray, rows: np.ndarray, before, keep: np.ndarray) -> None:
-        """Each row keeps the share ``keep`` (a float64 host vector) of the part of its
-        move since ``before`` that is common to the block's classes (its mean over them),
-        and all the rest, in place."""
-        if W.shape[1]:
-            common = (W[rows] - before).mean(axis=1, keepdims=True)
-            W[rows] -= (1.0 - keep.astype(W.dtype))[:, None] * common
-
 
 class Kernel(Protocol):
     """The two local passes every kernel provides (see module docstring)."""
@@ -269,10 +257,6 @@ class Kernel(Protocol):
     def class_sums(self, W, rows) -> np.ndarray: ...
 
     def subtract_from_rows(self, W, rows, v: np.ndarray) -> None: ...
-
-    def copy_rows(self, W, rows: np.ndarray): ...
-
-    def relax_rows(self, W, rows: np.ndarray, before, keep: np.ndarray) -> None: ...
 
     def score_pass(
         self,

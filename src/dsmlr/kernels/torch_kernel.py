@@ -182,18 +182,6 @@ class TorchKernel:
         v_dev = torch.as_tensor(v).to(device=W.device, dtype=W.dtype)
         W[_row_index(rows, W.device)] -= v_dev[:, None]
 
-    def copy_rows(self, W, rows: np.ndarray):
-        """A copy of ``W[rows]`` (host indices) on the device."""
-        return W[_row_index(rows, W.device)].clone()
-
-    def relax_rows(self, W, rows: np.ndarray, before, keep: np.ndarray) -> None:
-        """As :meth:`dsmlr.kernels.base.HostBlocks.relax_rows`, on the device."""
-        if W.shape[1]:
-            index = _row_index(rows, W.device)
-            common = (W[index] - before).mean(dim=1, keepdim=True)
-            let_go = 1.0 - torch.as_tensor(keep).to(device=W.device, dtype=W.dtype)
-            W[index] -= let_go[:, None] * common
-
     # ---- rows on the device --------------------------------------------------------
 
     def _device_rows(self, rows: LocalRows, dtype: torch.dtype) -> _DeviceRows:
