@@ -26,7 +26,7 @@ def _params(**kw) -> dict:
 
 @pytest.mark.parametrize(
     ("optimizer", "engine", "eval_every"),
-    [("svrg", "sync", 1), ("adagrad", "sync", 1), ("sgd", "sync", 2)],
+    [("svrg", "sync", 1), ("adagrad", "sync", 1), ("sgd", "sync", 2), ("svrg", "sync", 2)],
 )
 def test_a_resumed_run_ends_with_the_uninterrupted_model(data, tmp_path, optimizer, engine,
                                                          eval_every):  # fmt: skip

@@ -170,6 +170,25 @@ def test_bytes_match_a_real_in_process_run(optimizer):
     assert sent[1:] == [want.bytes_sent] * 2
 
 
+def test_svrg_bytes_scoring_every_n_epochs_match_a_real_run():
+    """With eval_every = 3 SVRG scores epochs 1, 3, 6 and 7 (its first, every third and
+    the last) and anchors in the epochs after them: the record of epoch 6 covers a whole
+    cycle (4: gradient and update rings, 5: an update ring, 6: update and scoring)."""
+    from dsmlr import DSMLRClassifier, make_extreme_multiclass
+
+    n, d, k = 300, 40, 10
+    problem = make_extreme_multiclass(n, d, k, nnz_per_row=8, random_state=0)
+    clf = DSMLRClassifier(n_workers=2, max_epochs=7, tol=-1.0, eval_every=3,
+                          random_state=0).fit(problem.X, problem.y)  # fmt: skip
+    want = plan_training(
+        n_samples=n, n_features=d, n_classes=len(clf.classes_), nnz=problem.X.nnz, n_ranks=2,
+        bandwidth=math.inf, eval_every=3,
+    )  # fmt: skip
+    assert [h["epoch"] for h in clf.history_] == [1, 3, 6, 7]
+    assert clf.history_[0]["bytes_sent"] == want.first_epoch_bytes
+    assert clf.history_[2]["bytes_sent"] == pytest.approx(3 * want.bytes_sent, abs=2)
+
+
 def test_calibrate_measures_positive_rates():
     rates = calibrate(n_rows=200, n_features=300, block_classes=8, nnz_per_row=5, repeats=1,
                       ranks_per_host=2)  # fmt: skip

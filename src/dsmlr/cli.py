@@ -233,7 +233,8 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                    help="class blocks per worker (sync 1; async 4); from 2 under MPI "
                         "each block travels while the next is visited")  # fmt: skip
     p.add_argument("--eval-every", type=positive_int, default=1, metavar="N",
-                   help="exact objective every N epochs (1); stopping is checked then")  # fmt: skip
+                   help="exact objective every N epochs (1; SVRG also anchors once every "
+                        "N); stopping is checked then")  # fmt: skip
     p.add_argument("--no-intercept", action="store_true", help="fit no per-class intercept")
     p.add_argument("--seed", type=int, metavar="S", help="seed of the row shuffles (random)")
     _add_zero_based(p)

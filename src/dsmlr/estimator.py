@@ -105,7 +105,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     eval_every : int, default=1
         Compute the exact objective (every class block scores every worker's rows)
         every this many epochs, and after the last; ``tol`` is checked at those epochs.
-        Larger values save that pass's compute and communication.
+        Larger values save that pass's compute and communication.  SVRG, whose anchor
+        needs the exact normalisers that pass gives, scores its first epoch too and
+        anchors in the epoch after each scoring one, keeping that anchor until the next.
     kernel : str, default="auto"
         Compute kernel: ``"numba"`` (fast CPU), ``"torch"`` (PyTorch, on ``device``),
         ``"reference"`` (numpy oracle); ``"auto"`` is numba on the CPU, torch on a GPU.

@@ -34,11 +34,12 @@ per second from :class:`Throughput` (:func:`calibrate` measures them).  Per epoc
 the steady state (from the second epoch on):
 
 * update pass: 1, at ``r_update`` of the optimiser (SGD, SVRG or AdaGrad steps);
-* gradient pass: 1 for SVRG (its anchor), none for SGD and AdaGrad, and none in the
-  first epoch (SVRG's first epoch is a plain pass);
+* gradient pass: ``1 / eval_every`` for SVRG (its anchor, in the epoch after each
+  scoring pass), none for SGD and AdaGrad, and none in the first epoch (SVRG's first
+  epoch is a plain pass, which scores whatever ``eval_every`` is);
 * scoring pass: ``1 / eval_every`` (the exact objective every ``eval_every`` epochs).
 
-``kernel_seconds = U / r_update + [svrg] U / r_gradient`` is what an
+``kernel_seconds = U / r_update + [svrg] U / r_gradient / eval_every`` is what an
 :class:`~dsmlr.engines.base.EpochRecord`'s ``compute_seconds`` measures;
 ``score_seconds = U / r_score / eval_every`` is spent in the scoring ring
 (``eval_seconds``); ``compute_seconds`` is their sum.
@@ -49,20 +50,26 @@ engines' documented volumes.  The arrays each ring moves round, in all::
     update ring   M                        SGD
                   3 M                      SVRG (weights, anchor weights and gradient)
                   M + 8 B D_fit            AdaGrad (its float64 accumulators travel)
-    gradient ring M (1 + 8/s)              SVRG only, from the second epoch (the
-                                           gradient summed in float64)
+    gradient ring M (1 + 8/s)              SVRG only, from the second epoch, after
+                                           each scoring ring (the gradient summed in
+                                           float64)
     scoring ring  M [+ 8 B D_fit AdaGrad]  every eval_every epochs
 
 A ring of P shifts moves all of that from every rank, but the engine's rings
 alternate in direction, each starting with the groups where the one before left them, so
 that they make P - 1 shifts each, and the last one P where an epoch has an odd number
 of rings (:func:`dsmlr.partition.ring_shifts`; :func:`dsmlr.engines.ring.ring_epoch`).
-Per epoch, averaged over ``eval_every`` epochs (the last of which scores)::
+Per epoch, averaged over ``eval_every`` epochs (the first of which anchors SVRG, the
+last of which scores; with ``eval_every = 1`` one epoch does both)::
 
     SGD, AdaGrad   scoring:     (update + scoring) (P - 1) / P      (SGD: 2 M (P - 1) / P)
                    not scoring: update                              (SGD: M)
-    SVRG           scoring:     (gradient + update) (P - 1) / P + scoring
-                   not scoring: (gradient + update) (P - 1) / P
+    SVRG           anchoring and scoring: (gradient + update) (P - 1) / P + scoring
+                   anchoring:   (gradient + update) (P - 1) / P
+                   neither:     update
+                   scoring:     (update + scoring) (P - 1) / P
+
+SVRG's first epoch is plain steps and scores: ``(M + scoring) (P - 1) / P``.
 
 These are the ring payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sent`
 counts them: the 64-byte allreduce after each scoring ring is left out of both, and so
@@ -314,9 +321,9 @@ def plan_training(
     and steady-state epoch::
 
         U              = (ceil(nnz/P) + ceil(N/P)) * K
-        compute        = U/r_update + [svrg] U/r_gradient + U/r_score / eval_every
+        compute        = U/r_update + ([svrg] U/r_gradient + U/r_score) / eval_every
         M              = K * D_fit * itemsize
-        bytes_sent     = update ring + [svrg] gradient ring + scoring ring / eval_every
+        bytes_sent     = update ring + ([svrg] gradient ring + scoring ring) / eval_every
                          (each ring (P - 1) / P of its size, or all of it, see
                          above; SGD 2M (P - 1) / P with eval_every = 1; 0 when P = 1)
         comm           = bytes_sent / bandwidth + messages * latency
@@ -394,7 +401,7 @@ def plan_training(
     units = float(nnz_p + rows_p) * K
     svrg = optimizer == "svrg"
     update_s = units / rates.update(optimizer)
-    gradient_s = units / rates.gradient if svrg else 0.0
+    gradient_s = units / rates.gradient / eval_every if svrg else 0.0
     score_s = units / rates.score / eval_every
 
     M = K * d_fit * s
@@ -414,20 +421,27 @@ def plan_training(
         return sent, msgs
 
     def averaged(update: int, anchored: bool) -> tuple[float, float]:
-        """Traffic per epoch over ``eval_every`` epochs, the last of which scores."""
-        rings = [gradient_bytes, update] if anchored else [update]
-        quiet, quiet_msgs = epoch_traffic(rings)
-        scored, scored_msgs = epoch_traffic([*rings, scoring_bytes])
+        """Traffic per epoch over ``eval_every`` epochs, the first of which anchors (where
+        ``anchored``) and the last of which scores."""
         e = eval_every
-        sent = ((e - 1) * quiet + scored) / e
-        return sent, ((e - 1) * quiet_msgs + scored_msgs + allreduce_msgs) / e
+        rings = [
+            [gradient_bytes] * (anchored and i == 0) + [update] + [scoring_bytes] * (i == e - 1)
+            for i in range(e)
+        ]
+        epochs = [epoch_traffic(r) for r in rings]
+        sent = sum(bytes_ for bytes_, _ in epochs) / e
+        return sent, (sum(msgs for _, msgs in epochs) + allreduce_msgs) / e
 
     if P == 1:
         steady = first = 0.0
         msgs = first_msgs = 0.0
     else:
         steady, msgs = averaged(update_bytes, svrg)
-        first, first_msgs = averaged(first_update, False)  # SVRG's first epoch: plain steps
+        if svrg:  # its first epoch: plain steps, scored whatever eval_every is
+            first, first_msgs = epoch_traffic([first_update, scoring_bytes])
+            first_msgs += allreduce_msgs
+        else:
+            first, first_msgs = steady, msgs
     return TrainingPlan(
         n_samples=int(n_samples), n_features=int(n_features), n_classes=K, nnz=int(nnz),
         n_ranks=P, n_blocks=n_blocks, optimizer=optimizer, dtype=dtype, engine=engine,

@@ -5,8 +5,9 @@ would leave fewer than :data:`MIN_TOKEN_CLASSES` classes a block), each a *token
 carries its weights (and optimiser state) through the epoch's stages (see
 :mod:`dsmlr.engines.ring`), each stage a set of visits to ranks:
 
-* gradient (SVRG): one visit to every rank, each adding its rows' part of the block's
-  anchor gradient; after the last, the block anchors at its weights;
+* gradient (SVRG, in the epochs that anchor): one visit to every rank, each adding its
+  rows' part of the block's anchor gradient; after the last, the block anchors at its
+  weights;
 * update: a budget of P visits, each one stochastic pass over the rank's rows, to any
   ranks;
 * scoring: one visit to every rank, each scoring the rank's rows against the block,
@@ -48,7 +49,10 @@ Termination
     A rank enters a non-blocking barrier once all its home blocks are back, then keeps
     serving tokens that still arrive.  When the barrier completes every rank has all its
     home blocks, so no token is in flight: the epoch ends with one allreduce of the
-    ranks' sums (and class means, :mod:`dsmlr.engines.centering`).
+    ranks' sums (and class means, :mod:`dsmlr.engines.centering`), or, in an epoch that
+    does not score, with a barrier (then the class means' allreduce), so that no rank
+    sends the next epoch's tokens to one that has not yet seen the first barrier
+    complete.
     The stopping rule decides on allreduced values, so all ranks stop at the same epoch.
 
 Communication
@@ -58,7 +62,8 @@ per stage and token, each of the arrays the stage needs (weights and the float64
 gradient in the gradient stage; weights, anchor weights and gradient in SVRG's update
 stage; weights alone in the others), plus a header of ``6 + P`` int64s.  The scoring
 stage ends at the token's home, so no trip home follows it (an epoch that does not
-score sends a token home after its last update visit if that was elsewhere).  On
+score sends a token home after its last update visit if that was elsewhere, with what
+the update stage carries, so that SVRG keeps its anchor for the next epoch).  On
 average per rank an epoch moves about what the synchronous engine's rings do (see
 :mod:`dsmlr.engines.sync_ring`): plain SGD epochs that score moved 1.00, 1.16 and 1.13
 times the sync engine's ``2 (P - 1) / P`` times the model per rank at P = 2, 3 and 4
@@ -243,10 +248,12 @@ def _token_epoch(epoch: Epoch, pace: Pace) -> None:
     ring = epoch.ring
     comm, clock = ring.comm, ring.clock
     me, size = comm.rank, ring.size
-    stages = [GRADIENT] * (epoch.b_anchor is not None) + [UPDATE]
-    stages += [SCORING] * (epoch.scorers is not None) + [HOME]
+    scoring = epoch.scorers is not None
+    stages = [GRADIENT] * epoch.anchoring + [UPDATE] + [SCORING] * scoring + [HOME]
+    # A token going home from its update stage keeps SVRG's anchor for the next epoch.
+    home_fields = epoch.scoring_fields if scoring else epoch.update_fields
     fields = {GRADIENT: epoch.gradient_fields, UPDATE: epoch.update_fields,
-              SCORING: epoch.scoring_fields, HOME: epoch.scoring_fields}  # fmt: skip
+              SCORING: epoch.scoring_fields, HOME: home_fields}  # fmt: skip
     queue: deque[_Token] = deque()
     home: list[Block] = []
     load = np.zeros(size)  # what this rank knows of the queues' lengths
@@ -348,6 +355,11 @@ def _token_epoch(epoch: Epoch, pace: Pace) -> None:
             clock.timed("comm", time.sleep, _POLL_SECONDS)
     clock.timed("comm", comm.flush)
     ring.group = sorted(home, key=lambda blk: blk.q)
+    if not scoring:
+        # Every rank has all its blocks home, but one that has not yet seen the barrier
+        # complete still serves this epoch: no rank may send it the next epoch's tokens
+        # before it has left (an epoch that scores ends with the objective's allreduce).
+        clock.timed("comm", comm.barrier)
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:

@@ -5,19 +5,23 @@ partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``.  The
 are split into B blocks, gathered into P groups of ``B / P`` blocks; rank ``p`` holds
 group ``p`` at the start and at the end of every ring.  An epoch is
 
-1. (SVRG, from the second epoch) a *gradient stage*: each block's full data gradient at
-   the current weights, the anchor of the variance-reduced steps;
-2. an *update stage*: every block makes stochastic passes over the ranks' rows;
+1. (SVRG, from the second epoch, in the epochs right after a scoring stage) a *gradient
+   stage*: each block's full data gradient at the current weights, the anchor of the
+   variance-reduced steps, which needs the exact ``b`` only a scoring stage gives;
+2. an *update stage*: every block makes stochastic passes over the ranks' rows (SVRG's
+   anchored at the last gradient stage's weights);
 3. a *scoring stage*: every block scores every rank's rows, which gives the exact
    objective and accuracy and refreshes every ``b_i`` in closed form; then one small
    allreduce combines the ranks' sums.  With ``eval_every = n > 1`` it runs every n-th
-   epoch only (and after the last), so an epoch of plain SGD moves exactly the model
-   once; stopping is decided at those epochs.
+   epoch only (and after the last, and, for SVRG, after the first, whose plain pass the
+   next epoch anchors at), so an epoch of plain SGD moves exactly the model once and
+   SVRG's anchor spans n epochs of update stages; stopping is decided at those epochs.
 
 Every epoch also takes the mean over the classes out of the weights of the features many
 rows share, which the blocks' steps move and the loss cannot see
 (:mod:`dsmlr.engines.centering`; the synchronous engine between its update and scoring
-stages, the asynchronous one after the epochs that score).
+stages, the asynchronous one after each epoch, with the objective's allreduce where it
+scores).
 
 How the blocks travel through the stages is the engine's one job (an
 :data:`EpochPhase` given an :class:`Epoch`): :mod:`~dsmlr.engines.sync_ring` runs each
@@ -536,8 +540,9 @@ class Epoch:
     each a set of visits of the block to ranks, and leaves every rank holding its own
     group again (``ring.gid == rank``):
 
-    * ``gradient`` (SVRG, where ``b_anchor`` is set): one visit to every rank, between
-      :meth:`begin_gradient` and :meth:`end_gradient`;
+    * ``gradient`` (SVRG, where ``anchoring``): one visit to every rank, between
+      :meth:`begin_gradient` and :meth:`end_gradient` (without it, SVRG's blocks keep
+      the anchor of an earlier epoch, which their update visits carry);
     * ``update``: visits making stochastic passes (the sync ring: one to every rank);
     * ``scoring`` (where ``scorers`` is set): one visit to every rank.
     """
@@ -551,8 +556,9 @@ class Epoch:
     step: UpdateConfig
     carry: tuple[str, ...]
     order: np.ndarray  # the row order of this epoch's stochastic passes
-    b_anchor: np.ndarray | None = None
+    b_anchor: np.ndarray | None = None  # exact b at the blocks' anchor (SVRG)
     scorers: list | None = None
+    anchoring: bool = False  # a gradient stage (re)anchors the blocks at b_anchor
     penalty: float = 0.0  # this rank's share of the penalty, summed by score()
     # The features center() centres (see dsmlr.engines.centering.shared_columns).
     shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -676,7 +682,7 @@ def ring_epoch(epoch: Epoch) -> None:
     epoch that scores thus makes 2(P - 1) shifts of the model instead of 2P.
     """
     ring = epoch.ring
-    anchored, scoring = epoch.b_anchor is not None, epoch.scorers is not None
+    anchored, scoring = epoch.anchoring, epoch.scorers is not None
     # Each ring's direction (every second one reversed) and shifts, in order.
     legs = ((bool(i % 2), n) for i, n in enumerate(ring_shifts(anchored + 1 + scoring, ring.size)))
     if anchored:
@@ -771,19 +777,25 @@ def run_epochs(
     t_start = time.perf_counter() - elapsed
 
     bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
+    svrg, b_anchor = cfg.optimizer == "svrg", None
+    b_exact = True  # b is exact at the start: -log K at zero weights, or scored there
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         if converged:
             break
         step = _step_config(cfg, epoch, curvature, backoff, gain)
         # SVRG's anchor gradient helps little far from the optimum: the first epoch is
-        # a plain stochastic pass, which gets there faster.
-        b_anchor = None
-        if cfg.optimizer == "svrg" and (epoch > 1 or start is not None):
-            # Anchor at the current W, whose exact b the last scoring stage computed.
+        # a plain stochastic pass, which gets there faster.  Its anchor needs the exact
+        # b at the anchor: an epoch right after a scoring stage (or a start, which
+        # scores) anchors at the current W; the others keep the last anchor.
+        anchoring = svrg and b_exact and (epoch > 1 or start is not None)
+        if anchoring:
             b_anchor = b.copy()
         # Without scoring this epoch, b keeps the values the steps refreshed from the
         # cached partials, and the next record covers this epoch's time and bytes.
-        scoring = not (epoch % cfg.eval_every and epoch < cfg.max_epochs)
+        # SVRG scores its first plain epoch too, so that the second can anchor.
+        scoring = not (epoch % cfg.eval_every and epoch < cfg.max_epochs) or (
+            svrg and start is None and epoch == 1
+        )
         train = _Scorer(rows, ring.n_blocks) if scoring else None
         test = None
         if scoring and test_rows is not None:
@@ -791,12 +803,15 @@ def run_epochs(
         scorers = [s for s in (train, test) if s is not None]
         # Each stage brings every block to this rank once (the asynchronous engine's
         # update stage about once).
-        visits[:] = [epoch, 0, ring.n_blocks * (1 + (b_anchor is not None) + bool(scorers))]
+        visits[:] = [epoch, 0, ring.n_blocks * (1 + anchoring + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None, shared=shared, spread=spread,
+            b_anchor, scorers or None, anchoring, shared=shared, spread=spread,
         )  # fmt: skip
         epoch_phase(work)
+        b_exact = train is not None
+        if train is None and work.centred is None:
+            work.center()  # the asynchronous engine's, which scoring epochs do below
         if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
             uncounted += work.centred.mean.nbytes
         if train is None:
