@@ -22,8 +22,9 @@ the rank's pass contracts the error by ``eta / m * w_i * x_ij^2 * p (1 - p)`` (s
 on a mini-batch of ``m`` rows of weights ``w_i``; ``p`` the block's probability on the row),
 so the visit settles ``s_j = 1 - exp(-eta / m * c_j)`` with ``c_j`` the sum over the
 rank's rows.  :func:`column_spread` takes ``p (1 - p)`` at its largest, 1/4 (with the
-blocks' measured probabilities instead, three and four ranks of one block crawled on
-dense data, 2e-9 above the optimum after 30 epochs where the bound reaches 1e-13), and
+blocks' measured probabilities instead, tried with an earlier form of the rule that
+relaxed whole moves, three and four ranks of one block crawled on dense data, 2e-9 above
+the optimum after 30 epochs where the bound reached 1e-13), and
 ``x_ij`` about the column's mean when there is an intercept: the intercept, every row's
 column, settles the part of a shift that all rows share, so that only what a column adds
 to it is coupled, and a column of non-negative values (a word's counts) is mostly that
