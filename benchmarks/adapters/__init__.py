@@ -31,6 +31,7 @@ METHODS: tuple[str, ...] = (
     "dsmlr-sgd",
     "dsmlr-adagrad",
     "dsmlr-f64",
+    "dsmlr-eval3",
     "sklearn-saga",
     "sklearn-lbfgs",
     "torch-lbfgs",

@@ -3,7 +3,8 @@ the default engine with another optimiser: ``dsmlr-sgd`` (the DS-MLR paper's
 decaying-step SGD) and ``dsmlr-adagrad``, to measure the default SVRG against them, and
 ``dsmlr-f64``: the defaults with ``dtype="float64"`` (the default float32 stores weights
 and computes scores in float32; the objective, ``b`` and the SVRG anchor gradient are
-float64 either way).
+float64 either way), and ``dsmlr-eval3``: the defaults with ``eval_every=3`` (SVRG then
+scores and anchors once every three epochs; its trace has those epochs only).
 
 The trace is read from the estimator's per-epoch records: ``time`` is wall seconds since
 training started (after input validation and layout), ``objective`` the exact training
@@ -22,7 +23,8 @@ from .common import RunResult, Skipped, TracePoint, peak_rss_mb
 
 __all__ = ["METHODS", "run"]
 
-METHODS = ("dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad", "dsmlr-f64")
+METHODS = ("dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad", "dsmlr-f64",
+           "dsmlr-eval3")  # fmt: skip
 
 
 class _Stop(Exception):
@@ -43,9 +45,9 @@ def run(
 
     Parameters
     ----------
-    method : {"dsmlr-sync", "dsmlr-async", "dsmlr-gpu", "dsmlr-sgd", "dsmlr-adagrad", "dsmlr-f64"}
-        The engine and settings (module docstring); ``dsmlr-gpu`` is the synchronous
-        engine with ``device="cuda"``.
+    method : str
+        One of :data:`METHODS`: the engine and settings (module docstring);
+        ``dsmlr-gpu`` is the synchronous engine with ``device="cuda"``.
     data : problems.Data
     lam, fit_intercept : the problem's objective.
     time_limit : float
@@ -63,6 +65,8 @@ def run(
         params["optimizer"] = method.removeprefix("dsmlr-")
     if method == "dsmlr-f64":
         params["dtype"] = "float64"
+    if method == "dsmlr-eval3":
+        params["eval_every"] = 3
     if method == "dsmlr-gpu":
         import torch
 
