@@ -27,8 +27,8 @@ can only lower the objective.
 The synchronous engine centres between its update and scoring rings
 (:meth:`dsmlr.engines.ring.Epoch.center`), so it scores the centred model.  The
 asynchronous one, whose blocks are never all between two stages at once, centres after
-the epochs that score, its sums riding with the objective's allreduce, and takes the
-penalty's drop off the objective it scored.  The intercept (unpenalised: the loss alone
+every epoch: in one that scores its sums ride with the objective's allreduce and it takes
+the penalty's drop off the objective it scored.  The intercept (unpenalised: the loss alone
 fixes only its differences between classes) is left as it is.
 """
 
