@@ -358,8 +358,10 @@ def _token_epoch(epoch: Epoch, pace: Pace) -> None:
     if not scoring:
         # Every rank has all its blocks home, but one that has not yet seen the barrier
         # complete still serves this epoch: no rank may send it the next epoch's tokens
-        # before it has left (an epoch that scores ends with the objective's allreduce).
+        # before it has left (an epoch that scores ends with the objective's allreduce,
+        # which the class means ride; see dsmlr.engines.ring.run_epochs).
         clock.timed("comm", comm.barrier)
+        epoch.center()
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:

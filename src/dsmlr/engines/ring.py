@@ -810,8 +810,6 @@ def run_epochs(
         )  # fmt: skip
         epoch_phase(work)
         b_exact = train is not None
-        if train is None and work.centred is None:
-            work.center()  # the asynchronous engine's, which scoring epochs do below
         if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
             uncounted += work.centred.mean.nbytes
         if train is None:
