@@ -348,6 +348,10 @@ def test_export_errors(tmp_path, capsys, monkeypatch):
         main(["export", "--model", str(tmp_path / "nope"), "--out", str(tmp_path / "m.npz")]) == 1
     )
     one_line_error(capsys, "nope", "no such model directory")
+    data = tmp_path / "data.svm"
+    data.write_text("1 1:1\n")
+    assert main(["export", "--model", str(data), "--out", str(tmp_path / "m.npz")]) == 1
+    one_line_error(capsys, "data.svm", "a file, not a model directory")
     monkeypatch.setattr(cli, "launched_by_mpi", lambda: True)
     args = cli.build_parser().parse_args(["export", "--model", "m", "--out", "m.npz"])
     with pytest.raises(DataError, match="without mpiexec") as info:

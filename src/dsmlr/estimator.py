@@ -328,7 +328,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         if n_classes < 2:
             raise ValueError(
                 "DSMLRClassifier needs samples of at least 2 classes in the data, but the "
-                f"data contains only one class: {self.classes_[0]!r}"
+                f"data contains only one class: {self.classes_.tolist()[0]!r}"
             )
         y_idx = y_idx.astype(np.int64)
         weight = self._sample_weight(sample_weight, X, y_idx)

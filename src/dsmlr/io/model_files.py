@@ -186,6 +186,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     """Read and check the manifest of model directory ``path`` (no block is read)."""
     src = Path(path)
     manifest_path = src / "manifest.json"
+    if src.is_file():
+        raise DataError("a file, not a model directory (one holding manifest.json)", str(src))
     if not src.is_dir():
         raise DataError("no such model directory", str(src))
     if not manifest_path.is_file():
