@@ -180,7 +180,7 @@ def test_a_straggler_does_fewer_update_visits_but_every_rank_scores_every_block(
     from collections import Counter
 
     from dsmlr.engines import EngineConfig
-    from dsmlr.engines.ring import Epoch
+    from dsmlr.engines.epochs import Epoch
     from dsmlr.training import train_embedded
 
     seen: list[tuple[int, str, int, int]] = []  # (epoch, stage, rank, block)

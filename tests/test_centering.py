@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 from sklearn.datasets import make_classification
 
-import dsmlr.engines.ring as ring_module
+import dsmlr.engines.epochs as epochs_module
 from dsmlr import DSMLRClassifier
 from dsmlr.comm import run_workers
 from dsmlr.engines.base import EngineConfig
@@ -129,7 +129,7 @@ def _dense_gaps(monkeypatch, centring: bool, engine: str = "sync") -> float:
         def no_centring(comm, kernel, blocks, columns, cfg, clock):
             return ClassMean(np.zeros(len(columns)), columns, cfg)
 
-        monkeypatch.setattr(ring_module, "center_classes", no_centring)
+        monkeypatch.setattr(epochs_module, "center_classes", no_centring)
     clf = DSMLRClassifier(lam=lam, dtype="float64", n_workers=1, blocks_per_rank=2,
                           engine=engine, max_epochs=25, tol=-1.0, random_state=0)  # fmt: skip
     clf.fit(X, y)

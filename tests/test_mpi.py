@@ -156,7 +156,7 @@ def test_a_malformed_file_is_one_line_on_every_rank_count(data_dir):
 def test_an_exception_on_one_rank_aborts_the_whole_job(data_dir):
     script = data_dir / "crash.py"
     script.write_text(
-        "from dsmlr.engines.ring import Epoch\n"
+        "from dsmlr.engines.epochs import Epoch\n"
         "from dsmlr.cli import main\n"
         "from dsmlr.comm.mpi import world_rank_and_size\n"
         "real, calls = Epoch.update, []\n"

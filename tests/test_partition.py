@@ -62,7 +62,7 @@ def test_ring_visits_every_block_once_per_epoch(size):
 
 @given(size=st.integers(1, 16), n_rings=st.integers(1, 3))
 def test_alternating_rings_visit_every_group_and_end_home(size, n_rings):
-    """The synchronous engine's epoch (:func:`dsmlr.engines.ring.ring_epoch`): rings of
+    """The synchronous engine's epoch (:func:`dsmlr.engines.sync_ring.ring_epoch`): rings of
     alternating direction, each ``size`` rounds of a visit then (but after the last
     round where it makes ``size - 1`` shifts) a shift."""
     shifts = ring_shifts(n_rings, size)

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.datasets import make_classification
 
+import dsmlr.engines.epochs as epochs_module
 import dsmlr.engines.relaxation as relaxation
-import dsmlr.engines.ring as ring_module
 from dsmlr import DSMLRClassifier
 from dsmlr.engines.relaxation import (
     RelaxedRows,
@@ -126,7 +126,7 @@ def _dense_gap(monkeypatch, columns: bool, engine: str = "sync") -> float:
             got[:-1] = 0.0
             return got
 
-        monkeypatch.setattr(ring_module, "column_spread", intercept_only)
+        monkeypatch.setattr(epochs_module, "column_spread", intercept_only)
     clf = DSMLRClassifier(lam=lam, dtype="float64", n_workers=2, blocks_per_rank=1,
                           engine=engine, max_epochs=30, tol=-1.0, random_state=0)  # fmt: skip
     clf.fit(X, y)

@@ -87,7 +87,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Rows per stochastic step.  None: 1 on the CPU, ``GPU_BATCH_SIZE`` (256) on a GPU,
         where one-row steps would leave it idle.  Steps on a mini-batch's mean gradient
         are scaled up to keep the per-epoch progress of one-row steps (see
-        :func:`dsmlr.engines.ring.batch_gain`).
+        :func:`dsmlr.engines.step_size.batch_gain`).
     dtype : {"float32", "float64"}, default="float32"
         Storage type of the data and the weights.  float32 halves the model's memory and
         the bytes each step reads (the kernels are bound by memory traffic), so training

@@ -58,7 +58,7 @@ engines' documented volumes.  The arrays each ring moves round, in all::
 A ring of P shifts moves all of that from every rank, but the engine's rings
 alternate in direction, each starting with the groups where the one before left them, so
 that they make P - 1 shifts each, and the last one P where an epoch has an odd number
-of rings (:func:`dsmlr.partition.ring_shifts`; :func:`dsmlr.engines.ring.ring_epoch`).
+of rings (:func:`dsmlr.partition.ring_shifts`; :func:`dsmlr.engines.sync_ring.ring_epoch`).
 Per epoch, averaged over ``eval_every`` epochs (the first of which anchors SVRG, the
 last of which scores; with ``eval_every = 1`` one epoch does both)::
 

@@ -76,7 +76,7 @@ def _final_gap(comm, X, y, best, **kw) -> float:
 def test_scoring_every_third_epoch_reaches_the_optimum(comm, problem, engine):
     """Epochs that do not score end without the objective's allreduce: the asynchronous
     engine ends them with a barrier, or a rank could take the next epoch's tokens for
-    this one's; SVRG anchors after each scoring epoch (dsmlr.engines.ring.run_epochs)."""
+    this one's; SVRG anchors after each scoring epoch (dsmlr.engines.epochs.run_epochs)."""
     X, y, best = problem
     gap = _final_gap(comm, X, y, best, engine=engine, max_epochs=45, eval_every=3)
     agree(comm, abs(gap) < 1e-7, f"{engine}: relative gap {gap:.2e}")

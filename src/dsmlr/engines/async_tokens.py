@@ -3,7 +3,7 @@
 An epoch has no rounds and no ring.  There are B = 4P blocks by default (2P where 4P
 would leave fewer than :data:`MIN_TOKEN_CLASSES` classes a block), each a *token* that
 carries its weights (and optimiser state) through the epoch's stages (see
-:mod:`dsmlr.engines.ring`), each stage a set of visits to ranks:
+:mod:`dsmlr.engines.epochs`), each stage a set of visits to ranks:
 
 * gradient (SVRG, in the epochs that anchor): one visit to every rank, each adding its
   rows' part of the block's anchor gradient; after the last, the block anchors at its
@@ -82,7 +82,8 @@ import numpy as np
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
-from dsmlr.engines.ring import Block, Epoch, run_epochs
+from dsmlr.engines.epochs import Epoch, run_epochs
+from dsmlr.engines.ring import Block
 from dsmlr.kernels import LocalRows
 
 __all__ = [
@@ -359,7 +360,7 @@ def _token_epoch(epoch: Epoch, pace: Pace) -> None:
         # Every rank has all its blocks home, but one that has not yet seen the barrier
         # complete still serves this epoch: no rank may send it the next epoch's tokens
         # before it has left (an epoch that scores ends with the objective's allreduce,
-        # which the class means ride; see dsmlr.engines.ring.run_epochs).
+        # which the class means ride; see dsmlr.engines.epochs.run_epochs).
         clock.timed("comm", comm.barrier)
         epoch.center()
 

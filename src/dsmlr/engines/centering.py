@@ -25,7 +25,7 @@ values as features selected (not counted in ``bytes_sent``, like the objective's
 can only lower the objective.
 
 The synchronous engine centres between its update and scoring rings
-(:meth:`dsmlr.engines.ring.Epoch.center`), so it scores the centred model.  The
+(:meth:`dsmlr.engines.epochs.Epoch.center`), so it scores the centred model.  The
 asynchronous one, whose blocks are never all between two stages at once, centres after
 every epoch: in one that scores its sums ride with the objective's allreduce and it takes
 the penalty's drop off the objective it scored.  The intercept (unpenalised: the loss alone

@@ -1,9 +1,9 @@
 """Synchronous ring engine (bulk-synchronous DS-MLR).
 
-Every stage of an epoch (see :mod:`dsmlr.engines.ring`) is a ring of P rounds: in round
+Every stage of an epoch (see :mod:`dsmlr.engines.epochs`) is a ring of P rounds: in round
 ``r`` rank ``p`` holds group ``(p + r) mod P``, visits each of its blocks (in the update
 stage, one pass of stochastic steps over its own rows), and passes the group to rank
-``p - 1`` (the next ring the other way, see :func:`dsmlr.engines.ring.ring_epoch`).
+``p - 1`` (the next ring the other way, see :func:`ring_epoch`).
 B = P blocks by default (see :func:`blocks_per_group`).
 Every rank waits for its neighbour each round, so the slowest rank sets the pace.
 
@@ -31,10 +31,12 @@ from __future__ import annotations
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
-from dsmlr.engines.ring import ring_epoch, run_epochs
+from dsmlr.engines.epochs import Epoch, run_epochs
+from dsmlr.engines.scoring_stage import scoring_ring
 from dsmlr.kernels import LocalRows
+from dsmlr.partition import ring_shifts
 
-__all__ = ["blocks_per_group", "sync_ring_worker"]
+__all__ = ["blocks_per_group", "ring_epoch", "sync_ring_worker"]
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
@@ -50,6 +52,39 @@ def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
     whatever their number.
     """
     return cfg.blocks_per_rank or 1
+
+
+def ring_epoch(epoch: Epoch) -> None:
+    """Every stage as a ring of P lockstep rounds (the synchronous engine's epoch): each
+    block visits every rank once per stage, in the update stage making one pass over its
+    rows.
+
+    Each ring starts with the groups where the one before left them (the last round's
+    groups, whose visits of that stage are done) and runs the other way round, so it
+    needs no shift before its first visits: the rings make P - 1 shifts each, and one
+    more at the end of an epoch with an odd number of them, which brings every group
+    home (:func:`dsmlr.partition.ring_shifts`).  That extra shift falls on the last
+    ring, the scoring ring where there is one, which moves the weights alone.  A plain
+    epoch that scores thus makes 2(P - 1) shifts of the model instead of 2P.
+    """
+    ring = epoch.ring
+    anchored, scoring = epoch.anchoring, epoch.scorers is not None
+    # Each ring's direction (every second one reversed) and shifts, in order.
+    legs = ((bool(i % 2), n) for i, n in enumerate(ring_shifts(anchored + 1 + scoring, ring.size)))
+    if anchored:
+        for blk in ring.group:
+            epoch.begin_gradient(blk)
+        ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk), *next(legs))
+        for blk in ring.group:  # each held block has had every rank's visit
+            epoch.end_gradient(blk)
+    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), *next(legs))
+    # Before the scoring ring, which then scores (and makes b exact for) the model the
+    # epoch ends with.
+    epoch.center()
+    if scoring:
+        epoch.penalty = scoring_ring(
+            ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, *next(legs)
+        )
 
 
 def sync_ring_worker(

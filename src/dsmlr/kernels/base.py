@@ -138,7 +138,7 @@ class UpdateConfig:
     unpenalized_scale : float
         Factor on the step of the unpenalised (intercept) column.  A mini-batch's step
         is longer than one row's along features its rows rarely share, but not along the
-        intercept, which every row shares (see :func:`dsmlr.engines.ring.batch_gain`).
+        intercept, which every row shares (see :func:`dsmlr.engines.step_size.batch_gain`).
 
     Notes
     -----
@@ -169,7 +169,7 @@ class Snapshot:
     mean_grad : ndarray of shape (D_fit, K_q)
         Full data gradient of the block at the anchor,
         ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term): summed in float64,
-        kept in the weights' dtype (see :meth:`dsmlr.engines.ring.Epoch.end_gradient`).
+        kept in the weights' dtype (see :meth:`dsmlr.engines.epochs.Epoch.end_gradient`).
     b : ndarray of shape (n_local,)
         Exact ``b~_i = -log sum_k exp(w~_k . x_i)`` of the local rows at the anchor.
 

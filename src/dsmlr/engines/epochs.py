@@ -1,0 +1,406 @@
+"""The epoch loop every engine runs, and the stages of an epoch.
+
+Each of P ranks owns a row shard ``I_p`` with its ``b_{I_p}`` and a table of per-block
+partial normalisers ``partials[i, q] = log sum_{k in K_q} exp(w_k . x_i)``.  The classes
+are split into B blocks, which travel between the ranks (:mod:`dsmlr.engines.ring`) and
+are all back home, rank ``p`` holding group ``p``, between epochs.  An epoch is
+
+1. (SVRG, from the second epoch, in the epochs right after a scoring stage) a *gradient
+   stage*: each block's full data gradient at the current weights, the anchor of the
+   variance-reduced steps, which needs the exact ``b`` only a scoring stage gives;
+2. an *update stage*: every block makes stochastic passes over the ranks' rows (SVRG's
+   anchored at the last gradient stage's weights);
+3. a *scoring stage*: every block scores every rank's rows, which gives the exact
+   objective and accuracy and refreshes every ``b_i`` in closed form; then one small
+   allreduce combines the ranks' sums.  With ``eval_every = n > 1`` it runs every n-th
+   epoch only (and after the last, and, for SVRG, after the first, whose plain pass the
+   next epoch anchors at), so an epoch of plain SGD moves exactly the model once and
+   SVRG's anchor spans n epochs of update stages; stopping is decided at those epochs.
+
+Every epoch also takes the mean over the classes out of the weights of the features many
+rows share, which the blocks' steps move and the loss cannot see
+(:mod:`dsmlr.engines.centering`; the synchronous engine between its update and scoring
+stages, the asynchronous one after each epoch, with the objective's allreduce where it
+scores).
+
+How the blocks travel through the stages is the engine's one job (an
+:data:`EpochPhase` given an :class:`Epoch`): :mod:`~dsmlr.engines.sync_ring` runs each
+stage as a ring in lockstep (:func:`~dsmlr.engines.sync_ring.ring_epoch`),
+:mod:`~dsmlr.engines.async_tokens` sends every block through the three stages as a
+free-running token.
+
+Every decision (stopping, step halving, errors) is taken on allreduced values, so all
+ranks take it together.
+
+Communication per epoch and rank, with ``M = K * D_fit * itemsize`` the model's size:
+the scoring stage sends ``M`` (only every ``eval_every`` epochs); the gradient stage
+``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update stage is the
+engine's own; one allreduce of 8 float64s, and one of a float64 for every shared
+feature (the class means; the asynchronous engine's ride with the first).  Only the
+ring payloads count in ``bytes_sent``.  ``b`` and the rows never move.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsmlr.comm.base import Communicator
+from dsmlr.engines.base import (
+    EngineConfig,
+    EpochRecord,
+    Monitor,
+    ResumeState,
+    Start,
+    StoppingRule,
+    WorkerResult,
+    peak_rss_bytes,
+)
+from dsmlr.engines.centering import (
+    ClassMean,
+    center_classes,
+    local_class_sums,
+    shared_columns,
+)
+from dsmlr.engines.relaxation import RelaxedRows, column_spread, relaxed_rows
+from dsmlr.engines.ring import Block, Clock, Ring
+from dsmlr.engines.scoring_stage import (
+    HeldOutScorer,
+    Scorer,
+    initial_partials,
+    score_block,
+    scoring_ring,
+)
+from dsmlr.engines.step_size import batch_gain, step_config, sum_sq_norms
+from dsmlr.errors import NumericalError, on_all_ranks
+from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
+from dsmlr.kernels.base import Snapshot
+
+__all__ = ["Epoch", "EpochPhase", "run_epochs"]
+
+
+@dataclass(eq=False)  # holds arrays: two epochs are equal only if they are one
+class Epoch:
+    """One epoch's work on this rank, for an engine to schedule.
+
+    An engine's :data:`EpochPhase` sends every block through the stages the epoch has,
+    each a set of visits of the block to ranks, and leaves every rank holding its own
+    group again (``ring.gid == rank``):
+
+    * ``gradient`` (SVRG, where ``anchoring``): one visit to every rank, between
+      :meth:`begin_gradient` and :meth:`end_gradient` (without it, SVRG's blocks keep
+      the anchor of an earlier epoch, which their update visits carry);
+    * ``update``: visits making stochastic passes (the sync ring: one to every rank);
+    * ``scoring`` (where ``scorers`` is set): one visit to every rank.
+    """
+
+    ring: Ring
+    kernel: Kernel
+    rows: LocalRows
+    cfg: EngineConfig
+    partials: np.ndarray
+    b: np.ndarray
+    step: UpdateConfig
+    carry: tuple[str, ...]
+    order: np.ndarray  # the row order of this epoch's stochastic passes
+    b_anchor: np.ndarray | None = None  # exact b at the blocks' anchor (SVRG)
+    scorers: list | None = None
+    anchoring: bool = False  # a gradient stage (re)anchors the blocks at b_anchor
+    penalty: float = 0.0  # this rank's share of the penalty, summed by score()
+    # The features center() centres (see dsmlr.engines.centering.shared_columns).
+    shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    centred: ClassMean | None = None  # set by center()
+    # column_spread of this rank's rows (None: SVRG's moves are kept whole).
+    spread: np.ndarray | None = None
+
+    @functools.cached_property
+    def relaxed(self) -> RelaxedRows | None:
+        """The rows of a block whose SVRG moves this epoch relaxes (see
+        :mod:`dsmlr.engines.relaxation`)."""
+        if self.spread is None:
+            return None
+        ring, cfg = self.ring, self.cfg
+        return relaxed_rows(self.spread, self.step, ring.size, ring.n_blocks, cfg.fit_intercept)
+
+    @property
+    def update_fields(self) -> tuple[str, ...]:
+        """The arrays of a block that travel between update visits."""
+        svrg = self.b_anchor is not None
+        return ("W", "W_anchor", "mean_grad", *self.carry) if svrg else ("W", *self.carry)
+
+    @property
+    def gradient_fields(self) -> tuple[str, ...]:
+        return ("W", "mean_grad", *self.carry)
+
+    @property
+    def scoring_fields(self) -> tuple[str, ...]:
+        return ("W", *self.carry)
+
+    def update(self, blk: Block) -> None:
+        """One stochastic pass of ``blk`` over this rank's rows (SVRG if anchored)."""
+        ring, kernel = self.ring, self.kernel
+        snapshot = None
+        if self.b_anchor is not None:
+            snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
+        relaxed = self.relaxed if snapshot is not None else None
+        if relaxed is not None:
+            sums_before = kernel.class_sums(blk.W, relaxed.rows)
+        ring.clock.timed(
+            "compute", kernel.update_pass, self.rows, blk.W, blk.k0, blk.acc, self.partials,
+            blk.q, self.b, self.order, self.step, snapshot,
+        )  # fmt: skip
+        if relaxed is not None:
+            relaxed.apply(kernel, blk.W, sums_before)
+        ring.visited()
+
+    def center(self) -> None:
+        """Take the class mean of the ``shared`` features out of the model (see
+        :mod:`dsmlr.engines.centering`), ``b`` and the cached partials along with it.
+
+        Every rank at once, between stages, while the blocks the ranks hold are the
+        whole model.  Before a scoring stage ``b`` and the partials are left as they are:
+        the scoring recomputes them.
+        """
+        ring = self.ring
+        self.centred = center_classes(
+            ring.comm, self.kernel, ring.group, self.shared, self.cfg, ring.clock
+        )
+        if self.scorers is None:
+            self.centred.shift_normalisers(self.rows, self.partials, self.b)
+
+    def begin_gradient(self, blk: Block) -> None:
+        """A zero float64 gradient for ``blk`` to collect its visits' rows in."""
+        blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, np.float64)
+
+    def gradient(self, blk: Block) -> None:
+        """Add this rank's rows' part of ``blk``'s full data gradient (at ``b_anchor``)."""
+        self.ring.clock.timed(
+            "compute", self.kernel.gradient_pass, self.rows, blk.W, blk.k0, self.b_anchor,
+            1.0 / self.cfg.n_samples, blk.mean_grad,
+        )  # fmt: skip
+        self.ring.visited()
+
+    def end_gradient(self, blk: Block) -> None:
+        """Anchor ``blk`` at its current weights, once every rank added its part.
+
+        The gradient, summed in float64, is then kept in the weights' dtype: the update
+        visits read it at every step (a float32 model's steps stay float32 arithmetic,
+        and a touched weight costs 16 bytes of memory traffic instead of 20: itself read
+        and written, its anchor and gradient read) and it travels with the block between
+        them.  Its rounding (float32: 6e-8 relative) is that of the weights themselves.
+        """
+        dtype, capacity = self.ring.dtype, self.ring.capacity
+        if np.dtype(dtype) != np.float64:
+            summed = blk.mean_grad
+            blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
+            blk.mean_grad[...] = summed
+            del summed  # before the anchor weights: a block at most 2s + 8 bytes a value
+        blk.W_anchor = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
+        blk.W_anchor[...] = blk.W
+
+    def score(self, blk: Block) -> None:
+        """Score ``blk`` against this rank's rows; the home rank counts its penalty.
+
+        Timed as scoring (``clock.eval``), and slowed by the straggler knob like the
+        other passes.
+        """
+        home = blk.q % self.ring.size == self.ring.comm.rank
+        self.penalty += self.ring.clock.timed(
+            "eval", score_block, self.kernel, self.scorers, blk, self.cfg, home
+        )
+        self.ring.visited()
+
+
+#: An engine's schedule of an epoch's stages (see :class:`Epoch`).
+EpochPhase = Callable[[Epoch], None]
+
+
+def run_epochs(
+    comm: Communicator,
+    rows: LocalRows,
+    cfg: EngineConfig,
+    test_rows: LocalRows | None,
+    n_test: int,
+    monitor: Monitor | None,
+    per_group: int,
+    epoch_phase: EpochPhase,
+    start: Start | None = None,
+) -> WorkerResult:
+    """The epoch loop every engine runs; the engine supplies ``epoch_phase``.
+
+    With ``start`` weights (warm start, checkpoint) a scoring ring first makes ``b`` and
+    the cached partials exact at those weights (bit for bit what the interrupted run
+    had after its last scoring ring), and SVRG anchors from the first epoch: the plain
+    warm-up pass is for starting far from the optimum.  ``start.state`` continues a
+    checkpointed run where it stopped.  ``monitor.checkpoint`` is asked after each
+    epoch with an exact objective.
+    """
+    kernel = get_kernel(cfg.kernel, cfg.device, comm.rank)
+    clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
+    ring = Ring(comm, cfg, clock, per_group, start, kernel)
+    monitor = monitor or Monitor()
+    visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
+    carry = ("acc",) if cfg.optimizer == "adagrad" else ()
+    if start is None:
+        partials = initial_partials(rows.n_rows, ring.blocks)
+        b = np.full(rows.n_rows, -np.log(cfg.n_classes))
+    else:
+        start_scores = Scorer(rows, ring.n_blocks)
+        scoring_ring(ring, kernel, [start_scores], cfg, carry)
+        partials, b = start_scores.partials, -start_scores.sums()[0]
+        clock.eval = 0.0
+    if monitor.on_visit is not None and comm.rank == 0:  # from here on: epochs' visits
+
+        def count_visit() -> None:
+            visits[1] += 1
+            monitor.on_visit(visits[0], min(visits[1], visits[2]), visits[2])
+
+        ring.on_visit = count_visit
+    rng = np.random.default_rng([cfg.seed, comm.rank])
+    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
+    with np.errstate(over="ignore"):
+        total_sq = comm.allreduce_sum(np.array([sum_sq_norms(rows)]))[0]
+    if not np.isfinite(total_sq):
+        raise on_all_ranks(
+            NumericalError(
+                "feature values too large: the squared row norms overflow float64 (values "
+                "above about 1e154); rescale the features"
+            )
+        )
+    curvature = max(float(total_sq) / cfg.n_samples, 1e-12)
+    # A mini-batch's mean gradient takes a longer step where its rows overlap little
+    # (the gain is exactly 1 for one-row batches).
+    gain = batch_gain(comm, rows, cfg)
+    shared = shared_columns(comm, rows, cfg)  # the features centred every epoch
+    # SVRG's moves are relaxed only where two or more ranks move blocks at once.
+    relaxing = cfg.optimizer == "svrg" and comm.size > 1 and ring.n_blocks > 1
+    spread = column_spread(rows) if relaxing else None
+    history: list[EpochRecord] = []
+    converged = False
+    backoff = 1.0
+    first_epoch, elapsed = 1, 0.0
+    state = start.state if start is not None else None
+    if state is not None:
+        history, backoff, converged = list(state.history), state.backoff, state.converged
+        stopper.restore(state.best, state.quiet)
+        first_epoch, elapsed = state.epoch + 1, state.elapsed
+        if state.rng is not None and len(state.rng) == comm.size:
+            rng.bit_generator.state = state.rng[comm.rank]
+        else:  # another number of ranks: fresh streams, still reproducible
+            rng = np.random.default_rng([cfg.seed, comm.rank, state.epoch])
+    t_start = time.perf_counter() - elapsed
+
+    bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
+    svrg, b_anchor = cfg.optimizer == "svrg", None
+    b_exact = True  # b is exact at the start: -log K at zero weights, or scored there
+    for epoch in range(first_epoch, cfg.max_epochs + 1):
+        if converged:
+            break
+        step = step_config(cfg, epoch, curvature, backoff, gain)
+        # SVRG's anchor gradient helps little far from the optimum: the first epoch is
+        # a plain stochastic pass, which gets there faster.  Its anchor needs the exact
+        # b at the anchor: an epoch right after a scoring stage (or a start, which
+        # scores) anchors at the current W; the others keep the last anchor.
+        anchoring = svrg and b_exact and (epoch > 1 or start is not None)
+        if anchoring:
+            b_anchor = b.copy()
+        # Without scoring this epoch, b keeps the values the steps refreshed from the
+        # cached partials, and the next record covers this epoch's time and bytes.
+        # SVRG scores its first plain epoch too, so that the second can anchor.
+        scoring = not (epoch % cfg.eval_every and epoch < cfg.max_epochs) or (
+            svrg and start is None and epoch == 1
+        )
+        train = Scorer(rows, ring.n_blocks) if scoring else None
+        test = None
+        if scoring and test_rows is not None:
+            test = HeldOutScorer(test_rows, cfg.n_classes)
+        scorers = [s for s in (train, test) if s is not None]
+        # Each stage brings every block to this rank once (the asynchronous engine's
+        # update stage about once).
+        visits[:] = [epoch, 0, ring.n_blocks * (1 + anchoring + bool(scorers))]
+        work = Epoch(
+            ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
+            b_anchor, scorers or None, anchoring, shared=shared, spread=spread,
+        )  # fmt: skip
+        epoch_phase(work)
+        b_exact = train is not None
+        if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
+            uncounted += work.centred.mean.nbytes
+        if train is None:
+            continue
+
+        t_eval = time.perf_counter()
+        lse, loss, correct = train.sums()
+        partials, b = train.partials, -lse
+        held_out = test.sums() if test is not None else np.zeros(4)
+        sent = float(comm.bytes_sent - bytes_before - uncounted)
+        # An engine whose blocks are never all between two stages at once (the
+        # asynchronous one) has the model it scored centred now, its class sums riding
+        # with the objective's (see dsmlr.engines.centering).
+        late = work.centred is None
+        class_sums = local_class_sums(kernel, ring.group, shared, cfg) if late else []
+        sums = np.array([loss, correct, work.penalty, sent, *held_out, *class_sums])
+        totals = clock.timed("comm", comm.allreduce_sum, sums)
+        if late:
+            centred = ClassMean(totals[8:], shared, cfg)
+            centred.subtract(kernel, ring.group)
+            centred.shift_normalisers(rows, partials, b)
+            totals[2] -= centred.penalty_drop  # scored before the centring
+        eval_seconds = clock.eval + time.perf_counter() - t_eval
+        objective = totals[0] / cfg.n_samples + totals[2]
+        if not np.isfinite(objective):
+            raise on_all_ranks(
+                NumericalError(
+                    f"objective became {objective} at epoch {epoch}: the step size eta={cfg.eta} "
+                    "is too large for this data (or the data holds huge values); lower --eta or "
+                    "rescale the features"
+                )
+            )
+        record = EpochRecord(
+            epoch=epoch,
+            time=time.perf_counter() - t_start,
+            objective=float(objective),
+            train_accuracy=float(totals[1] / cfg.n_samples),
+            compute_seconds=clock.compute,
+            comm_seconds=clock.comm,
+            wait_seconds=comm.wait_seconds - wait_before,
+            eval_seconds=eval_seconds,
+            bytes_sent=int(totals[3] / comm.size),
+            peak_rss=[int(v) for v in comm.allgather(peak_rss_bytes())],  # type: ignore[call-overload]
+        )
+        if test is not None and n_test > 0:
+            t_loss, t_correct, t_top, t_known = totals[4:8]
+            record.test_objective = float(t_loss / t_known + totals[2]) if t_known else None
+            record.test_accuracy = float(t_correct / n_test)
+            record.test_top5_accuracy = float(t_top / n_test)
+        history.append(record)
+        clock.compute = clock.comm = clock.eval = 0.0
+        bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
+        if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
+            monitor.on_epoch(record)
+        if len(history) > 1 and record.objective > history[-2].objective:
+            # A rising objective means the step is too long for this data; every rank
+            # sees the same allreduced objective, so all shorten it together.
+            backoff *= 0.5
+        converged = stopper.update(record.objective)
+        saver = monitor.checkpoint
+        previous = history[-2].epoch if len(history) > 1 else 0
+        if saver is not None and (
+            converged or epoch == cfg.max_epochs or saver.due(epoch, previous)
+        ):
+            now = ResumeState(
+                epoch, list(history), backoff, stopper.best, stopper.quiet,
+                time.perf_counter() - t_start, converged, [rng.bit_generator.state],
+            )  # fmt: skip
+            saver.save(comm, epoch, ring.host_group(), now)
+
+    return WorkerResult(
+        rank=comm.rank,
+        blocks=[(blk.classes, kernel.to_host(blk.W)) for blk in ring.group],
+        history=history,
+        converged=converged,
+    )
