@@ -2,9 +2,11 @@
 # The MPI figures that need a core per rank (8 ranks at most), in one run:
 #
 #   1. scaling: SVRG epoch time at P = 1, 2, 4, 8 on 40K rows, 20K features, K = 2000;
-#   2. stragglers: sync against async with rank 1 slowed 2x, at P = 8 and P = 4, K = 200
-#      (bench_mpi.py's straggler problem, whose scikit-learn optimum takes minutes: carry
-#      benchmarks/cache/mpi-k200.train.optimum.json where one has been computed);
+#   2. stragglers: sync against async with rank 1 slowed 2x, at P = 8 and P = 4, K = 1000
+#      (bench_mpi.py's straggler problem with --straggler-classes 1000: at K = 200 the
+#      async engine's tokens at P = 8 would be 12 classes wide, where a visit's cost is
+#      mostly per row; the scikit-learn optimum takes half an hour on 2 cores: carry
+#      benchmarks/cache/mpi-k1000.train.optimum.json where one has been computed);
 #   3. scaling with plain SGD;
 #   4. scaling at P = 8 with two blocks per rank (shifts overlapped with the next visit).
 #
@@ -21,7 +23,7 @@
 #
 # Environment (for a smaller trial run): PYTHON (python3), RANKS ("1 2 4 8"),
 # STRAGGLER_RANKS ("8 4"), SCALE ("--scale-samples 40000 --scale-classes 2000"),
-# STRAGGLER ("--repeats 2").
+# STRAGGLER ("--repeats 2 --straggler-classes 1000 --straggler-epochs 16").
 set -uo pipefail
 
 if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
@@ -34,7 +36,7 @@ py=${PYTHON:-python3}
 ranks=${RANKS:-1 2 4 8}
 straggler_ranks=${STRAGGLER_RANKS:-8 4}
 scale=${SCALE:---scale-samples 40000 --scale-classes 2000}
-straggler=${STRAGGLER:---repeats 2}
+straggler=${STRAGGLER:---repeats 2 --straggler-classes 1000 --straggler-epochs 16}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 
