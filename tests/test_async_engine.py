@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsmlr.engines.async_tokens import PACE_VISITS, Pace, choose_destination, may_take_in
+from dsmlr.engines.async_tokens import (
+    PACE_VISITS,
+    Pace,
+    Paces,
+    choose_destination,
+    may_take_in,
+)
 from dsmlr.estimator import DSMLRClassifier
 from problems import planted_sparse_problem, sklearn_objective
 
@@ -106,6 +112,26 @@ def test_a_ranks_pace_is_the_median_of_its_recent_visits():
     assert pace.seconds[2] == pytest.approx(0.15)
     pace.heard(2, 0)
     assert np.isnan(pace.seconds[2])
+
+
+def test_plain_and_svrg_visits_keep_their_paces_apart():
+    paces = Paces(2)
+    for rank, seconds in ((0, 0.03), (1, 0.06)):  # a plain epoch: rank 1 slowed 2x
+        paces.of(False).record(rank, 1.0)  # first visits left out
+        paces.of(False).record(rank, seconds)
+    plain = paces.of(False).seconds.copy()
+    # SVRG visits cost about twice as much: they do not move the plain paces ...
+    paces.of(True).record(0, 1.0)
+    paces.of(True).record(0, 0.06)
+    assert paces.of(False).seconds.tolist() == plain.tolist()
+    # ... and until every rank has an SVRG pace, the plain ones rank the ranks (in one
+    # history rank 0's SVRG visit would have looked as slow as rank 1's plain ones).
+    assert paces.seconds(True).tolist() == plain.tolist()
+    paces.of(True).heard(1, 120_000_000)
+    assert paces.seconds(True).tolist() == pytest.approx([0.06, 0.12])
+    assert paces.seconds(False).tolist() == plain.tolist()
+    # Nothing known of either kind: the (unknown) paces of the kind asked for.
+    assert np.isnan(Paces(3).seconds(True)).all()
 
 
 def test_a_rank_takes_in_tokens_while_it_holds_little():

@@ -22,8 +22,9 @@ scoring visit has left it.  Every rank loops:
    in the update stage preferring ranks this token has visited least this epoch, keeping
    it for another visit where the others would keep it waiting longer; in the other
    stages among the ranks it has still to visit.  Queue lengths and seconds per update
-   visit are learnt from the tokens themselves (each carries its sender's); ranks
-   within :data:`PACE_NOISE` of the fastest count as equally fast.
+   visit (plain and SVRG visits apart, :class:`Paces`) are learnt from the tokens
+   themselves (each carries its sender's); ranks within :data:`PACE_NOISE` of the
+   fastest count as equally fast.
 
 Different tokens are in different stages at once, so no stage waits for the slowest
 rank as a whole: a slow rank's queue grows, the others stop sending it update visits
@@ -180,6 +181,40 @@ class Pace:
         return 0 if np.isnan(own) else round(own * 1e9)
 
 
+class Paces:
+    """A :class:`Pace` for each kind of update visit: plain (or AdaGrad) steps, and
+    SVRG's variance-reduced ones, which cost about twice as much.
+
+    One history mixing both would compare a rank that has made mostly SVRG visits with
+    one that has made mostly plain ones (a slow rank makes few update visits, so its
+    history changes kind later): in the first SVRG epochs of a run with one rank slowed
+    2x the two looked within :data:`PACE_NOISE` of each other and shared the updates
+    evenly (K = 1000, P = 2: the third epoch took 1.95-1.99 s against 1.4-1.6 s later;
+    with the kinds apart 1.35-1.59 s, and 1% of the optimum came in 11.8 s against
+    12.7 s, in runs taking turns).  Within an epoch every update visit is of
+    one kind, so the tokens need not say which.
+
+    Parameters
+    ----------
+    size : int
+        Ranks in the group.
+    """
+
+    def __init__(self, size: int):
+        self._kinds = {False: Pace(size), True: Pace(size)}
+
+    def of(self, svrg: bool) -> Pace:
+        """The paces of the update visits of this kind."""
+        return self._kinds[svrg]
+
+    def seconds(self, svrg: bool) -> np.ndarray:
+        """Every rank's seconds per update visit of this kind, for
+        :func:`choose_destination`: where some rank has no such pace yet and every
+        rank has one of the other kind, those (only the ratios between ranks count)."""
+        own, other = self._kinds[svrg].seconds, self._kinds[not svrg].seconds
+        return other if np.isnan(own).any() and not np.isnan(other).any() else own
+
+
 @dataclass
 class _Token:
     block: Block
@@ -244,8 +279,10 @@ def may_take_in(queued: int, held: int, per_group: int, n_blocks: int) -> bool:
     return held < per_group + HELD_BEYOND_GROUP or (queued == 0 and held <= n_blocks // 2)
 
 
-def _token_epoch(epoch: Epoch, pace: Pace) -> None:
+def _token_epoch(epoch: Epoch, paces: Paces) -> None:
     """Every block through the epoch's stages as a token; returns when all are home."""
+    svrg = epoch.b_anchor is not None  # the kind of this epoch's update visits
+    pace = paces.of(svrg)
     ring = epoch.ring
     comm, clock = ring.comm, ring.clock
     me, size = comm.rank, ring.size
@@ -331,7 +368,7 @@ def _token_epoch(epoch: Epoch, pace: Pace) -> None:
             once = token.stage != UPDATE
             last = token.block.q % size if token.stage == SCORING else None
             dest = choose_destination(
-                me, token.visits, load, ring.per_group, once, pace.seconds, last
+                me, token.visits, load, ring.per_group, once, paces.seconds(svrg), last
             )
         if dest == me:
             arrive(token)
@@ -390,5 +427,5 @@ def async_token_worker(
     Same parameters and result as :func:`~dsmlr.engines.sync_ring.sync_ring_worker`.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    phase = functools.partial(_token_epoch, pace=Pace(comm.size))
+    phase = functools.partial(_token_epoch, paces=Paces(comm.size))
     return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, phase, start)
