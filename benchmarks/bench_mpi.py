@@ -191,17 +191,23 @@ def memory(args) -> dict:
     return out
 
 
-def _optimum(train: Path, lam: float) -> float:
+def _optimum(train: Path, lam: float, cached_only: bool = False) -> float:
     """scikit-learn's optimum objective on ``train``, cached beside it with the file's
     SHA-256 and ``lam`` (a cache carried to another machine, whose generator wrote other
-    data, is recomputed rather than trusted)."""
+    data, is recomputed rather than trusted; with ``cached_only`` the run stops instead,
+    exit status 3, as a short lease of a machine could not wait for it)."""
     cache = train.with_suffix(".optimum.json")
     digest = hashlib.sha256(train.read_bytes()).hexdigest()
     if cache.exists():
         cached = json.loads(cache.read_text())
         if cached.get("sha256") == digest and cached.get("lam") == lam:
             return cached["objective"]
-        print(f"{cache} is for other data or lam: recomputing", flush=True)
+        print(f"{cache} is for other data or lam", flush=True)
+    if cached_only:
+        print(f"no cached optimum for {train} at lam {lam}: stopping (--cached-optimum)",
+              flush=True)  # fmt: skip
+        raise SystemExit(3)
+    print(f"computing scikit-learn's optimum for {train} (cached beside it)", flush=True)
     from sklearn.linear_model import LogisticRegression
 
     from dsmlr.io import read_svmlight
@@ -225,7 +231,7 @@ def straggler(args) -> dict:
     ``--baseline SRC`` the async engine of the code in SRC takes a turn too."""
     lam, p, k = 1e-5, args.straggler_ranks, args.straggler_classes
     train = _data(f"mpi-k{k}", 25_000, 20_000, k, "--test-fraction", "0.2")
-    best = _optimum(train, lam)
+    best = _optimum(train, lam, args.cached_optimum)
     out = {"optimizer": args.optimizer, "ranks": p, "classes": k, "eval_every": args.eval_every}
     variants = [("sync", "sync", None), ("async", "async", None)]
     if args.baseline:
@@ -275,6 +281,9 @@ def main() -> None:
                         help="for straggler: at most this many epochs (12)")  # fmt: skip
     parser.add_argument("--eval-every", type=int, default=1,
                         help="for straggler: score every E epochs (1)")  # fmt: skip
+    parser.add_argument("--cached-optimum", action="store_true",
+                        help="for straggler: stop (exit 3) where no cached scikit-learn "
+                             "optimum matches the data, rather than compute one")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", default=None,
                         help="for scaling (each P), straggler, memory and bytes (the async "
                              "engine): also run the package in SRC (another checkout's src "
