@@ -202,12 +202,12 @@ def _optimum(train: Path, lam: float, cached_only: bool = False) -> float:
         cached = json.loads(cache.read_text())
         if cached.get("sha256") == digest and cached.get("lam") == lam:
             return cached["objective"]
-        print(f"{cache} is for other data or lam", flush=True)
+        if not cached_only:
+            print(f"{cache} is for other data or lam: recomputing", flush=True)
     if cached_only:
         print(f"no cached optimum for {train} at lam {lam}: stopping (--cached-optimum)",
               flush=True)  # fmt: skip
         raise SystemExit(3)
-    print(f"computing scikit-learn's optimum for {train} (cached beside it)", flush=True)
     from sklearn.linear_model import LogisticRegression
 
     from dsmlr.io import read_svmlight

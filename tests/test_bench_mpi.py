@@ -49,3 +49,8 @@ def test_the_cached_optimum_is_kept_with_its_file_and_lam(bench_mpi, tmp_path, c
     again = bench_mpi._optimum(train, 1e-2 * 2)
     assert "recomputing" in capsys.readouterr().out
     assert json.loads(train.with_suffix(".optimum.json").read_text())["objective"] == again
+    # With cached_only, no match stops the run (exit 3) instead of computing one.
+    assert bench_mpi._optimum(train, 1e-2 * 2, cached_only=True) == again
+    with pytest.raises(SystemExit) as stop:
+        bench_mpi._optimum(train, 1e-2 * 3, cached_only=True)
+    assert stop.value.code == 3 and "--cached-optimum" in capsys.readouterr().out
