@@ -281,7 +281,7 @@ def may_take_in(queued: int, held: int, per_group: int, n_blocks: int) -> bool:
 
 def _token_epoch(epoch: Epoch, paces: Paces) -> None:
     """Every block through the epoch's stages as a token; returns when all are home."""
-    svrg = epoch.b_anchor is not None  # the kind of this epoch's update visits
+    svrg = epoch.variance_reduced  # the kind of this epoch's update visits
     pace = paces.of(svrg)
     ring = epoch.ring
     comm, clock = ring.comm, ring.clock

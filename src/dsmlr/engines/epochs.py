@@ -127,10 +127,16 @@ class Epoch:
         return relaxed_rows(self.spread, self.step, ring.size, ring.n_blocks, cfg.fit_intercept)
 
     @property
+    def variance_reduced(self) -> bool:
+        """Whether this epoch's update visits take SVRG steps (the blocks are anchored)."""
+        return self.b_anchor is not None
+
+    @property
     def update_fields(self) -> tuple[str, ...]:
         """The arrays of a block that travel between update visits."""
-        svrg = self.b_anchor is not None
-        return ("W", "W_anchor", "mean_grad", *self.carry) if svrg else ("W", *self.carry)
+        if self.variance_reduced:
+            return ("W", "W_anchor", "mean_grad", *self.carry)
+        return ("W", *self.carry)
 
     @property
     def gradient_fields(self) -> tuple[str, ...]:
@@ -144,7 +150,7 @@ class Epoch:
         """One stochastic pass of ``blk`` over this rank's rows (SVRG if anchored)."""
         ring, kernel = self.ring, self.kernel
         snapshot = None
-        if self.b_anchor is not None:
+        if self.variance_reduced:
             snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
         relaxed = self.relaxed if snapshot is not None else None
         if relaxed is not None:
@@ -327,7 +333,7 @@ def run_epochs(
             b_anchor, scorers or None, anchoring, shared=shared, spread=spread,
         )  # fmt: skip
         epoch_phase(work)
-        b_exact = train is not None
+        b_exact = scoring
         if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
             uncounted += work.centred.mean.nbytes
         if train is None:
