@@ -205,3 +205,18 @@ def test_under_an_mpi_launcher_without_mpi4py_the_error_says_what_to_install(
     assert capsys.readouterr().err.strip().splitlines() == [
         "dsmlr: error: running under an MPI launcher needs mpi4py; pip install 'dsmlr[mpi]'"
     ]
+
+
+def test_closing_line_counts_the_epochs_run_with_eval_every(tmp_path, capsys):
+    problem = dsmlr.make_extreme_multiclass(200, 30, 4, nnz_per_row=5, random_state=0)
+    from dsmlr.io import write_svmlight
+
+    write_svmlight(tmp_path / "t.svm", problem.X, problem.y)
+    metrics = tmp_path / "metrics.jsonl"
+    argv = ["train", str(tmp_path / "t.svm"), "--epochs", "6", "--eval-every", "4",
+            "--tol", "-1", "--workers", "1", "--seed", "0", "--quiet",
+            "--metrics", str(metrics), "--model", str(tmp_path / "model")]  # fmt: skip
+    assert main(argv) == 0
+    assert "reached the epoch limit after 6 epoch(s)" in capsys.readouterr().out
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 4, 6]

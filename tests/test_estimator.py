@@ -205,3 +205,53 @@ def test_plain_epochs_without_scoring_move_the_model_exactly_once():
     model_bytes = 6 * 41 * clf.coef_.itemsize
     assert [h["epoch"] for h in clf.history_] == [4, 8]
     assert [h["bytes_sent"] for h in clf.history_] == [(3 + 2 * 2 / 3) * model_bytes] * 2
+
+
+def test_n_iter_counts_the_epochs_run_not_the_records(tmp_path):
+    """With eval_every > 1 only scoring epochs leave a record (SVRG's first, every third,
+    the last); n_iter_, a saved model's and the export's epoch count are the epochs run."""
+    from dsmlr.io import export_npz
+
+    X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
+    clf = DSMLRClassifier(max_epochs=7, eval_every=3, tol=-1, n_workers=2, random_state=0)
+    clf.fit(X, y)
+    assert [h["epoch"] for h in clf.history_] == [1, 3, 6, 7]
+    assert clf.n_iter_ == 7
+    clf.save(tmp_path / "m")
+    assert load_model(tmp_path / "m").n_iter_ == 7
+    assert export_npz(clf, tmp_path / "a.npz")["epochs"] == 7
+    assert export_npz(tmp_path / "m", tmp_path / "b.npz")["epochs"] == 7
+
+
+def test_n_iter_when_training_stops_early_between_records():
+    X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
+    clf = DSMLRClassifier(max_epochs=60, eval_every=3, tol=0.5, n_iter_no_change=1,
+                          optimizer="sgd", n_workers=1, random_state=0).fit(X, y)  # fmt: skip
+    assert clf.converged_
+    assert [h["epoch"] for h in clf.history_] == [3, 6]
+    assert clf.n_iter_ == 6
+
+
+def test_n_iter_of_a_resumed_fit_counts_the_whole_run(tmp_path):
+    X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
+    kw = {"eval_every": 3, "tol": -1, "n_workers": 1, "random_state": 0,
+          "checkpoint_dir": str(tmp_path)}  # fmt: skip
+    DSMLRClassifier(max_epochs=6, **kw).fit(X, y)
+    resumed = DSMLRClassifier(max_epochs=8, resume=True, **kw).fit(X, y)
+    assert [h["epoch"] for h in resumed.history_] == [1, 3, 6, 8]
+    assert resumed.n_iter_ == 8
+    finished = DSMLRClassifier(max_epochs=8, resume=True, **kw).fit(X, y)  # nothing left
+    assert finished.n_iter_ == 8
+
+
+def test_a_sharded_model_counts_the_epochs_run():
+    from dsmlr.comm.inprocess import run_workers
+    from dsmlr.distributed import fit_sharded
+
+    X, y = planted_sparse_problem(n_samples=200, n_features=30, n_classes=4, seed=2)
+    parts = [(X[:100], y[:100]), (X[100:], y[100:])]
+    models = run_workers(2, lambda comm: fit_sharded(
+        *parts[comm.rank], comm=comm, max_epochs=5, eval_every=2, tol=-1, random_state=0,
+    ))  # fmt: skip
+    assert [h["epoch"] for h in models[0].history_] == [1, 2, 4, 5]
+    assert models[0].n_iter_ == models[1].n_iter_ == 5

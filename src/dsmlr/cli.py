@@ -33,6 +33,7 @@ from dsmlr.engines import ENGINES, OPTIMIZERS
 from dsmlr.errors import DataError, NumericalError, on_all_ranks
 from dsmlr.info import configure_info, run_info
 from dsmlr.io import export_npz, load_dataset, write_svmlight
+from dsmlr.io.model_files import epochs_run
 from dsmlr.objective import squared_norm
 from dsmlr.plotting import configure_plot, run_plot
 from dsmlr.progress import TrainingProgress
@@ -133,7 +134,8 @@ def training_summary(history: list[dict], converged: bool | None) -> list[str]:
     last = history[-1]
     stop = "converged" if converged else "reached the epoch limit"
     lines = [
-        f"{stop} after {len(history)} epoch(s) in {last['time']:.2f}s",
+        # Epochs run: with --eval-every N only every N-th epoch (and the last) has a record.
+        f"{stop} after {epochs_run(history)} epoch(s) in {last['time']:.2f}s",
         f"train objective {last['objective']:.6g}  train accuracy {last['train_accuracy']:.4f}",
     ]
     if "test_accuracy" in last:
@@ -239,7 +241,9 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, metavar="S", help="seed of the row shuffles (random)")
     _add_zero_based(p)
     p.add_argument("--model", metavar="DIR", default="dsmlr-model", help="output (dsmlr-model)")
-    p.add_argument("--metrics", metavar="FILE", help="write each epoch as a JSON line")
+    p.add_argument("--metrics", metavar="FILE",
+                   help="write each epoch with an exact objective (see --eval-every) as a "
+                        "JSON line")  # fmt: skip
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no per-epoch lines")  # fmt: skip
     p.add_argument("--all-ranks", action="store_true",

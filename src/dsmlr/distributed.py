@@ -32,6 +32,7 @@ from dsmlr.engines import centre_intercepts, get_engine
 from dsmlr.errors import DataError, agreed, on_all_ranks
 from dsmlr.io.model_files import (
     ModelData,
+    epochs_run,
     prepare_directory,
     read_block,
     read_manifest,
@@ -74,7 +75,8 @@ class ShardedModel:
     params : dict
         The training parameters (JSON values), saved with the model.
     history_ : list of dict
-        One entry per epoch (identical on every rank).
+        One record per epoch that computed the exact objective, identical on every rank
+        (see :attr:`DSMLRClassifier.history_ <dsmlr.DSMLRClassifier>`).
     converged_ : bool or None
     metadata : dict
         Free-form JSON facts saved with the model (e.g. the feature index base).
@@ -93,6 +95,12 @@ class ShardedModel:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.params.get("dtype", "float64"))
+
+    @property
+    def n_iter_(self) -> int:
+        """Epochs run, as :attr:`DSMLRClassifier.n_iter_ <dsmlr.DSMLRClassifier>`: with
+        ``eval_every > 1`` more than the records in ``history_``."""
+        return epochs_run(self.history_)
 
     def scores(self, X_local, *, k: int = 1, y_local=None):
         """Top-``k`` classes and normalisers of this rank's rows (collective).
@@ -196,7 +204,8 @@ def fit_sharded(
     n_features : int, optional
         D; default the largest ``X_local.shape[1]`` over ranks.
     classes : ndarray, optional
-        All labels, sorted; default the union of the ranks' labels.
+        All labels, sorted; default the union of the ranks' labels.  Copied: the
+        model's ``classes_`` is its own.
     sample_weight : array-like of shape (n_local,), optional
         Weights of this rank's rows (see :meth:`DSMLRClassifier.fit`); combined with a
         ``class_weight`` parameter, whose ``"balanced"`` counts classes over all ranks.
@@ -233,7 +242,8 @@ def fit_sharded(
         return X, y
 
     X_mine, y_mine = agreed(comm, check_rows)  # type: ignore[misc]
-    classes = global_classes(y_mine, comm) if classes is None else np.asarray(classes)
+    # A copy of given classes: the model's labels must not change with the caller's array.
+    classes = global_classes(y_mine, comm) if classes is None else np.array(classes)
     if len(classes) < 2:
         raise on_all_ranks(DataError("need samples of at least 2 classes over all ranks"))
     y_idx = encode_labels(y_mine, classes)

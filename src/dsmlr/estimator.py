@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from dsmlr.engines import (
     n_class_blocks,
 )
 from dsmlr.errors import DataError
-from dsmlr.io.model_files import ModelData, read_model, write_model
+from dsmlr.io.model_files import ModelData, epochs_run, read_model, write_model
 from dsmlr.kernels import HOST_KERNELS, KERNELS, gpu_count
 from dsmlr.kernels.base import training_layout
 from dsmlr.memory import count_nonzeros
@@ -64,9 +65,10 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Maximum passes over the data.
     tol : float, default=1e-5
         Stop when the relative decrease of the objective stays below ``tol`` for
-        ``n_iter_no_change`` epochs.
+        ``n_iter_no_change`` consecutive checks.  The objective is checked at each epoch
+        that computes it exactly: every epoch, or every ``eval_every``-th.
     n_iter_no_change : int, default=2
-        See ``tol``.
+        See ``tol``; with ``eval_every > 1`` it counts checks, not epochs.
     n_workers : int or None, default=None
         In-process workers (threads).  None: one per core, but at most one per
         ``CLASSES_PER_WORKER`` (100) classes, because every worker adds a class block
@@ -108,6 +110,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Larger values save that pass's compute and communication.  SVRG, whose anchor
         needs the exact normalisers that pass gives, scores its first epoch too and
         anchors in the epoch after each scoring one, keeping that anchor until the next.
+        Only these epochs leave a record in ``history_``; ``n_iter_`` counts them all.
     kernel : str, default="auto"
         Compute kernel: ``"numba"`` (fast CPU), ``"torch"`` (PyTorch, on ``device``),
         ``"reference"`` (numpy oracle); ``"auto"`` is numba on the CPU, torch on a GPU.
@@ -150,12 +153,22 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     n_iter_ : int
-        Epochs run.
-    converged_ : bool
+        Epochs run by the last ``fit`` (when it resumed from a checkpoint, by the whole
+        run, the epochs before the checkpoint included), as in scikit-learn: with
+        ``eval_every > 1`` more than the records in ``history_``.
+    converged_ : bool or None
+        Whether the stopping rule fired before ``max_epochs``; None for a model read by
+        :func:`load_model` (model files do not record it).
     history_ : list of dict
-        One entry per epoch of the last ``fit``: ``epoch``, ``time`` (seconds since the start),
-        ``objective`` (exact), ``train_accuracy``, timings and bytes sent, and
-        ``test_objective``/``test_accuracy`` when a validation set was given.
+        One record per epoch that computed the exact objective, in order: every epoch
+        with ``eval_every=1``; otherwise every ``eval_every``-th, SVRG's first, and always
+        the last epoch run, so ``history_[-1]["epoch"] == n_iter_``.  A record holds
+        ``epoch`` (its number, from 1), ``time`` (seconds since the start), ``objective``
+        (exact), ``train_accuracy``, ``compute_seconds``, ``comm_seconds``,
+        ``wait_seconds``, ``eval_seconds`` and ``bytes_sent`` (summed over the epochs
+        since the previous record), ``peak_rss``, and ``test_objective`` /
+        ``test_accuracy`` / ``test_top5_accuracy`` when a validation set was given.
+        After a resumed ``fit``, the records from before the checkpoint come first.
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -310,7 +323,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             Held-out data scored every epoch (``test_*`` entries of ``history_``);
             labels not seen in ``y`` count as errors.
         callback : callable, optional
-            Called with each epoch's history entry (a dict) as training proceeds.  If
+            Called with each ``history_`` record as training proceeds (a copy of its
+            own: changing it changes nothing else).  If
             it also has a ``progress(epoch, done, total)`` method, that is called after
             each class-block visit of the epoch on the first worker (the anchor
             gradient's, the updates' and the scoring's; for progress bars).
@@ -318,7 +332,23 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Returns
         -------
         self
+
+        Notes
+        -----
+        ``X``, ``y`` and ``sample_weight`` are only read.  A ``fit`` that fails leaves
+        the fitted attributes as they were, so a model never pairs the weights of one
+        fit with the classes or features of another.
         """
+        fitted = {k: v for k, v in vars(self).items() if _fitted_attribute(k)}
+        try:
+            return self._fit(X, y, sample_weight, X_val, y_val, callback)
+        except BaseException:
+            for name in [k for k in vars(self) if _fitted_attribute(k)]:
+                delattr(self, name)
+            vars(self).update(fitted)
+            raise
+
+    def _fit(self, X, y, sample_weight, X_val, y_val, callback):
         self._validate_params()
         warm = self._warm_weights() if self.warm_start else None
         X, y = self._prepare(X, reset=True, y=y)
@@ -355,8 +385,13 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         )  # fmt: skip
         self._set_weights(result.W)
         self.history_ = [r.as_dict() for r in result.history]
-        self.n_iter_ = len(result.history)
+        # Epochs run, not records: with eval_every > 1 only scoring epochs leave one,
+        # and the last epoch run always scores.
+        self.n_iter_ = epochs_run(self.history_)
         self.converged_ = result.converged
+        # What load_model read about an earlier training input (its index base) does
+        # not describe this one, and export_npz would write it as if it did.
+        vars(self).pop("metadata_", None)
         return self
 
     def _check_memory(self, comm, cfg: EngineConfig, n_rows: int, nnz: int, workers: int) -> None:
@@ -397,7 +432,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         return cfg, start, saver
 
     def _sample_weight(self, sample_weight, X, y_idx: np.ndarray) -> np.ndarray | None:
-        """Row weights from ``sample_weight`` and ``class_weight``; None when all are 1."""
+        """Row weights from ``sample_weight`` and ``class_weight`` (new arrays); None when
+        neither is given."""
         if sample_weight is None and self.class_weight is None:
             return None  # the unweighted kernels' exact path
         weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
@@ -463,7 +499,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         (with its ``progress`` method, if it has one, called after each block visit)."""
 
         def on_epoch(record: EpochRecord) -> None:
-            entry = record.as_dict()
+            # The caller's own copy: a callback that edits its entry (its peak_rss
+            # list included) must not edit history_, which is built from the records.
+            entry = copy.deepcopy(record.as_dict())
             if self.verbose:
                 print(format_epoch(entry), flush=True)
             if callback is not None:
@@ -616,6 +654,11 @@ def _jsonable(value) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
+def _fitted_attribute(name: str) -> bool:
+    """Whether ``name`` is an attribute ``fit`` sets (scikit-learn's trailing ``_``)."""
+    return name.endswith("_") and not name.startswith("__")
+
+
 def load_model(path: str | os.PathLike) -> DSMLRClassifier:
     """Load a model directory written by :meth:`DSMLRClassifier.save` as a fitted estimator."""
     data = read_model(path)
@@ -630,7 +673,7 @@ def load_model(path: str | os.PathLike) -> DSMLRClassifier:
     clf.n_features_in_ = data.W.shape[1] - int(data.fit_intercept)
     clf._set_weights(data.W)
     clf.history_ = data.history
-    clf.n_iter_ = len(data.history)
+    clf.n_iter_ = epochs_run(data.history)
     clf.converged_ = None
     clf.metadata_ = data.metadata
     return clf

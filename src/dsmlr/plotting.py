@@ -1,7 +1,9 @@
 """``dsmlr plot``: draw the training curves of one or more ``--metrics`` files.
 
-A metrics file holds one JSON object a line, one line an epoch (see
-:class:`dsmlr.engines.base.EpochRecord`).  :func:`read_metrics` checks and reads one;
+A metrics file holds one JSON object a line, one line per epoch that computed the exact
+objective (every epoch, or every ``eval_every``-th and the last; see
+:class:`dsmlr.engines.base.EpochRecord`), so curves against epochs use each line's
+``epoch``, not its position.  :func:`read_metrics` checks and reads one;
 :func:`build_figure` draws several runs into one 2 x 2 figure: objective against wall
 time and against epochs, accuracy against wall time and against epochs.  With the
 optimum ``F`` of the problem known, the objective panels show the relative

@@ -34,8 +34,9 @@ class TrainingProgress:
     quiet : bool
         No bar and no epoch lines (the metrics file is still written).
     metrics : text file, optional
-        Receives each epoch's record as one JSON line, flushed at once, so a run that is
-        killed keeps every finished epoch.
+        Receives each record (one per epoch with an exact objective: every
+        ``eval_every``-th and the last) as one JSON line, flushed at once, so a run that
+        is killed keeps every finished record.
     prefix : str
         Put before every epoch line (``"rank 2: "`` when every MPI rank reports); with
         a prefix the line also gives this rank's compute, communication and wait

@@ -215,9 +215,11 @@ def _merge(
 
 
 def _as_rows(X):
-    """``X`` as CSR (sorted indices) or a C-contiguous float array."""
+    """``X`` as CSR (sorted indices) or a C-contiguous float array; ``X`` is only read."""
     if sp.issparse(X):
-        X = X.tocsr()
+        # A new matrix object over the caller's arrays (or a conversion's new ones): the
+        # flags scipy caches on a matrix while checking it are then set on ours.
+        X = sp.csr_matrix(X)
         if not X.has_sorted_indices:
             X = X.sorted_indices()
         return X

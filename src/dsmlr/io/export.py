@@ -9,8 +9,8 @@ allow_pickle=False)`` reads it):
 * ``metadata``: a 0-d unicode array holding one JSON object: ``format``
   (``"dsmlr-export"``), ``version``, ``dsmlr_version``, ``n_classes``, ``n_features``,
   ``fit_intercept``, ``dtype``, ``params`` (the training settings), ``training`` (facts
-  about the training input, e.g. the LIBSVM ``zero_based`` index base), ``epochs``,
-  ``objective`` (the last epoch's) and ``usage``.
+  about the training input, e.g. the LIBSVM ``zero_based`` index base), ``epochs`` (the
+  epochs training ran), ``objective`` (the last epoch's) and ``usage``.
 
 Prediction with NumPy alone, for rows ``X`` with the model's ``D`` columns (a NumPy
 array or SciPy sparse matrix)::
@@ -34,7 +34,7 @@ import numpy as np
 
 from dsmlr.errors import DataError
 from dsmlr.io.datasets import atomic_write_bytes
-from dsmlr.io.model_files import read_model
+from dsmlr.io.model_files import epochs_run, read_model
 
 __all__ = ["EXPORT_FORMAT", "export_npz"]
 
@@ -103,7 +103,7 @@ def export_npz(model: Any, path: str | os.PathLike[str]) -> dict:
         "dtype": str(coef.dtype),
         "params": params,
         "training": training,
-        "epochs": len(history),
+        "epochs": epochs_run(history),  # run, not recorded (eval_every > 1 records fewer)
         "objective": _finite_or_none(history[-1].get("objective") if history else None),
         "usage": USAGE,
     }

@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT",
     "Manifest",
     "ModelData",
+    "epochs_run",
     "prepare_directory",
     "read_block",
     "read_manifest",
@@ -64,6 +65,22 @@ class ModelData:
         self.params = dict(params or {})
         self.history = list(history or [])
         self.metadata = dict(metadata or {})
+
+
+def epochs_run(history: list) -> int:
+    """The epochs a training run made, from its history: the last record's ``epoch``.
+
+    A record is kept for each epoch that computed the exact objective: every
+    ``eval_every``-th, SVRG's first, and always the last epoch run, so with
+    ``eval_every > 1`` there are fewer records than epochs.  A history without epoch
+    numbers (a hand-written manifest) counts its records.
+    """
+    if not history:
+        return 0
+    try:
+        return int(history[-1]["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return len(history)
 
 
 def _encode_classes(classes: np.ndarray) -> dict:

@@ -47,6 +47,12 @@ def training_layout(X, dtype) -> sp.csr_matrix | np.ndarray:
     """``X`` as the kernels read it: CSR with sorted, summed indices, or C-contiguous
     dense rows, of ``dtype``.
 
+    The caller's ``X`` is never modified.  The result may share arrays with it where
+    they are already what the kernels read (a canonical CSR matrix of ``dtype``, or
+    C-contiguous rows of ``dtype``), so it must be treated as read-only; an array is
+    copied only where it has to change (the values cast to ``dtype``; the indices
+    sorted and duplicates summed in a copy of the matrix's arrays).
+
     Values beyond ``dtype``'s range (float64 data cast to float32, the default) are
     refused with a :class:`~dsmlr.errors.DataError` instead of becoming infinities.
     """
@@ -62,11 +68,38 @@ def training_layout(X, dtype) -> sp.csr_matrix | np.ndarray:
                 f"{limit:.3g}): train with dtype='float64', or rescale the features"
             )
     if sp.issparse(X):
-        X = sp.csr_matrix(X, dtype=dtype)
-        X.sum_duplicates()
-        X.sort_indices()
-        return X
+        return _canonical_csr(X, dtype)
     return np.ascontiguousarray(X, dtype=dtype)
+
+
+def _canonical_csr(X, dtype: np.dtype) -> sp.csr_matrix:
+    """``X`` as CSR of ``dtype`` with sorted indices and no duplicates, ``X`` untouched.
+
+    scipy's ``csr_matrix(X, dtype=...)`` shares ``indices`` and ``indptr`` with ``X``
+    (and ``data`` too when the dtype is already right), and ``sort_indices`` and
+    ``sum_duplicates`` work in place: on shared arrays they would reorder the caller's
+    indices but not its values (whose cast is a copy), silently turning ``X`` into
+    another matrix.  So arrays the caller owns are only ever read; any array that must
+    change is copied first, and only then.
+    """
+    # Another format's conversion builds new arrays, which are ours to change.  A CSR
+    # matrix gets a new matrix object over the same arrays, so that even the flags
+    # scipy caches on a matrix (``has_sorted_indices``) are set on ours, not the caller's.
+    own_arrays = X.format != "csr"
+    M = sp.csr_matrix(X)
+    own_data = own_arrays
+    if M.dtype != dtype:
+        M.data = M.data.astype(dtype)
+        own_data = True
+    if not M.has_canonical_format:  # one pass over the indices, no allocation
+        if not own_arrays:
+            # Sorting and summing rewrite indices, data and indptr in place.
+            M.indices = M.indices.copy()
+            M.indptr = M.indptr.copy()
+            if not own_data:
+                M.data = M.data.copy()
+        M.sum_duplicates()  # sorts the indices first
+    return M
 
 
 @dataclass(frozen=True)

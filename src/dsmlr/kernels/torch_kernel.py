@@ -195,8 +195,10 @@ class TorchKernel:
         y = torch.as_tensor(np.asarray(rows.y, dtype=np.int64)).to(dev)
         weight = torch.as_tensor(rows.weight).to(dev)
         if rows.is_sparse:
+            # rows.X may share its arrays with the caller's matrix: sort a copy, if any.
             X = sp.csr_matrix(rows.X)
-            X.sort_indices()
+            if not X.has_sorted_indices:
+                X = X.sorted_indices()
             fptr = X.indptr.astype(np.int64)
             features = (
                 fptr, torch.as_tensor(fptr).to(dev),
