@@ -23,10 +23,7 @@ Run: ``python benchmarks/bench_input_copies.py [--samples 100000] [--features 50
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -37,7 +34,11 @@ import numpy as np
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 CACHE = HERE / "cache" / "input-copies"
+
+from environment import describe, summary  # noqa: E402
+
 ORDERS = ("sorted", "unsorted")
 LAYOUTS = ("after", "before")
 
@@ -138,57 +139,21 @@ def fit_rss(n: int, d: int, k: int, order: str, name: str) -> dict:
 # -- report -----------------------------------------------------------------------------------
 
 
-def _versions() -> dict:
-    import numba
-    import scipy
-    import sklearn
-
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
-            "numba": numba.__version__}  # fmt: skip
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count()}
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=HERE, check=True)  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "../src"],
-                               capture_output=True, text=True, cwd=HERE).stdout.strip()  # fmt: skip
-        return out.stdout.strip() + (" (with uncommitted changes to src/)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _mb(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
 
 def report(args, layouts: list[dict], fits: list[dict]) -> None:
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    result = {"date": when, "commit": _commit(), "machine": _machine(),
-              "versions": _versions(), "samples": args.samples, "features": args.features,
+    env = describe()
+    result = {**env, "samples": args.samples, "features": args.features,
               "classes": args.classes, "layout": layouts, "fit": fits}  # fmt: skip
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    m, v = result["machine"], result["versions"]
     x_bytes = fits[0]["x_bytes"]
     lines = [
         "# Copies of the caller's matrix in training (`benchmarks/bench_input_copies.py`)",
         "",
-        f"{when}, commit {result['commit']}; {m['cpu']}, {m['cores']} cores; Python "
-        f"{v['python']}, NumPy {v['numpy']}, SciPy {v['scipy']}, scikit-learn "
-        f"{v['scikit-learn']}, numba {v['numba']}.",
+        summary(env),
         "",
         f"{args.samples} rows, {args.features} features, {args.classes} classes, about 50 "
         f"non-zeros a row; X float64 CSR with int32 indices ({_mb(x_bytes)} MiB: values, "

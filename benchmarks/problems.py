@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,36 @@ def _digits(seed: int) -> Data:
     return Data(Xtr, ytr.astype(np.int64), Xte, yte.astype(np.int64))
 
 
+#: Where the real data sets are (``debian-*.{train,test}.svm.gz``): ``$DSMLR_DATA_DIR``, by
+#: default the ``shared/data`` folder beside the repository's.
+DATA_DIR = Path(
+    os.environ.get("DSMLR_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+def _real(name: str) -> Callable[[int], Data]:
+    """A real data set of ``DATA_DIR`` (the seed is ignored: the split is the files')."""
+
+    def load(seed: int) -> Data:
+        from dsmlr.io import load_dataset
+
+        paths = [DATA_DIR / f"{name}.{part}.svm.gz" for part in ("train", "test")]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{', '.join(missing)} not found: set DSMLR_DATA_DIR to the folder that "
+                f"holds the real data sets"
+            )
+        train = load_dataset(paths[0], dtype=np.float64, zero_based=False)
+        test = load_dataset(
+            paths[1], dtype=np.float64, zero_based=False, n_features=train.X.shape[1],
+            allow_extra_features=True,
+        )  # fmt: skip
+        return Data(train.X, train.y.astype(np.int64), test.X, test.y.astype(np.int64))
+
+    return load
+
+
 def _shape(n_train: int, n_test: int, n_features: int, n_classes: int) -> dict:
     return {"n_train": n_train, "n_test": n_test, "n_features": n_features, "n_classes": n_classes}
 
@@ -254,6 +285,24 @@ def _registry() -> dict[str, Problem]:
             fit_intercept=True,
             generate=_gaussian_mixture(20_000, 5_000, 500, 50),
             shape=_shape(20_000, 5_000, 500, 50),
+        ),
+        Problem(
+            "debian-source",
+            "real: Debian package descriptions -> source package, 17.6K+4.5K rows, 41K "
+            "features, 2416 classes, ~14 nnz/row, file sorted by label",
+            lam=1e-5,
+            fit_intercept=False,
+            generate=_real("debian-source"),
+            shape=_shape(17_582, 4_453, 40_936, 2416),
+        ),
+        Problem(
+            "debian-files",
+            "real: Debian file paths -> owning package, 97.8K+24.4K rows, 17.7K features, "
+            "1222 classes, ~12 nnz/row",
+            lam=1e-5,
+            fit_intercept=False,
+            generate=_real("debian-files"),
+            shape=_shape(97_760, 24_440, 17_669, 1222),
         ),
         Problem(
             "digits",

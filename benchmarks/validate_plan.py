@@ -199,13 +199,14 @@ def measured(records: list[dict]) -> dict:
 
 def predicted(plan, launcher: str, nnz: int, rows: int, itemsize: int) -> dict:
     """The model's figures for the quantities :func:`measured` reports."""
-    from dsmlr.partition import ring_shifts
+    from dsmlr.partition import ring_legs
     from dsmlr.plan import _ring_messages, _transfer
 
     P = plan.n_ranks
     # The scoring ring's own traffic (its shifts of the model, the last ring's of an
     # epoch, then the allreduce) is inside eval_seconds.
-    shifts = ring_shifts(2 + (plan.optimizer == "svrg"), P)[-1] if P > 1 else 0
+    legs, home = ring_legs(plan.optimizer == "svrg", True, P)
+    shifts = legs[-1][1] + home if P > 1 else 0
     scoring_bytes = plan.model_bytes * shifts / P
     scoring_msgs = _ring_messages(shifts, plan.model_bytes / P) + (2 if P > 1 else 0)
     scoring_comm = _transfer(scoring_bytes, scoring_msgs, plan.bandwidth, plan.latency)

@@ -29,10 +29,13 @@ def sklearn_optimum(X, y, lam, fit_intercept):
     return clf
 
 
-def sklearn_objective(X, y, lam):
-    """The objective (with intercept) at scikit-learn's optimum: the reference ``f*``."""
+def sklearn_objective(X, y, lam, fit_intercept=True):
+    """The objective at scikit-learn's optimum (with an intercept by default): the
+    reference ``f*``."""
     from dsmlr.objective import add_intercept_column, plain_objective
 
-    ref = sklearn_optimum(X, y, lam, True)
+    ref = sklearn_optimum(X, y, lam, fit_intercept)
+    if not fit_intercept:
+        return plain_objective(ref.coef_, X, y, lam, X.shape[1])
     W = np.hstack([ref.coef_, ref.intercept_[:, None]])
     return plain_objective(W, add_intercept_column(X), y, lam, X.shape[1])

@@ -237,3 +237,32 @@ def test_a_capped_lbfgs_run_counts_as_the_optimum_only_when_its_gap_bound_is_tin
     # targets might lie below lbfgs's value, so runs go on to the time limit.
     assert not suite.certified_optimum({**base, "gap_bound": 5e-6})
     assert not suite.certified_optimum({**base, "gap_bound": None})
+
+
+def test_parallel_convergence_counts_epochs_to_each_gap(tmp_path):
+    """benchmarks/parallel_convergence.py end to end on the tiny problem: the optimum
+    from benchmarks/optimum.py, one run per worker count, epochs and seconds to the
+    gaps, the tables, and the reading of a trace."""
+    subprocess.run(
+        [sys.executable, str(BENCH / "optimum.py"), "tiny", "--cache-dir", str(tmp_path),
+         "--solver", "dsmlr", "--quiet"],
+        check=True, capture_output=True, cwd=BENCH,
+    )  # fmt: skip
+    out = tmp_path / "pc"
+    subprocess.run(
+        [sys.executable, str(BENCH / "parallel_convergence.py"), "--problems", "tiny",
+         "--workers", "1", "3", "--engines", "sync", "--epochs", "25", "--cache-dir",
+         str(tmp_path), "--out", str(out), "--no-plots"],
+        check=True, capture_output=True, cwd=BENCH,
+    )  # fmt: skip
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = result["problems"]["tiny"]["rows"]
+    assert [r["workers"] for r in rows] == [1, 3]
+    for row in rows:
+        assert row["epochs_0.01"] <= row["epochs_0.001"] <= row["epochs_0.0001"] <= 25
+        assert row["final_gap"] < 1e-4
+    assert "| current | in process | sync | 3 |" in out.with_suffix(".md").read_text()
+    pc = _load("parallel_convergence.py", "bench_parallel_convergence")
+    trace = [{"epoch": e, "time": 0.5 * e, "objective": 1.0 + 0.5 * 10.0**-e} for e in (1, 2, 3)]
+    assert pc.reached(trace, 1.0, 1e-2) == (2, 1.0)
+    assert pc.reached(trace, 1.0, 1e-4) is None

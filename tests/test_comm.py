@@ -95,3 +95,58 @@ def test_a_straggler_clock_stretches_calls_without_counting_them():
     t0 = time.perf_counter()
     clock.timed("compute", time.sleep, 0.05)
     assert time.perf_counter() - t0 >= 0.15 and clock.compute >= 0.15
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_sendrecv_along_any_cyclic_order(size):
+    """Rank ``order[i]`` sends to ``order[i - 1]`` and receives from ``order[i + 1]``."""
+    order = np.random.default_rng(size).permutation(size).tolist()
+    pos = {r: i for i, r in enumerate(order)}
+
+    def body(comm):
+        i = pos[comm.rank]
+        dest, source = order[(i - 1) % size], order[(i + 1) % size]
+        got = comm.sendrecv([np.array([comm.rank])], dest, source)
+        return int(got[0][0]), source
+
+    for got, source in run_workers(size, body):
+        assert got == source
+
+
+def test_sendrecv_refuses_destinations_that_are_not_a_permutation():
+    def body(comm):
+        return comm.sendrecv([np.zeros(1)], 0, 1 - comm.rank)  # both send to rank 0
+
+    with pytest.raises(RuntimeError, match="not a permutation"):
+        run_workers(2, body)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_exchanged_rows_are_the_in_process_workers_rows(size, dense):
+    """Rows read as contiguous ranges end on the ranks that the in-process workers'
+    random shards give them, in the same order, weights included."""
+    import scipy.sparse as sp
+
+    from dsmlr.row_exchange import exchange_rows
+    from dsmlr.training import shard_rows
+
+    rng = np.random.default_rng(4)
+    X = sp.random(203, 17, density=0.2, format="csr", random_state=4)
+    X = X.toarray() if dense else X
+    y = rng.integers(0, 5, 203)
+    w = rng.uniform(size=203)
+    want = shard_rows(X, y, size, fit_intercept=False, weight=w, seed=9)
+    ranges = shard_rows(X, y, size, fit_intercept=False, weight=w)  # contiguous
+
+    def body(comm):
+        mine = ranges[comm.rank]
+        return exchange_rows(comm, mine.X, mine.y, mine.weight, 9)
+
+    for (X_got, y_got, w_got), shard in zip(run_workers(size, body), want, strict=True):
+        got = X_got.toarray() if sp.issparse(X_got) else X_got
+        ref = shard.X.toarray() if sp.issparse(shard.X) else shard.X
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(y_got, shard.y)
+        np.testing.assert_array_equal(w_got, shard.weight)
+        assert sp.issparse(X_got) != dense

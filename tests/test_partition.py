@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsmlr.partition import class_blocks, ring_block, ring_shifts, row_shards
+from dsmlr.partition import class_blocks, ring_cycle, ring_legs, row_owners, row_shards
 
 
 @settings(max_examples=200, deadline=None)
@@ -48,34 +48,109 @@ def test_class_blocks_partition_classes_evenly(n_classes, n_blocks):
         assert b == c
 
 
-@given(size=st.integers(1, 16))
-def test_ring_visits_every_block_once_per_epoch(size):
-    for rank in range(size):
-        assert sorted(ring_block(rank, r, size) for r in range(size)) == list(range(size))
-    for r in range(size):
-        # In each round the blocks held form a permutation: no block is held twice.
-        assert sorted(ring_block(p, r, size) for p in range(size)) == list(range(size))
-        # Receiving from the right neighbour yields the next round's block.
-        for p in range(size):
-            assert ring_block((p + 1) % size, r, size) == ring_block(p, r + 1, size)
+@given(size=st.integers(1, 16), seed=st.integers(0, 2**31), epoch=st.integers(1, 500))
+def test_ring_cycle_is_a_permutation_every_rank_draws_alike(size, seed, epoch):
+    order = ring_cycle(size, seed, epoch)
+    assert sorted(order.tolist()) == list(range(size))
+    np.testing.assert_array_equal(order, ring_cycle(size, seed, epoch))
 
 
-@given(size=st.integers(1, 16), n_rings=st.integers(1, 3))
-def test_alternating_rings_visit_every_group_and_end_home(size, n_rings):
-    """The synchronous engine's epoch (:func:`dsmlr.engines.sync_ring.ring_epoch`): rings of
-    alternating direction, each ``size`` rounds of a visit then (but after the last
-    round where it makes ``size - 1`` shifts) a shift."""
-    shifts = ring_shifts(n_rings, size)
-    assert all(n in (size - 1, size) for n in shifts)
-    for rank in range(size):
-        gid = rank
-        for i, n in enumerate(shifts):
-            visited = []
-            for r in range(size):
-                visited.append(gid)
-                if r < n:
-                    gid = (gid + (-1 if i % 2 else 1)) % size
-            assert sorted(visited) == list(range(size))
-        assert gid == rank
-    # The fewest shifts that do both: P - 1 per ring, one more for an odd count.
-    assert sum(shifts) == n_rings * (size - 1) + n_rings % 2
+def test_ring_cycles_differ_between_epochs():
+    """Where a block makes its last update visit must change from epoch to epoch."""
+    orders = {tuple(ring_cycle(8, 3, epoch)) for epoch in range(1, 21)}
+    assert len(orders) > 15
+
+
+def _cycle(size: int, seed: int, epoch: int) -> tuple[dict, dict]:
+    """``(after, before)``: each rank's successor and predecessor in the epoch's cycle."""
+    order = ring_cycle(size, seed, epoch).tolist()
+    after = dict(zip(order, order[1:] + order[:1], strict=True))
+    return after, {b: a for a, b in after.items()}
+
+
+def _groups_held(legs, size: int, after: dict, before: dict) -> list[list[int]]:
+    """The group each rank holds in every round of each ring (rank p starts with group p;
+    a forward shift brings each rank the group its successor held, one step along the
+    cycle, a reversed one its predecessor's)."""
+    held, rounds = list(range(size)), []
+    for reverse, n in legs:
+        ring = []
+        for r in range(size):
+            ring.append(list(held))
+            if r < n:
+                held = [(before if reverse else after)[g] for g in held]
+        rounds.append(ring)
+    rounds.append([held])  # where the last ring leaves them
+    return rounds
+
+
+@given(
+    size=st.integers(1, 16),
+    anchored=st.booleans(),
+    scoring=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_an_epoch_s_rings_visit_every_group_and_end_home(size, anchored, scoring, seed):
+    """The synchronous engine's epoch (:func:`dsmlr.engines.sync_ring.ring_epoch`) along
+    a random cycle: every ring shows every rank every group once, and the epoch ends with
+    every rank holding its own group."""
+    after, before = _cycle(size, seed, 1)
+    legs, home = ring_legs(anchored, scoring, size)
+    assert len(legs) == 1 + anchored + scoring
+    *rings, (held,) = _groups_held(legs, size, after, before)
+    for ring in rings:
+        for rank in range(size):
+            assert sorted(rnd[rank] for rnd in ring) == list(range(size))
+        for rnd in ring:  # no group held twice in a round
+            assert sorted(rnd) == list(range(size))
+    for _ in range(home):
+        held = [after[g] for g in held]
+    assert held == list(range(size))
+    # Each ring one shift short of a full turn where a scoring ring follows; the shift
+    # home after an anchored one moves the weights alone.
+    assert sum(n for _, n in legs) == len(legs) * (size - scoring)
+    assert home == int(scoring and anchored and size > 1)
+
+
+@given(anchored=st.booleans(), size=st.integers(3, 12))
+def test_where_blocks_end_their_update_visits_changes_from_epoch_to_epoch(anchored, size):
+    """With one place for every epoch, a block's last steps of every epoch would fit one
+    worker's rows (see :func:`dsmlr.partition.ring_cycle`)."""
+    legs, _ = ring_legs(anchored, True, size)
+    ends = set()
+    for epoch in range(1, 30):
+        rings = _groups_held(legs, size, *_cycle(size, 0, epoch))
+        last_round = rings[int(anchored)][-1]  # the update ring's
+        ends.add(last_round.index(0))  # the rank that holds group 0 then
+    assert len(ends) > 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(0, 3000),
+    n_shards=st.integers(1, 9),
+    seed=st.integers(0, 2**40),
+    cut=st.integers(0, 3000),
+)
+def test_row_owners_of_a_range_are_its_part_of_the_whole(n, n_shards, seed, cut):
+    """Any rank computes any row's owner from its global number alone."""
+    cut = min(cut, n)
+    whole = row_owners(0, n, n_shards, seed)
+    assert whole.dtype == np.int64 and len(whole) == n
+    assert np.all((whole >= 0) & (whole < n_shards))
+    parts = np.concatenate(
+        [row_owners(0, cut, n_shards, seed), row_owners(cut, n - cut, n_shards, seed)]
+    )
+    np.testing.assert_array_equal(parts, whole)
+
+
+def test_row_owners_are_balanced_and_unrelated_to_row_order():
+    owner = row_owners(0, 40_000, 4, seed=7)
+    counts = np.bincount(owner, minlength=4)
+    assert counts.min() > 0.95 * 10_000 and counts.max() < 1.05 * 10_000
+    # Rows sorted by label (blocks of 50 consecutive rows per class): every shard gets
+    # nearly every class, where contiguous shards would get a quarter of them each.
+    label = np.arange(40_000) // 50
+    for p in range(4):
+        assert len(np.unique(label[owner == p])) > 0.95 * 800
+    assert not np.array_equal(owner, row_owners(0, 40_000, 4, seed=8))

@@ -75,15 +75,15 @@ def test_more_ranks_need_less_memory_compute_and_time():
     ],
 )
 def test_bytes_per_epoch_follow_the_engines_formulas(optimizer, dtype, update, gradient):
-    """In model sizes: P = 4, so a ring of P - 1 shifts moves 3/4 of its arrays; the
-    plain epoch's two rings make 3 shifts each, SVRG's gradient and update rings too and
-    its scoring ring 4; SVRG's first epoch is a plain one."""
+    """In model sizes: P = 4, so a ring of P - 1 shifts moves 3/4 of its arrays; every
+    ring makes 3 shifts, and SVRG's anchored epochs one more of the weights to bring them
+    home; SVRG's first epoch is a plain one."""
     itemsize = 8 if dtype == "float64" else 4
     got = plan(optimizer=optimizer, dtype=dtype)
     M = model_bytes(itemsize)
     assert got.model_bytes == M
-    scoring = 1 if gradient else 3 / 4
-    assert got.bytes_sent == pytest.approx(((update + gradient) * 3 / 4 + scoring) * M, abs=1)
+    home = 1 / 4 if gradient else 0
+    assert got.bytes_sent == pytest.approx(((gradient + update + 1) * 3 / 4 + home) * M, abs=1)
     assert got.first_epoch_bytes == pytest.approx(2 * 3 / 4 * M, abs=1)
 
 

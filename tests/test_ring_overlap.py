@@ -34,9 +34,9 @@ def _train(overlap: bool, monkeypatch, workers: int, **params):
     started = []
 
     class CountedShift(_ShiftInFlight):
-        def __init__(self, comm, arrays, reverse=False):
+        def __init__(self, comm, arrays, dest, source):
             started.append(comm.rank)
-            super().__init__(comm, arrays, reverse)
+            super().__init__(comm, arrays, dest, source)
 
     with monkeypatch.context() as m:
         if overlap:
@@ -76,7 +76,7 @@ class _SlowComm:
         self.seconds, self.fail = seconds, fail
         self.wait_seconds = 0.0
 
-    def ring_shift(self, buffers, reverse=False):
+    def sendrecv(self, buffers, dest, source):
         time.sleep(self.seconds)
         self.wait_seconds += self.seconds
         if self.fail:
@@ -85,22 +85,22 @@ class _SlowComm:
 
 
 def test_a_shift_hands_back_what_arrived():
-    shift = _ShiftInFlight(_SlowComm(0.01), [np.zeros(3)])
+    shift = _ShiftInFlight(_SlowComm(0.01), [np.zeros(3)], 1, 1)
     np.testing.assert_array_equal(shift.result()[0], np.ones(3))
 
 
 def test_a_failed_shift_raises_in_the_caller():
-    shift = _ShiftInFlight(_SlowComm(0.01, fail=True), [np.zeros(3)])
+    shift = _ShiftInFlight(_SlowComm(0.01, fail=True), [np.zeros(3)], 1, 1)
     with pytest.raises(RuntimeError, match="neighbour gone"):
         shift.result()
 
 
 def test_only_the_wait_that_held_up_the_caller_counts():
     comm = _SlowComm(0.2)
-    shift = _ShiftInFlight(comm, [np.zeros(3)])
+    shift = _ShiftInFlight(comm, [np.zeros(3)], 1, 1)
     time.sleep(0.4)  # a kernel running meanwhile: the neighbours' wait cost nothing
     shift.result()
     assert comm.wait_seconds < 0.05
-    shift = _ShiftInFlight(comm, [np.zeros(3)])
+    shift = _ShiftInFlight(comm, [np.zeros(3)], 1, 1)
     shift.result()  # nothing to do meanwhile: the whole wait held the caller up
     assert comm.wait_seconds > 0.15

@@ -238,7 +238,12 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
                    help="exact objective every N epochs (1; SVRG also anchors once every "
                         "N); stopping is checked then")  # fmt: skip
     p.add_argument("--no-intercept", action="store_true", help="fit no per-class intercept")
-    p.add_argument("--seed", type=int, metavar="S", help="seed of the row shuffles (random)")
+    p.add_argument("--no-shuffle-rows", action="store_true",
+                   help="train each worker on a contiguous range of the rows (no copy) "
+                        "instead of a random sample; only for rows in random order")  # fmt: skip
+    p.add_argument("--seed", type=int, metavar="S",
+                   help="seed of the rows' assignment to workers, the ring orders and the "
+                        "row shuffles (random)")  # fmt: skip
     _add_zero_based(p)
     p.add_argument("--model", metavar="DIR", default="dsmlr-model", help="output (dsmlr-model)")
     p.add_argument("--metrics", metavar="FILE",
@@ -282,7 +287,7 @@ def _run_train(args: argparse.Namespace) -> int:
         n_workers=args.workers, engine=args.engine, optimizer=args.optimizer, eta=args.eta,
         batch_size=args.batch_size, dtype=args.dtype, random_state=args.seed,
         eval_every=args.eval_every, blocks_per_rank=args.blocks_per_rank, device=args.device,
-        **checkpoint_params(args),
+        shuffle_rows=not args.no_shuffle_rows, **checkpoint_params(args),
     )  # fmt: skip
     with (
         open(args.metrics, "w", encoding="utf-8") if args.metrics else nullcontext() as metrics,

@@ -78,7 +78,8 @@ def _train(comm: MPIComm, args: argparse.Namespace, note: str | None) -> int:
         lam=args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         engine=args.engine, optimizer=args.optimizer, eta=args.eta, batch_size=args.batch_size,
         dtype=args.dtype, random_state=args.seed, eval_every=args.eval_every,
-        blocks_per_rank=args.blocks_per_rank, device=args.device, **checkpoint_params(args),
+        blocks_per_rank=args.blocks_per_rank, device=args.device,
+        shuffle_rows=not args.no_shuffle_rows, **checkpoint_params(args),
     )  # fmt: skip
     metrics_file = args.metrics if comm.rank == 0 else None
     prefix = f"rank {comm.rank}: " if args.all_ranks else ""

@@ -44,6 +44,7 @@ from dsmlr.kernels import LocalRows
 from dsmlr.kernels.base import training_layout
 from dsmlr.memory import count_nonzeros
 from dsmlr.objective import squared_norm
+from dsmlr.row_exchange import exchange_rows
 from dsmlr.scoring import encode_labels
 
 __all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
@@ -196,7 +197,10 @@ def fit_sharded(
     Parameters
     ----------
     X_local : sparse matrix or ndarray of shape (n_local, D)
-        This rank's rows (any number, zero included).
+        This rank's rows (any number, zero included).  The ranks' rows in rank order are
+        the training set; unless ``shuffle_rows=False``, each row then moves to the rank
+        that trains on it (:func:`dsmlr.row_exchange.exchange_rows`), the rank the
+        in-process workers give it too.
     y_local : array-like of shape (n_local,)
         Their labels.
     comm : Communicator
@@ -259,7 +263,6 @@ def fit_sharded(
     cfg = clf._engine_config(n_samples, n_features, len(classes), seed)
     cfg = dataclasses.replace(cfg, straggler=straggler)
     weight = _row_weights(comm, clf, sample_weight, y_idx, classes, n_samples)
-    rows = LocalRows(X_mine, y_idx, cfg.fit_intercept, weight)
     test_rows, n_test = None, 0
     if X_val is not None and y_val is not None:
         y_test = encode_labels(y_val, classes)
@@ -273,6 +276,10 @@ def fit_sharded(
     clf._check_memory(comm, cfg, int(totals[0]), int(totals[1]), 1)
     clf.classes_ = classes  # the labels a checkpoint records
     cfg, start, saver = clf._checkpointing(comm, cfg, None)
+    # After the checkpoint is read: a resumed run draws its rows' ranks from its own seed.
+    if clf.shuffle_rows:  # every rank trains on a random sample of all rows
+        X_mine, y_idx, weight = exchange_rows(comm, X_mine, y_idx, weight, cfg.seed)
+    rows = LocalRows(X_mine, y_idx, cfg.fit_intercept, weight)
     monitor = clf._monitor(callback, every_rank, checkpoint=saver)
     result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, monitor, start)
     blocks = result.blocks

@@ -140,8 +140,17 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         run when the number of workers and the settings are the same.  Data that
         defines another problem (rows, features, classes, ``lam``, intercept, dtype) is
         refused.
+    shuffle_rows : bool, default=True
+        Give each worker a random sample of the rows (drawn from ``random_state``)
+        rather than a contiguous range of them.  Data files are often sorted by label;
+        contiguous ranges would then give each worker its own classes, and the class
+        blocks' steps on one worker's rows would fit those classes alone, which costs
+        many epochs.  The sample is a copy of the rows (one for all workers together);
+        ``False`` keeps contiguous ranges (views, no copy) for rows already in random
+        order.  With one worker it changes nothing.
     random_state : int or None, default=None
-        Seed for the row shuffles.
+        Seed for the rows' assignment to workers, the ring order of each epoch and the
+        row shuffles.
     verbose : int, default=0
         Print one line per epoch when > 0.
 
@@ -192,6 +201,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         "checkpoint_dir": [str, os.PathLike, None],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
         "resume": ["boolean"],
+        "shuffle_rows": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -219,6 +229,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         checkpoint_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 1,
         resume: bool = False,
+        shuffle_rows: bool = True,
         random_state: int | None = None,
         verbose: int = 0,
     ):
@@ -242,6 +253,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.resume = resume
+        self.shuffle_rows = shuffle_rows
         self.random_state = random_state
         self.verbose = verbose
 
@@ -381,7 +393,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         cfg, start, saver = run_workers(1, prepare)[0]
         monitor = self._monitor(callback, checkpoint=saver)
         result = train_embedded(
-            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, monitor, weight, start
+            X, y_idx, cfg, n_workers, self.engine, X_test, y_test, monitor, weight, start,
+            shuffle_rows=bool(self.shuffle_rows),
         )  # fmt: skip
         self._set_weights(result.W)
         self.history_ = [r.as_dict() for r in result.history]

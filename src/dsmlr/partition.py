@@ -1,4 +1,4 @@
-"""Pure partitioning functions: row shards, class blocks, ring schedule.
+"""Pure partitioning functions: row shards and owners, class blocks, ring schedule.
 
 Every function here is deterministic and communication-free, so any worker can compute
 any other worker's slice (the property the distributed engines rely on to agree without
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["class_blocks", "ring_block", "ring_shifts", "row_shards"]
+__all__ = ["class_blocks", "ring_cycle", "ring_legs", "row_owners", "row_shards"]
 
 
 def row_shards(indptr: np.ndarray, n_shards: int) -> list[tuple[int, int]]:
@@ -68,25 +68,75 @@ def class_blocks(n_classes: int, n_blocks: int) -> list[tuple[int, int]]:
     return out
 
 
-def ring_shifts(n_rings: int, size: int) -> list[int]:
-    """Shifts of each of an epoch's ``n_rings`` rings on ``size`` workers.
+def ring_cycle(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The ranks in the order an epoch's rings pass blocks round: a random cyclic order,
+    drawn anew each epoch from ``seed`` (every rank draws the same).
 
-    A ring visits ``size`` groups, so ``size - 1`` shifts take it through them.  The
-    synchronous engine starts each ring with the groups where the one before left them,
-    in the other direction (its first visits need no shift); after an even number of
-    rings every group is home again, and after an odd number the last ring shifts once
-    more, so that every epoch ends with each worker holding its own group.
+    Blocks travel from a rank to the one before it in this order (to the one after it
+    in a reversed ring).  Why a new order each epoch: a fixed one makes every block end
+    its update visits on the same rank's rows epoch after epoch, and the last rows a
+    block steps on pull it their way; that pull then points the same way every epoch
+    and stalls convergence on real text (``benchmarks/parallel_convergence.py``).
+
+    Returns
+    -------
+    ndarray of int64, shape (size,)
+        A permutation of ``0..size-1``.
     """
-    shifts = [size - 1] * n_rings
-    if n_rings % 2:
-        shifts[-1] = size
-    return shifts
+    if size <= 2:  # one ring only
+        return np.arange(size, dtype=np.int64)
+    return np.random.default_rng([seed, epoch, 0x52494E47]).permutation(size).astype(np.int64)
 
 
-def ring_block(rank: int, round_: int, size: int) -> int:
-    """Block held by worker ``rank`` in ring round ``round_``: ``(rank + round_) mod size``.
+def ring_legs(anchored: bool, scoring: bool, size: int) -> tuple[list[tuple[bool, int]], int]:
+    """The rings of a synchronous epoch: ``(reverse, shifts)`` of each, in order, and the
+    forward shifts after the last one.
 
-    In round ``r + 1`` worker ``p`` needs the block worker ``p + 1`` held in round ``r``,
-    so blocks travel from ``p + 1`` to ``p`` (receive from the right, send to the left).
+    Every epoch starts and ends with each worker holding its own group, and each ring
+    starts with the groups where the one before left them (its first visits need no
+    shift).  The update ring runs forward like the anchor gradient's ring before it
+    (SVRG), so that its visits end two steps along the epoch's :func:`ring_cycle` from
+    where they would after the gradient ring alone: where a block makes its last update
+    visit then changes with the cycle from epoch to epoch (two rings run opposite ways
+    would end every block's update visits on its own worker).  Each ring makes
+    ``size - 1`` shifts; the scoring ring runs the other way round and ends one step
+    from home after an anchored update ring, which one forward shift of the weights
+    alone closes.  Without a scoring ring the rings make ``size`` shifts each, back home.
+
+    Returns
+    -------
+    (list of (bool, int), int)
     """
-    return (rank + round_) % size
+    if not scoring:
+        return [(False, size)] * (1 + anchored), 0
+    return [(False, size - 1)] * (1 + anchored) + [(True, size - 1)], int(anchored and size > 1)
+
+
+def row_owners(first: int, count: int, n_shards: int, seed: int) -> np.ndarray:
+    """The shard each of rows ``first .. first + count - 1`` (global numbers) goes to.
+
+    A seeded hash of the row number: every shard gets a random sample of the rows,
+    whatever their order in the input, and any rank can compute the owner of any row
+    without communicating.  Files are often sorted by label (all rows of a class
+    together); contiguous shards of such a file would give each worker a different set
+    of classes, and a block's steps on one worker's rows would then fit that worker's
+    classes alone, which costs many epochs (``benchmarks/parallel_convergence.py``).
+
+    Returns
+    -------
+    ndarray of int64, shape (count,)
+        Values in ``0 .. n_shards - 1``.
+    """
+    if n_shards <= 1:
+        return np.zeros(count, dtype=np.int64)
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps on purpose (splitmix64)
+        z = np.arange(first, first + count, dtype=np.uint64)
+        z += np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    # The top 53 bits as a float in [0, 1), exactly; scaled to a shard.
+    u = (z >> np.uint64(11)).astype(np.float64) / float(2**53)
+    return np.minimum((u * n_shards).astype(np.int64), n_shards - 1)

@@ -55,17 +55,18 @@ engines' documented volumes.  The arrays each ring moves round, in all::
                                            float64)
     scoring ring  M [+ 8 B D_fit AdaGrad]  every eval_every epochs
 
-A ring of P shifts moves all of that from every rank, but the engine's rings
-alternate in direction, each starting with the groups where the one before left them, so
-that they make P - 1 shifts each, and the last one P where an epoch has an odd number
-of rings (:func:`dsmlr.partition.ring_shifts`; :func:`dsmlr.engines.sync_ring.ring_epoch`).
-Per epoch, averaged over ``eval_every`` epochs (the first of which anchors SVRG, the
-last of which scores; with ``eval_every = 1`` one epoch does both)::
+A ring of P shifts moves all of that from every rank.  In an epoch that scores, each ring
+makes P - 1 shifts, and after an anchored one a last shift of the scoring ring's arrays
+brings every group home; otherwise the rings make P shifts each
+(:func:`dsmlr.partition.ring_legs`; :func:`dsmlr.engines.sync_ring.ring_epoch`).  Per
+epoch, averaged over ``eval_every`` epochs (the first of which anchors SVRG, the last of
+which scores; with ``eval_every = 1`` one epoch does both)::
 
     SGD, AdaGrad   scoring:     (update + scoring) (P - 1) / P      (SGD: 2 M (P - 1) / P)
                    not scoring: update                              (SGD: M)
-    SVRG           anchoring and scoring: (gradient + update) (P - 1) / P + scoring
-                   anchoring:   (gradient + update) (P - 1) / P
+    SVRG           anchoring and scoring: (gradient + update + scoring) (P - 1) / P
+                                          + scoring / P
+                   anchoring:   gradient + update
                    neither:     update
                    scoring:     (update + scoring) (P - 1) / P
 
@@ -117,7 +118,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dsmlr.memory import MemoryPlan, plan_memory
-from dsmlr.partition import ring_shifts
+from dsmlr.partition import ring_legs
 
 __all__ = [
     "CHUNK_BYTES",
@@ -412,10 +413,12 @@ def plan_training(
     scoring_bytes = M + carried
     allreduce_msgs = 2 * math.ceil(math.log2(P)) if P > 1 else 0
 
-    def epoch_traffic(rings: list[int]) -> tuple[float, int]:
+    def epoch_traffic(rings: list[int], anchored: bool, scoring: bool) -> tuple[float, int]:
         """Bytes and messages of an epoch's rings (the sizes of the arrays each moves
         round the ring), with the shifts the engine makes in them: each shift moves 1/P."""
-        shifts = ring_shifts(len(rings), P)
+        legs, home = ring_legs(anchored, scoring, P)
+        shifts = [n for _, n in legs]
+        shifts[-1] += home  # the shift home moves what the last ring moves
         sent = sum(size * n / P for size, n in zip(rings, shifts, strict=True))
         msgs = sum(_ring_messages(n, size / P) for size, n in zip(rings, shifts, strict=True))
         return sent, msgs
@@ -424,11 +427,16 @@ def plan_training(
         """Traffic per epoch over ``eval_every`` epochs, the first of which anchors (where
         ``anchored``) and the last of which scores."""
         e = eval_every
-        rings = [
-            [gradient_bytes] * (anchored and i == 0) + [update] + [scoring_bytes] * (i == e - 1)
+        epochs = [
+            epoch_traffic(
+                [gradient_bytes] * (anchored and i == 0)
+                + [update]
+                + [scoring_bytes] * (i == e - 1),
+                anchored and i == 0,
+                i == e - 1,
+            )
             for i in range(e)
         ]
-        epochs = [epoch_traffic(r) for r in rings]
         sent = sum(bytes_ for bytes_, _ in epochs) / e
         return sent, (sum(msgs for _, msgs in epochs) + allreduce_msgs) / e
 
@@ -438,7 +446,7 @@ def plan_training(
     else:
         steady, msgs = averaged(update_bytes, svrg)
         if svrg:  # its first epoch: plain steps, scored whatever eval_every is
-            first, first_msgs = epoch_traffic([first_update, scoring_bytes])
+            first, first_msgs = epoch_traffic([first_update, scoring_bytes], False, True)
             first_msgs += allreduce_msgs
         else:
             first, first_msgs = steady, msgs

@@ -22,7 +22,7 @@ from dsmlr.engines import (
     get_engine,
 )
 from dsmlr.kernels import LocalRows
-from dsmlr.partition import row_shards
+from dsmlr.partition import row_owners, row_shards
 
 __all__ = ["TrainingResult", "shard_rows", "train_embedded"]
 
@@ -51,16 +51,39 @@ def _row_slice(X, start: int, stop: int):
     if not sp.issparse(X):
         return X[start:stop]
     lo, hi = X.indptr[start], X.indptr[stop]
-    return sp.csr_matrix(
-        (X.data[lo:hi], X.indices[lo:hi], X.indptr[start : stop + 1] - lo),
-        shape=(stop - start, X.shape[1]),
-    )
+    # scipy's (data, indices, indptr) constructor copies the arrays; an empty matrix
+    # given them as attributes keeps the views.
+    part = sp.csr_matrix((stop - start, X.shape[1]), dtype=X.dtype)
+    part.data, part.indices = X.data[lo:hi], X.indices[lo:hi]
+    part.indptr = X.indptr[start : stop + 1] - lo
+    return part
 
 
 def shard_rows(
-    X, y: np.ndarray, n_shards: int, fit_intercept: bool, weight: np.ndarray | None = None
+    X,
+    y: np.ndarray,
+    n_shards: int,
+    fit_intercept: bool,
+    weight: np.ndarray | None = None,
+    seed: int | None = None,
 ) -> list[LocalRows]:
-    """Split rows into ``n_shards`` non-zero-balanced contiguous shards (views, no copy)."""
+    """Split rows into ``n_shards`` shards.
+
+    With a ``seed``, each row goes to the shard :func:`~dsmlr.partition.row_owners`
+    draws for it, so every shard is a random sample of the rows whatever their order
+    (each shard a copy of its rows, in their order in ``X``); the MPI front door gives
+    each rank the same rows (:func:`dsmlr.row_exchange.exchange_rows`).  Without one, the
+    shards are contiguous, balanced by non-zeros, and views of ``X`` (no copy).
+    """
+    if seed is not None and n_shards > 1:
+        owner = row_owners(0, X.shape[0], n_shards, seed)
+        shards = []
+        for p in range(n_shards):
+            mine = np.flatnonzero(owner == p)
+            shards.append(
+                LocalRows(X[mine], y[mine], fit_intercept, None if weight is None else weight[mine])
+            )
+        return shards
     if sp.issparse(X):
         indptr = X.indptr
     else:
@@ -84,6 +107,7 @@ def train_embedded(
     monitor: Monitor | None = None,
     sample_weight: np.ndarray | None = None,
     start: Start | None = None,
+    shuffle_rows: bool = True,
 ) -> TrainingResult:
     """Train with ``n_workers`` in-process workers.
 
@@ -107,9 +131,13 @@ def train_embedded(
         Weight of each row's loss term; None: all ones.
     start : Start, optional
         Starting weights (warm start) or a checkpointed run to continue.
+    shuffle_rows : bool
+        Give each worker a random sample of the rows (drawn from ``cfg.seed``, see
+        :func:`shard_rows`), not a contiguous range.
     """
     run = get_engine(engine)
-    shards = shard_rows(X, y, n_workers, cfg.fit_intercept, sample_weight)
+    seed = cfg.seed if shuffle_rows else None
+    shards = shard_rows(X, y, n_workers, cfg.fit_intercept, sample_weight, seed)
     tests: list[LocalRows | None] = [None] * n_workers
     if X_test is not None and y_test is not None:
         tests = list(shard_rows(X_test, y_test, n_workers, cfg.fit_intercept))

@@ -151,3 +151,33 @@ def test_wait_seconds_count_the_wait_for_a_late_rank(comm):
         agree(comm, waited < 0.15, f"the late rank waited {waited:.3f}s")
     else:
         agree(comm, waited > 0.2 or not neighbour, f"a neighbour waited only {waited:.3f}s")
+
+
+def test_sendrecv_along_a_random_cycle_of_ranks(comm):
+    from dsmlr.partition import ring_cycle
+
+    order = ring_cycle(comm.size, seed=1, epoch=2).tolist()
+    i = order.index(comm.rank)
+    dest, source = order[(i - 1) % comm.size], order[(i + 1) % comm.size]
+    got = comm.sendrecv([np.full((2, comm.rank + 1), comm.rank, dtype=np.float32)], dest, source)
+    agree(comm, got[0].shape == (2, source + 1) and np.all(got[0] == source), str(got))
+
+
+def test_exchanged_rows_are_the_in_process_workers_rows(comm):
+    import scipy.sparse as sp
+
+    from dsmlr.row_exchange import exchange_rows
+    from dsmlr.training import shard_rows
+
+    rng = np.random.default_rng(4)
+    X = sp.random(203, 17, density=0.2, format="csr", random_state=4)
+    y, w = rng.integers(0, 5, 203), rng.uniform(size=203)
+    mine = shard_rows(X, y, comm.size, fit_intercept=False, weight=w)[comm.rank]
+    X_got, y_got, w_got = exchange_rows(comm, mine.X, mine.y, mine.weight, seed=9)
+    want = shard_rows(X, y, comm.size, fit_intercept=False, weight=w, seed=9)[comm.rank]
+    ok = (
+        (X_got != want.X).nnz == 0
+        and np.array_equal(y_got, want.y)
+        and np.array_equal(w_got, want.weight)
+    )
+    agree(comm, ok, f"rank {comm.rank} got {X_got.shape[0]} rows, wanted {want.n_rows}")

@@ -2,9 +2,9 @@
 
 Engines are written SPMD-style: the same function runs on every rank and talks to the
 others only through these calls, so one engine serves the in-process (threads) and the
-MPI (processes) implementations.  The collective calls (``ring_shift``, ``allreduce_sum``,
-``allgather``, ``barrier``, ``ibarrier``) are made by all ranks of the group in the same
-order; ``post`` and ``poll`` are point-to-point, for engines without lockstep (the
+MPI (processes) implementations.  The collective calls (``ring_shift``, ``sendrecv``,
+``allreduce_sum``, ``allgather``, ``barrier``, ``ibarrier``) are made by all ranks of the
+group in the same order; ``post`` and ``poll`` are point-to-point, for engines without lockstep (the
 asynchronous engine passes class blocks as tokens with them).
 """
 
@@ -69,6 +69,17 @@ class Communicator(Protocol):
 
         The returned arrays may be new objects; callers must use them and drop the ones
         they passed in (which may now belong to another rank).
+        """
+        ...
+
+    def sendrecv(self, buffers: list[np.ndarray], dest: int, source: int) -> list[np.ndarray]:
+        """Send ``buffers`` to rank ``dest``; return those rank ``source`` sent here.
+
+        Collective: every rank calls it at the same time, and the ranks' ``dest`` form a
+        permutation whose inverse their ``source`` give (a ring shift along any cyclic
+        order of the ranks, or one round of an all-to-all).  ``dest == source == rank``
+        hands the buffers back.  As for :meth:`ring_shift`, callers use the returned
+        arrays and drop the ones they passed in.
         """
         ...
 

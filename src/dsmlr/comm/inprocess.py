@@ -81,11 +81,22 @@ class InProcessComm:
         return everything
 
     def ring_shift(self, buffers: list[np.ndarray], reverse: bool = False) -> list[np.ndarray]:
+        left, right = (self.rank - 1) % self.size, (self.rank + 1) % self.size
+        return self.sendrecv(buffers, *((right, left) if reverse else (left, right)))
+
+    def sendrecv(self, buffers: list[np.ndarray], dest: int, source: int) -> list[np.ndarray]:
         if self.size == 1:
             return buffers
-        self.bytes_sent += sum(int(a.nbytes) for a in buffers)
-        everything = self._exchange(buffers)
-        return everything[(self.rank + (-1 if reverse else 1)) % self.size]  # type: ignore[return-value]
+        if dest != self.rank:
+            self.bytes_sent += sum(int(a.nbytes) for a in buffers)
+        everything = self._exchange((dest, buffers))
+        sent_to, got = everything[source]  # type: ignore[misc]
+        if sent_to != self.rank:
+            raise RuntimeError(
+                f"rank {self.rank} expected a message from rank {source}, which sent to "
+                f"rank {sent_to}: the ranks' destinations are not a permutation"
+            )
+        return got
 
     def allreduce_sum(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values)

@@ -166,13 +166,15 @@ class MPIComm:
     # -- collectives --------------------------------------------------------------------
 
     def ring_shift(self, buffers: list[np.ndarray], reverse: bool = False) -> list[np.ndarray]:
-        if self.size == 1:
+        left, right = (self.rank - 1) % self.size, (self.rank + 1) % self.size
+        return self.sendrecv(buffers, *((right, left) if reverse else (left, right)))
+
+    def sendrecv(self, buffers: list[np.ndarray], dest: int, source: int) -> list[np.ndarray]:
+        if self.size == 1 or (dest == self.rank and source == self.rank):
             return buffers
         comm, MPI = self._comm, self._MPI
-        # "left" is where this shift sends and "right" where it receives from.
-        left, right = (self.rank - 1) % self.size, (self.rank + 1) % self.size
-        if reverse:
-            left, right = right, left
+        # "left" is where this exchange sends and "right" where it receives from.
+        left, right = dest, source
         buffers = [np.ascontiguousarray(a) for a in buffers]
         head = _header(buffers)
         incoming_head = np.empty_like(head)

@@ -79,6 +79,7 @@ from dsmlr.engines.step_size import batch_gain, step_config, sum_sq_norms
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
 from dsmlr.kernels.base import Snapshot
+from dsmlr.partition import ring_cycle
 
 __all__ = ["Epoch", "EpochPhase", "run_epochs"]
 
@@ -307,6 +308,7 @@ def run_epochs(
         if converged:
             break
         step = step_config(cfg, epoch, curvature, backoff, gain)
+        ring.set_cycle(ring_cycle(comm.size, cfg.seed, epoch))
         # SVRG's anchor gradient helps little far from the optimum: the first epoch is
         # a plain stochastic pass, which gets there faster.  Its anchor needs the exact
         # b at the anchor: an epoch right after a scoring stage (or a start, which

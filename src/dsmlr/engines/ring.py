@@ -1,10 +1,12 @@
 """Class blocks on a ring of ranks: the blocks a rank holds and how they travel.
 
 The classes are split into B blocks, gathered into P groups of ``B / P`` blocks; rank
-``p`` holds group ``p`` at the start and at the end of every ring.  A :class:`Ring` is
-one rank's view: its group, the shifts that hand it to a neighbour (overlapped with
-the next visit where the communicator can), and the staging of device blocks through
-host memory for the communicator.  :class:`Clock` splits a rank's wall time into
+``p`` holds group ``p`` at the start and at the end of every epoch.  The groups pass
+round the ranks in a cyclic order that changes from epoch to epoch
+(:func:`dsmlr.partition.ring_cycle`).  A :class:`Ring` is one rank's view: its group,
+the shifts that hand it to a neighbour in that order (overlapped with the next visit
+where the communicator can), and the staging of device blocks through host memory for
+the communicator.  :class:`Clock` splits a rank's wall time into
 compute, communication and scoring, and carries the test-only straggler knob.
 
 The epoch loop that moves the blocks through an epoch's stages is
@@ -23,7 +25,7 @@ import numpy as np
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Start
 from dsmlr.kernels import HostBlocks, Kernel, get_kernel
-from dsmlr.partition import class_blocks, ring_block
+from dsmlr.partition import class_blocks
 
 __all__ = ["Block", "Clock", "Ring", "block_array"]
 
@@ -86,23 +88,23 @@ class _ShiftInFlight:
     :meth:`result` blocked (a wait that ran beside a kernel cost nothing).
     """
 
-    def __init__(self, comm: Communicator, arrays: list[np.ndarray], reverse: bool = False):
+    def __init__(self, comm: Communicator, arrays: list[np.ndarray], dest: int, source: int):
         self._comm = comm
         self._out: list[np.ndarray] | None = None
         self._error: BaseException | None = None
         self._waited = 0.0
         self._thread = threading.Thread(
-            target=self._run, args=(arrays, reverse), name="dsmlr-ring-shift", daemon=True
+            target=self._run, args=(arrays, dest, source), name="dsmlr-ring-shift", daemon=True
         )
         self._thread.start()
 
-    def _run(self, arrays: list[np.ndarray], reverse: bool) -> None:
+    def _run(self, arrays: list[np.ndarray], dest: int, source: int) -> None:
         comm = self._comm
         # The calling thread makes no communication call until result(): the counter
         # is this thread's alone meanwhile.
         before = comm.wait_seconds
         try:
-            self._out = comm.ring_shift(arrays, reverse)
+            self._out = comm.sendrecv(arrays, dest, source)
         except BaseException as exc:  # re-raised in the calling thread
             self._error = exc
         self._waited = comm.wait_seconds - before
@@ -166,7 +168,8 @@ class Ring:
         self.size = comm.size
         self.per_group = per_group
         self.blocks = class_blocks(cfg.n_classes, self.size * self.per_group)
-        self.gid = comm.rank  # rank p starts, and ends every ring, with group p
+        self.gid = comm.rank  # rank p starts, and ends every epoch, with group p
+        self.set_cycle(np.arange(self.size))
         self.scratch_acc = self.kernel.zeros(cfg.n_columns)  # optimisers without AdaGrad
         self.on_visit: Callable[[], None] | None = None  # progress hook (rank 0)
         self.capacity = max(hi - lo for lo, hi in self.blocks)
@@ -185,6 +188,27 @@ class Ring:
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    def set_cycle(self, order: np.ndarray) -> None:
+        """Pass groups round the ranks in this cyclic ``order`` (a permutation of the
+        ranks) from now on: a forward shift sends the group to the rank before this one
+        in ``order`` and takes the one after's.  Every rank sets the same order while it
+        holds its own group."""
+        order = [int(r) for r in order]
+        after = order[1:] + order[:1]
+        self._next = dict(zip(order, after, strict=True))
+        self._prev = dict(zip(after, order, strict=True))
+
+    def _step(self, rank_or_group: int, reverse: bool) -> int:
+        """The rank (or group) after ``rank_or_group`` in the cycle (before it if
+        ``reverse``): whose group a shift brings, and which group that is."""
+        return (self._prev if reverse else self._next)[rank_or_group]
+
+    def _neighbours(self, reverse: bool) -> tuple[int, int]:
+        """``(dest, source)`` of this rank's shift: it sends to the rank before it in the
+        cycle and takes from the one after (the other way round if ``reverse``)."""
+        rank = self.comm.rank
+        return self._step(rank, not reverse), self._step(rank, reverse)
 
     def visited(self) -> None:
         """A block's visit to this rank ended (any stage): tell the progress hook."""
@@ -209,12 +233,15 @@ class Ring:
         return [Block(b.q, b.classes, k.to_host(b.W), k.to_host(b.acc)) for b in self.group]
 
     def shift(self, fields: tuple[str, ...], reverse: bool = False) -> None:
-        """Hand the held group, with the named arrays of each block, to the left (to the
-        right if ``reverse``)."""
+        """Hand the held group, with the named arrays of each block, to the rank before this
+        one in the cycle (after it if ``reverse``)."""
         sent = self.to_wire([getattr(blk, f) for blk in self.group for f in fields])
-        got = iter(self.from_wire(self.clock.timed("comm", self.comm.ring_shift, sent, reverse)))
-        # The right neighbour held the next group, the left one the previous.
-        self.gid = ring_block(self.gid, -1 if reverse else 1, self.size)
+        dest, source = self._neighbours(reverse)
+        got = iter(self.from_wire(self.clock.timed("comm", self.comm.sendrecv, sent, dest, source)))
+        # At every point of a ring the groups sit in cycle order (rank p holds the group
+        # as many steps along the cycle from p as shifts were made), so the rank this
+        # one takes a group from held the group one step further along.
+        self.gid = self._step(self.gid, reverse)
         self.group = [
             self.make_block(q, {f: next(got) for f in fields})
             for q in _group_blocks(self.gid, self.size, self.per_group)
@@ -228,12 +255,12 @@ class Ring:
         n_shifts: int | None = None,
     ) -> None:
         """A ring: P rounds of ``visit(block, round)`` for each held block, after which
-        the group (the named arrays of each block) passes to the left (to the right if
-        ``reverse``).
+        the group (the named arrays of each block) passes to the rank before this one in
+        the cycle (after it if ``reverse``, see :meth:`set_cycle`).
 
-        ``n_shifts``: P (the default) or P - 1, when the ring ends holding the group it
-        visited last rather than passing it on (the next ring starts with it, see
-        :func:`~dsmlr.engines.sync_ring.ring_epoch`).
+        ``n_shifts``: P (the default: the ring ends where it began) or P - 1, when it
+        ends holding the group it visited last rather than passing it on (the next ring
+        starts with it, see :func:`~dsmlr.engines.sync_ring.ring_epoch`).
 
         Where the communicator can shift on a helper thread (MPI) and a group has two or
         more blocks, each block leaves as soon as its visit is done and travels while the
@@ -260,7 +287,8 @@ class Ring:
                     in_flight = None
                 if r < n_shifts:
                     arrays = self.to_wire([getattr(blk, f) for f in fields])
-                    in_flight = (j, _ShiftInFlight(self.comm, arrays, reverse))
+                    shift = _ShiftInFlight(self.comm, arrays, *self._neighbours(reverse))
+                    in_flight = (j, shift)
         if in_flight is not None:
             self._land(*in_flight, fields, reverse)
 
@@ -268,7 +296,7 @@ class Ring:
         """Put the block that arrived by ``shift`` in place ``j`` of the held group."""
         got = iter(self.from_wire(self.clock.timed("comm", shift.result)))
         # self.gid moves on with the group's last block; block j comes from the next group.
-        gid = ring_block(self.gid, -1 if reverse else 1, self.size)
+        gid = self._step(self.gid, reverse)
         q = _group_blocks(gid, self.size, self.per_group)[j]
         self.group[j] = self.make_block(q, {f: next(got) for f in fields})
         if j == self.per_group - 1:  # the whole group has moved on

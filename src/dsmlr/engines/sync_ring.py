@@ -1,17 +1,18 @@
 """Synchronous ring engine (bulk-synchronous DS-MLR).
 
-Every stage of an epoch (see :mod:`dsmlr.engines.epochs`) is a ring of P rounds: in round
-``r`` rank ``p`` holds group ``(p + r) mod P``, visits each of its blocks (in the update
-stage, one pass of stochastic steps over its own rows), and passes the group to rank
-``p - 1`` (the next ring the other way, see :func:`ring_epoch`).
-B = P blocks by default (see :func:`blocks_per_group`).
-Every rank waits for its neighbour each round, so the slowest rank sets the pace.
+Every stage of an epoch (see :mod:`dsmlr.engines.epochs`) is a ring of P rounds: in
+round ``r`` a rank visits each block of the group it holds (in the update stage, one
+pass of stochastic steps over its own rows), then passes the group on to the rank
+before it in the epoch's cyclic order of the ranks, a new random one each epoch
+(:func:`dsmlr.partition.ring_cycle`; the scoring ring goes the other way, see
+:func:`ring_epoch`).  B = P blocks by default (see :func:`blocks_per_group`).  Every
+rank waits for its neighbours each round, so the slowest rank sets the pace.
 
 Communication
 -------------
-After each round a rank sends its group to its neighbour, except after a ring's last
-round when the next ring starts with the group held then.  Per ring of P shifts and rank,
-with ``M = K * D_fit * itemsize`` the model's size:
+After each round a rank sends its group to one neighbour and takes one from the other,
+except after a ring's last round where the next ring starts with the group held then.
+Per ring of P shifts and rank, with ``M = K * D_fit * itemsize`` the model's size:
 
 * gradient ring (SVRG only): ``M * (1 + 8 / itemsize)`` (weights, the gradient summed in
   float64);
@@ -20,11 +21,12 @@ with ``M = K * D_fit * itemsize`` the model's size:
 * scoring ring: ``M`` (the weights);
 * one allreduce of 8 float64s.
 
-The rings alternate in direction and make ``P - 1`` shifts each, the last of an odd
-number of them ``P`` (:func:`dsmlr.partition.ring_shifts`): each ring moves
-``(P - 1) / P`` of the above, or all of it.  So a plain epoch that scores moves
-``2 M (P - 1) / P`` per rank (``M`` at P = 2), one that does not ``M``; an SVRG epoch
-that scores in float32 ``6 M (P - 1) / P + M``.  ``b`` and the rows never move.
+Each ring makes P - 1 shifts, and an anchored epoch that scores one more shift of the
+weights (P shifts each for rings with no scoring ring after them), see
+:func:`dsmlr.partition.ring_legs`: a ring of ``n`` shifts moves ``n / P`` of the above.
+So a plain epoch that scores moves ``2 M (P - 1) / P`` per rank (``M`` at P = 2), one
+that does not ``M``; an SVRG epoch that scores in float32 ``7 M (P - 1) / P + M / P``.
+``b`` and the rows never move.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dsmlr.engines.base import EngineConfig, Monitor, Start, WorkerResult
 from dsmlr.engines.epochs import Epoch, run_epochs
 from dsmlr.engines.scoring_stage import scoring_ring
 from dsmlr.kernels import LocalRows
-from dsmlr.partition import ring_shifts
+from dsmlr.partition import ring_legs
 
 __all__ = ["blocks_per_group", "ring_epoch", "sync_ring_worker"]
 
@@ -59,18 +61,18 @@ def ring_epoch(epoch: Epoch) -> None:
     block visits every rank once per stage, in the update stage making one pass over its
     rows.
 
-    Each ring starts with the groups where the one before left them (the last round's
-    groups, whose visits of that stage are done) and runs the other way round, so it
-    needs no shift before its first visits: the rings make P - 1 shifts each, and one
-    more at the end of an epoch with an odd number of them, which brings every group
-    home (:func:`dsmlr.partition.ring_shifts`).  That extra shift falls on the last
-    ring, the scoring ring where there is one, which moves the weights alone.  A plain
-    epoch that scores thus makes 2(P - 1) shifts of the model instead of 2P.
+    Every ring passes the groups along the epoch's random cycle, the update ring the same
+    way as the anchor gradient's ring before it, so the rank where a block makes its last
+    update visit, whose rows its last steps fit best, changes from epoch to epoch.  The
+    scoring ring starts with the groups where the update ring left them and runs the
+    other way round; neither ring needs a shift before its first visits, and one more
+    shift of the weights brings every group home after an anchored epoch
+    (:func:`dsmlr.partition.ring_legs`).
     """
     ring = epoch.ring
     anchored, scoring = epoch.anchoring, epoch.scorers is not None
-    # Each ring's direction (every second one reversed) and shifts, in order.
-    legs = ((bool(i % 2), n) for i, n in enumerate(ring_shifts(anchored + 1 + scoring, ring.size)))
+    rings, home = ring_legs(anchored, scoring, ring.size)
+    legs = iter(rings)
     if anchored:
         for blk in ring.group:
             epoch.begin_gradient(blk)
@@ -85,6 +87,8 @@ def ring_epoch(epoch: Epoch) -> None:
         epoch.penalty = scoring_ring(
             ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, *next(legs)
         )
+    for _ in range(home):
+        ring.shift(("W", *epoch.carry))
 
 
 def sync_ring_worker(

@@ -1,0 +1,359 @@
+"""Parallel convergence: epochs and seconds to a relative gap of the optimum, against P.
+
+Parallelism has to pay in time to accuracy, not in epoch time: a faster epoch that needs
+more epochs can be a loss.  For each problem, engine and number of workers ``P``, one
+training run in a fresh process records the exact objective after every epoch; its
+relative gap ``(f - f*) / f*`` to the problem's optimum gives the epochs and the seconds
+to reach 1%, 0.1% and 1e-4 (a run stops once it is within ``--stop-gap``, 1e-5 by
+default, or after ``--epochs``).  The optimum is the cached scikit-learn lbfgs one
+(``benchmarks/optimum.py``; compute it first), certified by its gradient norm.
+
+In-process workers make epochs countable on any machine: they share its cores, so their
+seconds say little beyond two cores, but their epochs are what P processes on P cores
+would need (the synchronous engine gives bit for bit the model of as many MPI ranks).
+``--mpi`` also runs ``mpiexec -n P dsmlr train`` on the real sets' files for
+``--mpi-ranks`` (1 and 2 by default), where P processes each have a core.
+
+``--baseline SRC`` runs every configuration a second time with the package in ``SRC``
+(another checkout's ``src``, e.g. ``git worktree add /tmp/old HEAD~3``), in the same
+turns, for a before/after comparison of a change.
+
+Run::
+
+    python benchmarks/optimum.py debian-source debian-files small dense --start-epochs 40
+    python benchmarks/parallel_convergence.py --problems debian-source debian-files \\
+        small dense --workers 1 2 4 8 16 default --engines sync async --mpi
+
+Results go to ``results/parallel_convergence.{json,md}`` and one figure per problem
+(relative gap against epochs and against seconds, a line per P) to
+``results/figures/parallel_<problem>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from environment import describe, summary  # noqa: E402
+
+#: The relative gaps whose epochs and seconds the tables give.
+TARGETS = (1e-2, 1e-3, 1e-4)
+
+
+# -- one run, in a child process --------------------------------------------------------
+
+
+def _child(spec: dict) -> dict:
+    """Train once as ``spec`` says; the objective after every epoch."""
+    import inspect
+
+    import numpy as np
+
+    from dsmlr import DSMLRClassifier
+    from problems import get_problem
+
+    problem = get_problem(spec["problem"])
+    data = problem.load()
+    optimum = spec["optimum"]
+    records: list[dict] = []
+
+    class Reached(Exception):
+        """Raised from the callback to end a run that is close enough."""
+
+    def on_epoch(entry: dict) -> None:
+        records.append({k: entry[k] for k in ("epoch", "time", "objective")})
+        if (entry["objective"] - optimum) / optimum < spec["stop_gap"]:
+            raise Reached
+
+    params = {
+        "fit_intercept": problem.fit_intercept,
+        "max_epochs": spec["epochs"],
+        "tol": 0.0,  # never stop on the decrease: the run ends on the gap or the epochs
+        "n_workers": spec["workers"],
+        "engine": spec["engine"],
+        "random_state": spec["seed"],
+    }
+    # A baseline package may lack some of today's parameters; it runs with its defaults.
+    known = inspect.signature(DSMLRClassifier).parameters
+    clf = DSMLRClassifier(problem.lam, **{k: v for k, v in params.items() if k in known})
+    n_classes = int(np.max(data.y_train)) + 1
+    workers = clf._resolved_workers(data.X_train.shape[0], n_classes)
+    try:
+        clf.fit(data.X_train, data.y_train, callback=on_epoch)
+    except Reached:
+        pass
+    return {"workers": workers, "records": records}
+
+
+def _run_child(spec: dict, src: str | None) -> dict:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE)
+    if out.returncode != 0:
+        raise RuntimeError(f"run {spec} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_mpi(problem, spec: dict, ranks: int) -> dict:
+    """``mpiexec -n ranks dsmlr train`` on the problem's training file; its metrics."""
+    from problems import DATA_DIR
+
+    mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
+    dsmlr = shutil.which("dsmlr", path=str(Path(sys.executable).parent)) or "dsmlr"
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics.jsonl"
+        cmd = [
+            mpiexec, "-n", str(ranks), dsmlr, "train",
+            str(DATA_DIR / f"{problem.name}.train.svm.gz"), "--lam", str(problem.lam),
+            "--epochs", str(spec["epochs"]), "--tol", "0", "--seed", str(spec["seed"]),
+            "--engine", spec["engine"], "--quiet", "--metrics", str(metrics),
+            "--model", str(Path(tmp) / "model"),
+        ] + ([] if problem.fit_intercept else ["--no-intercept"])  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+        lines = metrics.read_text().splitlines()
+    records = [
+        {k: entry[k] for k in ("epoch", "time", "objective")} for entry in map(json.loads, lines)
+    ]
+    return {"workers": ranks, "records": records}
+
+
+# -- summaries ---------------------------------------------------------------------------
+
+
+def reached(records: list[dict], optimum: float, target: float) -> tuple[int, float] | None:
+    """The first epoch (and its time) within ``target`` of the optimum, or None."""
+    for r in records:
+        if (r["objective"] - optimum) / optimum <= target:
+            return r["epoch"], r["time"]
+    return None
+
+
+def summarise(run: dict, optimum: float) -> dict:
+    recs = run["records"]
+    out = {"final_gap": (recs[-1]["objective"] - optimum) / optimum, "epochs_run": len(recs)}
+    for target in TARGETS:
+        hit = reached(recs, optimum, target)
+        out[f"epochs_{target:g}"] = None if hit is None else hit[0]
+        out[f"seconds_{target:g}"] = None if hit is None else hit[1]
+    times = [b["time"] - a["time"] for a, b in itertools.pairwise(recs)]
+    out["seconds_per_epoch"] = statistics.median(times) if times else recs[0]["time"]
+    return out
+
+
+def _median(values: list) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if len(kept) == len(values) and kept else None
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def report(result: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [
+        "# Parallel convergence (`benchmarks/parallel_convergence.py`)",
+        "",
+        summary(result["environment"]),
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "Epochs (and seconds) until the exact objective is within a relative gap of the "
+        "optimum; a run stops within 1e-5 or after the epoch limit.  'in process': "
+        "P worker threads sharing this machine's cores (their seconds only mean "
+        "something up to the core count); 'mpi': `mpiexec -n P dsmlr train` on the "
+        "data file.  Times: medians over the repeats; 'vs P=1': the seconds to 0.1% "
+        "against those of the same engine and package at P = 1.",
+        "",
+    ]
+    for name, prob in result["problems"].items():
+        opt = prob["optimum"]
+        lines += [
+            f"## {name}",
+            "",
+            f"{prob['description']}; lam = {prob['lam']:g}.  Optimum {opt['objective']:.10g} "
+            f"({opt['solver']}; gradient norm {opt['gradient_norm']:.2e}"
+            + (
+                f", so at most {opt['gap_bound'] / opt['objective']:.1e} above f*)."
+                if opt.get("gap_bound") is not None
+                else ")."
+            ),
+            "",
+            "| package | run | engine | P | epochs to 1% | to 0.1% | to 1e-4 | s to 0.1% "
+            "| vs P=1 | s/epoch | gap at the end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        base: dict = {}
+        for row in prob["rows"]:
+            key = (row["package"], row["mode"], row["engine"])
+            if row["workers"] == 1:
+                base[key] = row["seconds_0.001"]
+        for row in prob["rows"]:
+            key = (row["package"], row["mode"], row["engine"])
+            ratio = None
+            if row["seconds_0.001"] is not None and base.get(key):
+                ratio = row["seconds_0.001"] / base[key]
+            p = f"{row['workers']}" + (" (default)" if row["default"] else "")
+            lines.append(
+                f"| {row['package']} | {row['mode']} | {row['engine']} | {p} "
+                f"| {_fmt(row['epochs_0.01'])} | {_fmt(row['epochs_0.001'])} "
+                f"| {_fmt(row['epochs_0.0001'])} | {_fmt(row['seconds_0.001'])} "
+                f"| {_fmt(ratio)} | {_fmt(row['seconds_per_epoch'])} "
+                f"| {row['final_gap']:.1e} |"
+            )
+        if prob.get("figure"):
+            lines += ["", f"![{name}]({prob['figure']})"]
+        lines.append("")
+    out.with_suffix(".md").write_text("\n".join(lines))
+
+
+def plot(name: str, prob: dict, path: Path) -> None:
+    """Relative gap against epochs and seconds, a line per (package, run, engine, P)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    opt = prob["optimum"]["objective"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for run in prob["runs"]:
+        recs = run["records"]
+        gaps = [max((r["objective"] - opt) / opt, 1e-9) for r in recs]
+        label = f"{run['engine']} P={run['workers']}"
+        if run["mode"] != "in process":
+            label += f" ({run['mode']})"
+        if run["package"] != "current":
+            label += f" [{run['package']}]"
+        style = "--" if run["package"] != "current" else "-"
+        axes[0].semilogy([r["epoch"] for r in recs], gaps, style, marker=".", label=label)
+        axes[1].semilogy([r["time"] for r in recs], gaps, style, marker=".", label=label)
+    for ax, xlabel in zip(axes, ("epoch", "seconds"), strict=True):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("(f - f*) / f*")
+        ax.axhline(1e-3, color="grey", lw=0.5)
+        ax.grid(True, which="both", lw=0.3)
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{name}: relative gap to the optimum")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--problems", nargs="+", default=["debian-source", "debian-files"])
+    parser.add_argument("--workers", nargs="+", default=["1", "2", "4", "8", "16", "default"],
+                        help="P values (in process); 'default' is n_workers=None")  # fmt: skip
+    parser.add_argument("--engines", nargs="+", default=["sync", "async"])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--stop-gap", type=float, default=1e-5)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mpi", action="store_true", help="also mpiexec runs (real sets)")
+    parser.add_argument("--mpi-ranks", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--baseline", metavar="SRC", help="also run the package in SRC")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--out", default=str(HERE / "results" / "parallel_convergence"))
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(json.loads(args.child))))
+        return
+
+    from optimum import cached_optimum
+    from problems import get_problem
+
+    out = Path(args.out)
+    result: dict = {
+        "environment": describe(),
+        "command": " ".join(["python benchmarks/parallel_convergence.py", *sys.argv[1:]]),
+        "problems": {},
+    }
+    packages = [("current", None)] + ([("baseline", args.baseline)] if args.baseline else [])
+    for name in args.problems:
+        problem = get_problem(name)
+        optimum = cached_optimum(problem, args.cache_dir)
+        if optimum is None:
+            raise SystemExit(
+                f"no cached optimum for {name!r}: run python benchmarks/optimum.py {name} first"
+            )
+        f_star = optimum["objective"]
+        problem.load(args.cache_dir, verbose=True)  # cache the data before timing anything
+        for _, src in packages:  # each package compiles its kernels (cached) before timing
+            warm = {"problem": name, "engine": "sync", "epochs": 2, "workers": 2,
+                    "seed": args.seed, "optimum": f_star, "stop_gap": 0.0}  # fmt: skip
+            _run_child(warm, src)
+        runs, rows = [], []
+        for engine in args.engines:
+            configs = [("in process", w) for w in args.workers]
+            if args.mpi and name.startswith("debian-"):
+                configs += [("mpi", str(r)) for r in args.mpi_ranks]
+            for mode, w in configs:
+                for package, src in packages:
+                    if mode == "mpi" and package != "current":
+                        continue  # the baseline's CLI would need its own installation
+                    got = []
+                    for rep in range(args.repeats):
+                        spec = {
+                            "problem": name, "engine": engine, "epochs": args.epochs,
+                            "workers": None if w == "default" else int(w),
+                            "seed": args.seed, "optimum": f_star, "stop_gap": args.stop_gap,
+                        }  # fmt: skip
+                        run = _run_mpi(problem, spec, int(w)) if mode == "mpi" else None
+                        run = run or _run_child(spec, src)
+                        run.update(problem=name, engine=engine, mode=mode, package=package,
+                                   default=w == "default", repeat=rep)  # fmt: skip
+                        got.append(run)
+                        s = summarise(run, f_star)
+                        tag = " (default)" if w == "default" else ""
+                        print(
+                            f"{name} {engine} {mode} P={run['workers']}{tag} "
+                            f"[{package}] rep {rep}: 0.1% at epoch {_fmt(s['epochs_0.001'])} "
+                            f"({_fmt(s['seconds_0.001'])} s), 1e-4 at {_fmt(s['epochs_0.0001'])}, "
+                            f"final gap {s['final_gap']:.1e}",
+                            flush=True,
+                        )
+                    runs += got
+                    sums = [summarise(r, f_star) for r in got]
+                    row = {k: _median([s[k] for s in sums]) for k in sums[0]}
+                    row.update(engine=engine, mode=mode, package=package,
+                               workers=got[0]["workers"], default=w == "default")  # fmt: skip
+                    rows.append(row)
+        entry = {
+            "description": problem.description, "lam": problem.lam, "optimum": optimum,
+            "runs": runs, "rows": rows,
+        }  # fmt: skip
+        if not args.no_plots:
+            figure = out.parent / "figures" / f"parallel_{name}.png"
+            plot(name, entry, figure)
+            entry["figure"] = os.path.relpath(figure, out.parent)
+        result["problems"][name] = entry
+        report(result, out)  # after every problem: a long run leaves what it has
+    print(f"wrote {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
