@@ -8,7 +8,13 @@
 #      mostly per row; the scikit-learn optimum takes half an hour on 2 cores: carry
 #      benchmarks/cache/mpi-k1000.train.optimum.json where one has been computed);
 #   3. scaling with plain SGD;
-#   4. scaling at P = 8 with two blocks per rank (shifts overlapped with the next visit).
+#   4. scaling at P = 8 with two blocks per rank (shifts overlapped with the next visit);
+#   5. time to 0.1% of the optimum on the real set debian-files under mpiexec at P = 1 and
+#      8, and at P = 8 the sync and async engines with rank 1 slowed 2x
+#      (parallel_convergence.py --mpi; the data files from $DSMLR_DATA_DIR, by default
+#      shared/data beside the repository: on a machine without it, copy them to
+#      benchmarks/cache/data, which the script then uses, and carry benchmarks/cache with
+#      the optimum that `benchmarks/optimum.py debian-files --solver dsmlr` cached).
 #
 # Usage:  benchmarks/mpi_many_cores.sh OUTDIR [BUDGET_SECONDS]
 #
@@ -62,15 +68,15 @@ fi
 echo "mpiexec: $mpiexec; MPI4PY_LIBMPI=${MPI4PY_LIBMPI:-unset}; $cores cores"
 
 failed=0
-step() {
-    local name=$1 left=$((budget - SECONDS))
-    shift
+step() {  # step NAME SCRIPT ARGS...: benchmarks/SCRIPT ARGS --out OUTDIR/NAME
+    local name=$1 script=$2 left=$((budget - SECONDS))
+    shift 2
     if ((left <= 0)); then
         echo "== $name: skipped (the budget of ${budget} s is spent)"
         return
     fi
     echo "== $name (at ${SECONDS} s; at most ${left} s)"
-    timeout "$left" "$py" "$here/bench_mpi.py" "$@" --out "$out/$name" 2>&1 | tee "$out/$name.log"
+    timeout "$left" "$py" "$here/$script" "$@" --out "$out/$name" 2>&1 | tee "$out/$name.log"
     local rc=${PIPESTATUS[0]}
     if ((rc != 0)); then
         echo "== $name: failed or stopped (exit $rc)"
@@ -80,17 +86,22 @@ step() {
 
 # The option lists ($ranks, $scale, ...) are meant to split into words.
 # shellcheck disable=SC2086
-step scaling_svrg --only scaling --ranks $ranks --repeats 1 $scale
+step scaling_svrg bench_mpi.py --only scaling --ranks $ranks --repeats 1 $scale
 for p in $straggler_ranks; do
     # shellcheck disable=SC2086
-    step "straggler_p$p" --only straggler --straggler-ranks "$p" $straggler
+    step "straggler_p$p" bench_mpi.py --only straggler --straggler-ranks "$p" $straggler
 done
 # shellcheck disable=SC2086
-step scaling_sgd --only scaling --ranks $ranks --repeats 1 --optimizer sgd $scale
+step scaling_sgd bench_mpi.py --only scaling --ranks $ranks --repeats 1 --optimizer sgd $scale
 first=${ranks%% *}
 last=${ranks##* }
 # shellcheck disable=SC2086
-step scaling_svrg_two_blocks --only scaling --ranks "$first" "$last" --repeats 1 \
+step scaling_svrg_two_blocks bench_mpi.py --only scaling --ranks "$first" "$last" --repeats 1 \
     --blocks-per-rank 2 $scale
+if [[ -z ${DSMLR_DATA_DIR:-} && -e $here/cache/data/debian-files.train.svm.gz ]]; then
+    export DSMLR_DATA_DIR=$here/cache/data
+fi
+step parallel_debian_files parallel_convergence.py --problems debian-files --workers \
+    --engines sync async --epochs 8 --mpi --mpi-ranks 1 "$last" --mpi-straggler 1:2 --no-plots
 echo "done in ${SECONDS} s"
 exit $failed

@@ -12,7 +12,9 @@ In-process workers make epochs countable on any machine: they share its cores, s
 seconds say little beyond two cores, but their epochs are what P processes on P cores
 would need (the synchronous engine gives bit for bit the model of as many MPI ranks).
 ``--mpi`` also runs ``mpiexec -n P dsmlr train`` on the real sets' files for
-``--mpi-ranks`` (1 and 2 by default), where P processes each have a core.
+``--mpi-ranks`` (1 and 2 by default), where P processes each have a core, and
+``--mpi-straggler RANK:FACTOR`` those runs again with one rank made FACTOR times slower
+(``dsmlr train --straggler``), where the asynchronous engine should pay.
 
 ``--baseline SRC`` runs every configuration a second time with the package in ``SRC``
 (another checkout's ``src``, e.g. ``git worktree add /tmp/old HEAD~3``), in the same
@@ -107,8 +109,10 @@ def _run_child(spec: dict, src: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _run_mpi(problem, spec: dict, ranks: int) -> dict:
-    """``mpiexec -n ranks dsmlr train`` on the problem's training file; its metrics."""
+def _run_mpi(problem, spec: dict, ranks: int, straggler: str | None = None) -> dict:
+    """``mpiexec -n ranks dsmlr train`` on the problem's training file; its metrics.
+
+    ``straggler`` (``RANK:FACTOR``) slows one rank down (``dsmlr train --straggler``)."""
     from problems import DATA_DIR
 
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
@@ -122,6 +126,8 @@ def _run_mpi(problem, spec: dict, ranks: int) -> dict:
             "--engine", spec["engine"], "--quiet", "--metrics", str(metrics),
             "--model", str(Path(tmp) / "model"),
         ] + ([] if problem.fit_intercept else ["--no-intercept"])  # fmt: skip
+        if straggler:
+            cmd += ["--straggler", straggler]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
@@ -204,8 +210,8 @@ def report(result: dict, out: Path) -> None:
         base: dict = {}
         for row in prob["rows"]:
             key = (row["package"], row["mode"], row["engine"])
-            if row["workers"] == 1:
-                base[key] = row["seconds_0.001"]
+            if row["workers"] == 1 and (key not in base or not row["default"]):
+                base[key] = row["seconds_0.001"]  # an explicit P = 1 before the default's
         for row in prob["rows"]:
             key = (row["package"], row["mode"], row["engine"])
             ratio = None
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--problems", nargs="+", default=["debian-source", "debian-files"])
-    parser.add_argument("--workers", nargs="+", default=["1", "2", "4", "8", "16", "default"],
+    parser.add_argument("--workers", nargs="*", default=["1", "2", "4", "8", "16", "default"],
                         help="P values (in process); 'default' is n_workers=None")  # fmt: skip
     parser.add_argument("--engines", nargs="+", default=["sync", "async"])
     parser.add_argument("--epochs", type=int, default=15)
@@ -274,6 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mpi", action="store_true", help="also mpiexec runs (real sets)")
     parser.add_argument("--mpi-ranks", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--mpi-straggler", metavar="RANK:FACTOR",
+                        help="the MPI runs again, this rank slowed down (P > 1)")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", help="also run the package in SRC")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=str(HERE / "results" / "parallel_convergence"))
@@ -311,9 +319,12 @@ def main(argv: list[str] | None = None) -> None:
             configs = [("in process", w) for w in args.workers]
             if args.mpi and name.startswith("debian-"):
                 configs += [("mpi", str(r)) for r in args.mpi_ranks]
+                if args.mpi_straggler:
+                    slow = f"mpi, rank {args.mpi_straggler.replace(':', ' slowed ')}x"
+                    configs += [(slow, str(r)) for r in args.mpi_ranks if r > 1]
             for mode, w in configs:
                 for package, src in packages:
-                    if mode == "mpi" and package != "current":
+                    if mode.startswith("mpi") and package != "current":
                         continue  # the baseline's CLI would need its own installation
                     got = []
                     for rep in range(args.repeats):
@@ -322,8 +333,11 @@ def main(argv: list[str] | None = None) -> None:
                             "workers": None if w == "default" else int(w),
                             "seed": args.seed, "optimum": f_star, "stop_gap": args.stop_gap,
                         }  # fmt: skip
-                        run = _run_mpi(problem, spec, int(w)) if mode == "mpi" else None
-                        run = run or _run_child(spec, src)
+                        if mode.startswith("mpi"):
+                            slow = args.mpi_straggler if mode != "mpi" else None
+                            run = _run_mpi(problem, spec, int(w), slow)
+                        else:
+                            run = _run_child(spec, src)
                         run.update(problem=name, engine=engine, mode=mode, package=package,
                                    default=w == "default", repeat=rep)  # fmt: skip
                         got.append(run)
