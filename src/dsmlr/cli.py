@@ -485,6 +485,7 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
+#: The subcommands, by name, in the order ``dsmlr --help`` lists them.
 COMMANDS: dict[str, Command] = {
     "train": Command("train a model on LIBSVM or .npz data", _configure_train, _run_train),
     "evaluate": Command("score a saved model on data", _configure_evaluate, _run_evaluate),
@@ -498,6 +499,10 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``dsmlr`` argument parser: one subparser per entry of :data:`COMMANDS`.
+
+    The documentation's command-line reference is generated from it.
+    """
     parser = argparse.ArgumentParser(
         prog="dsmlr",
         description="Multinomial logistic regression at extreme scale (DS-MLR).",

@@ -178,6 +178,10 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         since the previous record), ``peak_rss``, and ``test_objective`` /
         ``test_accuracy`` / ``test_top5_accuracy`` when a validation set was given.
         After a resumed ``fit``, the records from before the checkpoint come first.
+    metadata_ : dict
+        Only on a model read by :func:`load_model`: the facts stored with it by
+        :meth:`save` (``dsmlr train`` stores the training file's index base,
+        ``{"zero_based": False}`` for a one-based LIBSVM file).
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -420,7 +424,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
                 n_classes=cfg.n_classes, n_ranks=n_ranks,
                 n_blocks=n_class_blocks(self.engine, cfg, max(n_ranks, workers)),
                 itemsize=np.dtype(cfg.dtype).itemsize, optimizer=cfg.optimizer,
-                fit_intercept=cfg.fit_intercept, engine=self.engine,
+                fit_intercept=cfg.fit_intercept, engine=self.engine, n_samples=cfg.n_samples,
+                anchor_tables=cfg.kernel != "torch",
             )  # fmt: skip
 
         check_memory(comm, plan_for)

@@ -3,10 +3,12 @@
 The estimate follows the table in ``docs/scaling-out.md`` ("Memory planning"): a rank's
 rows, its per-row state (``b`` and one partial normaliser per class block, a second such
 table while the exact objective is computed) and its share of the class blocks (with
-SVRG's anchor weights and anchor gradient, summed in float64, or AdaGrad's accumulators), plus a
-fixed allowance for Python and the libraries.  Training refuses to start when the
-estimate exceeds the memory available to the rank, with a message saying how many ranks
-would fit, instead of being killed by the kernel half-way through.
+SVRG's anchor gradient, summed in float64, and its anchor weights or, where
+:func:`dsmlr.kernels.anchor_table.uses_tables` says so, the rows' tables of anchor
+probabilities, at most :func:`~dsmlr.kernels.anchor_table.table_bytes_bound`; or AdaGrad's
+accumulators), plus a fixed allowance for Python and the libraries.  Training refuses to
+start when the estimate exceeds the memory available to the rank, with a message saying
+how many ranks would fit, instead of being killed by the kernel half-way through.
 
 ``DSMLR_MEMORY_CHECK=0`` in the environment skips the check (for machines whose
 available memory is misreported, e.g. some containers).
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsmlr.errors import DataError, on_all_ranks
+from dsmlr.kernels.anchor_table import table_bytes_bound, uses_tables
 
 __all__ = [
     "MemoryPlan",
@@ -77,6 +80,9 @@ def plan_memory(
     fit_intercept: bool = True,
     index_bytes: int = 4,
     engine: str = "sync",
+    n_samples: int | None = None,
+    svrg_anchor: str = "auto",
+    anchor_tables: bool = True,
 ) -> MemoryPlan:
     """Estimate one rank's memory (see the module docstring).
 
@@ -95,6 +101,10 @@ def plan_memory(
     engine : str
         ``"sync"`` or ``"async"``: under MPI (``n_ranks > 1``) an asynchronous rank holds
         up to :func:`async_blocks_held` blocks rather than its group.
+    n_samples : int, optional
+        All ranks' training rows N (default ``n_rows * n_ranks``), which with
+        ``svrg_anchor`` and whether the kernel supports ``anchor_tables`` decides how SVRG
+        holds its anchor (:func:`dsmlr.kernels.anchor_table.uses_tables`).
     """
     rows = nnz * (itemsize + index_bytes) + 16 * n_rows
     row_state = 8 * n_rows * (2 * n_blocks + 2)  # b, its anchor copy, two partials tables
@@ -104,7 +114,13 @@ def plan_memory(
     if engine == "async" and n_ranks > 1:
         held = async_blocks_held(n_ranks, n_blocks)
         per_rank = held * -(-n_classes // n_blocks) * columns
-    per_value = {"svrg": 2 * itemsize + 8, "adagrad": itemsize}.get(optimizer, itemsize)
+    tables = optimizer == "svrg" and uses_tables(
+        svrg_anchor, n_samples or n_rows * n_ranks, n_classes, columns, itemsize, anchor_tables
+    )
+    if tables:  # weights and the float64 gradient; the anchor in rows-sized tables
+        row_state += table_bytes_bound(n_rows, n_classes, n_blocks, itemsize)
+    anchor = 0 if tables else itemsize
+    per_value = {"svrg": itemsize + anchor + 8, "adagrad": itemsize}.get(optimizer, itemsize)
     blocks = per_rank * per_value
     if optimizer == "adagrad":
         blocks += 8 * (n_features + 1) * held

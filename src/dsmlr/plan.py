@@ -18,10 +18,11 @@ float32), ``B`` class blocks (:func:`dsmlr.engines.n_class_blocks`) and
 checks before it starts) with ``n_rows = N_p``, ``nnz = Z_p``: rows
 ``Z_p (s + 4) + 16 N_p``, per-row state ``8 N_p (2B + 2)``, the rank's share of the
 class blocks ``ceil(K / P) D_fit`` values times ``s`` (SGD), ``2s + 8`` (SVRG: weights,
-anchor weights, float64 anchor gradient) or ``s`` plus ``8 D_fit B / P`` (AdaGrad), and a
-fixed 300 MiB for Python and the libraries.  An asynchronous rank under MPI is planned
-to hold :func:`dsmlr.memory.async_blocks_held` blocks (up to two groups and one block)
-instead of its group.
+anchor weights, float64 anchor gradient; ``s + 8`` and the rows' anchor tables where
+:func:`dsmlr.kernels.anchor_table.uses_tables` holds the anchor so) or ``s`` plus
+``8 D_fit B / P`` (AdaGrad), and a fixed 300 MiB for Python and the libraries.  An
+asynchronous rank under MPI is planned to hold :func:`dsmlr.memory.async_blocks_held`
+blocks (up to two groups and one block) instead of its group.
 
 **Compute.**  Each kernel pass visits every class of every local row: it does work
 proportional to ::
@@ -48,7 +49,8 @@ the steady state (from the second epoch on):
 engines' documented volumes.  The arrays each ring moves round, in all::
 
     update ring   M                        SGD
-                  3 M                      SVRG (weights, anchor weights and gradient)
+                  3 M                      SVRG (weights, anchor weights and gradient;
+                                           2 M with anchor tables)
                   M + 8 B D_fit            AdaGrad (its float64 accumulators travel)
     gradient ring M (1 + 8/s)              SVRG only, from the second epoch, after
                                            each scoring ring (the gradient summed in
@@ -117,6 +119,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dsmlr.kernels.anchor_table import uses_tables
 from dsmlr.memory import MemoryPlan, plan_memory
 from dsmlr.partition import ring_legs
 
@@ -396,8 +399,9 @@ def plan_training(
     memory = plan_memory(
         n_rows=rows_p, nnz=nnz_p, n_features=int(n_features), n_classes=K, n_ranks=P,
         n_blocks=n_blocks, itemsize=s, optimizer=optimizer, fit_intercept=fit_intercept,
-        engine=engine,
+        engine=engine, n_samples=int(n_samples),
     )  # fmt: skip
+    tables = optimizer == "svrg" and uses_tables("auto", int(n_samples), K, d_fit, s, True)
 
     units = float(nnz_p + rows_p) * K
     svrg = optimizer == "svrg"
@@ -407,7 +411,9 @@ def plan_training(
 
     M = K * d_fit * s
     carried = 8 * n_blocks * d_fit if optimizer == "adagrad" else 0  # AdaGrad state
-    update_bytes = {"sgd": M, "svrg": 3 * M, "adagrad": M + carried}[optimizer]
+    # SVRG's update ring: weights and anchor gradient, and the anchor weights unless the
+    # ranks hold the anchor as probability tables.
+    update_bytes = {"sgd": M, "svrg": (2 + (not tables)) * M, "adagrad": M + carried}[optimizer]
     first_update = M + carried  # SVRG's first epoch: plain steps, weights only
     gradient_bytes = M * (1 + 8 // s) if svrg else 0
     scoring_bytes = M + carried

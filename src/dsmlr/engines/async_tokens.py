@@ -60,16 +60,17 @@ Communication
 -------------
 A token is sent after every visit that leaves it for another rank: at most ``P`` sends
 per stage and token, each of the arrays the stage needs (weights and the float64
-gradient in the gradient stage; weights, anchor weights and gradient in SVRG's update
-stage; weights alone in the others), plus a header of ``6 + P`` int64s.  The scoring
-stage ends at the token's home, so no trip home follows it (an epoch that does not
-score sends a token home after its last update visit if that was elsewhere, with what
-the update stage carries, so that SVRG keeps its anchor for the next epoch).  On
-average per rank an epoch moves about what the synchronous engine's rings do (see
-:mod:`dsmlr.engines.sync_ring`): plain SGD epochs that score moved 1.00, 1.16 and 1.13
-times the sync engine's ``2 (P - 1) / P`` times the model per rank at P = 2, 3 and 4
-under MPI, K = 1000 (``benchmarks/results/mpi_bytes.json``; 1.63, 1.32 and 1.25 when
-tokens went home after scoring wherever it ended).
+gradient in the gradient stage; weights, anchor weights (unless the ranks hold the
+anchor as tables) and gradient in SVRG's update stage; weights alone in the others),
+plus a header of ``6 + P`` int64s.  The scoring stage ends at the token's home, so no
+trip home follows it (an epoch that does not score sends a token home after its last
+update visit if that was elsewhere, with what the update stage carries, so that SVRG
+keeps its anchor for the next epoch).  On average per rank an epoch moves about what the
+synchronous engine's rings do (see :mod:`dsmlr.engines.sync_ring`): plain SGD epochs
+that score moved 1.00, 1.16 and 1.13 times the sync engine's ``2 (P - 1) / P`` times the
+model per rank at P = 2, 3 and 4 under MPI, K = 1000
+(``benchmarks/results/mpi_bytes.json``; 1.63, 1.32 and 1.25 when tokens went home after
+scoring wherever it ended).
 """
 
 from __future__ import annotations

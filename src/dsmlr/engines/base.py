@@ -83,6 +83,10 @@ class EngineConfig:
     eval_every : int
         Score the exact objective (a ring pass over all blocks) every this many epochs
         and after the last; stopping is decided at those epochs.
+    svrg_anchor : {"auto", "weights", "probabilities"}
+        How SVRG holds its anchor: a copy of the weights that travels with each block,
+        or each rank's table of its rows' largest anchor probabilities
+        (:mod:`dsmlr.kernels.anchor_table`); ``"auto"`` takes the one of fewer bytes.
     straggler : (rank, factor) or None
         Test-only knob: make ``rank`` compute ``factor`` times slower (it sleeps after
         each kernel call: update, gradient and scoring passes), to measure how the
@@ -106,6 +110,7 @@ class EngineConfig:
     device: str = "cpu"
     blocks_per_rank: int | None = None
     eval_every: int = 1
+    svrg_anchor: str = "auto"
     straggler: tuple[int, float] | None = None
 
     @property

@@ -78,6 +78,7 @@ from dsmlr.engines.scoring_stage import (
 from dsmlr.engines.step_size import batch_gain, step_config, sum_sq_norms
 from dsmlr.errors import NumericalError, on_all_ranks
 from dsmlr.kernels import Kernel, LocalRows, UpdateConfig, get_kernel
+from dsmlr.kernels.anchor_table import KEEP, AnchorTable, uses_tables
 from dsmlr.kernels.base import Snapshot
 from dsmlr.partition import ring_cycle
 
@@ -117,6 +118,8 @@ class Epoch:
     centred: ClassMean | None = None  # set by center()
     # column_spread of this rank's rows (None: SVRG's moves are kept whole).
     spread: np.ndarray | None = None
+    # SVRG's anchor as this rank's probability tables, by block (None: anchor weights).
+    tables: dict[int, AnchorTable] | None = None
 
     @functools.cached_property
     def relaxed(self) -> RelaxedRows | None:
@@ -135,8 +138,10 @@ class Epoch:
     @property
     def update_fields(self) -> tuple[str, ...]:
         """The arrays of a block that travel between update visits."""
-        if self.variance_reduced:
+        if self.variance_reduced and self.tables is None:
             return ("W", "W_anchor", "mean_grad", *self.carry)
+        if self.variance_reduced:
+            return ("W", "mean_grad", *self.carry)
         return ("W", *self.carry)
 
     @property
@@ -152,7 +157,8 @@ class Epoch:
         ring, kernel = self.ring, self.kernel
         snapshot = None
         if self.variance_reduced:
-            snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor)
+            table = self.tables[blk.q] if self.tables is not None else None
+            snapshot = Snapshot(blk.W_anchor, blk.mean_grad, self.b_anchor, table)
         relaxed = self.relaxed if snapshot is not None else None
         if relaxed is not None:
             sums_before = kernel.class_sums(blk.W, relaxed.rows)
@@ -184,11 +190,15 @@ class Epoch:
         blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, np.float64)
 
     def gradient(self, blk: Block) -> None:
-        """Add this rank's rows' part of ``blk``'s full data gradient (at ``b_anchor``)."""
-        self.ring.clock.timed(
+        """Add this rank's rows' part of ``blk``'s full data gradient (at ``b_anchor``);
+        with tables, keep the rows' largest anchor probabilities of the block here."""
+        keep = KEEP if self.tables is not None else None
+        table = self.ring.clock.timed(
             "compute", self.kernel.gradient_pass, self.rows, blk.W, blk.k0, self.b_anchor,
-            1.0 / self.cfg.n_samples, blk.mean_grad,
+            1.0 / self.cfg.n_samples, blk.mean_grad, keep,
         )  # fmt: skip
+        if self.tables is not None:
+            self.tables[blk.q] = table
         self.ring.visited()
 
     def end_gradient(self, blk: Block) -> None:
@@ -206,6 +216,9 @@ class Epoch:
             blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
             blk.mean_grad[...] = summed
             del summed  # before the anchor weights: a block at most 2s + 8 bytes a value
+        if self.tables is not None:  # the anchor is in the ranks' tables
+            blk.W_anchor = None
+            return
         blk.W_anchor = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
         blk.W_anchor[...] = blk.W
 
@@ -286,6 +299,12 @@ def run_epochs(
     # SVRG's moves are relaxed only where two or more ranks move blocks at once.
     relaxing = cfg.optimizer == "svrg" and comm.size > 1 and ring.n_blocks > 1
     spread = column_spread(rows) if relaxing else None
+    itemsize = np.dtype(cfg.dtype).itemsize
+    held_as_tables = cfg.optimizer == "svrg" and uses_tables(
+        cfg.svrg_anchor, cfg.n_samples, cfg.n_classes, cfg.n_columns, itemsize,
+        kernel.anchor_tables,
+    )  # fmt: skip
+    tables: dict[int, AnchorTable] | None = {} if held_as_tables else None
     history: list[EpochRecord] = []
     converged = False
     backoff = 1.0
@@ -332,7 +351,7 @@ def run_epochs(
         visits[:] = [epoch, 0, ring.n_blocks * (1 + anchoring + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None, anchoring, shared=shared, spread=spread,
+            b_anchor, scorers or None, anchoring, shared=shared, spread=spread, tables=tables,
         )  # fmt: skip
         epoch_phase(work)
         b_exact = scoring

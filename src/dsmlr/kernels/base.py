@@ -15,7 +15,9 @@ shape ``(D_fit, K_q)``, see :mod:`dsmlr.objective`):
     :class:`Snapshot` the steps are SVRG steps (variance-reduced by the anchor).
 ``gradient_pass``
     adds ``scale * sum_i s_i (exp(w_k . x_i + b_i) - [y_i = k]) x_i`` over the local rows
-    to ``out`` (the data gradient of the block, for the SVRG anchor).
+    to ``out`` (the data gradient of the block, for the SVRG anchor).  Given ``keep``,
+    only the probabilities of at least ``keep`` enter the sum, and the pass returns them
+    as an :class:`~dsmlr.kernels.anchor_table.AnchorTable`.
 
 Every row's loss term, hence its gradient, is scaled by its weight ``s_i``
 (:attr:`LocalRows.weight`, ones unless ``sample_weight`` was given); ``b_i`` is not,
@@ -31,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr.errors import DataError
+from dsmlr.kernels.anchor_table import AnchorTable
 
 __all__ = [
     "HostBlocks",
@@ -193,18 +196,23 @@ class UpdateConfig:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """SVRG anchor for one block: the weights, exact b and full gradient at the anchor.
+    """SVRG anchor for one block: the weights (or the rows' largest probabilities),
+    exact b and full gradient at the anchor.
 
     Attributes
     ----------
-    W_block : ndarray of shape (D_fit, K_q)
-        Block weights at the anchor point ``W~``.
+    W_block : ndarray of shape (D_fit, K_q), or None
+        Block weights at the anchor point ``W~`` (None where ``table`` holds the anchor).
     mean_grad : ndarray of shape (D_fit, K_q)
         Full data gradient of the block at the anchor,
-        ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term): summed in float64,
-        kept in the weights' dtype (see :meth:`dsmlr.engines.epochs.Epoch.end_gradient`).
+        ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term; with a ``table``, over
+        the probabilities it keeps): summed in float64, kept in the weights' dtype (see
+        :meth:`dsmlr.engines.epochs.Epoch.end_gradient`).
     b : ndarray of shape (n_local,)
         Exact ``b~_i = -log sum_k exp(w~_k . x_i)`` of the local rows at the anchor.
+    table : AnchorTable, optional
+        The anchor probabilities the control variate uses instead of ``W_block``
+        (:mod:`dsmlr.kernels.anchor_table`).
 
     Notes
     -----
@@ -217,9 +225,10 @@ class Snapshot:
     overshoot it (:mod:`dsmlr.engines.relaxation`).
     """
 
-    W_block: np.ndarray
+    W_block: np.ndarray | None
     mean_grad: np.ndarray
     b: np.ndarray
+    table: AnchorTable | None = None
 
 
 def merge_best(
@@ -241,6 +250,9 @@ class HostBlocks:
     so a kernel on another device (:class:`dsmlr.kernels.torch_kernel.TorchKernel`)
     keeps its blocks there for the whole run; for host kernels they are plain numpy.
     """
+
+    #: Whether the kernel holds SVRG's anchor as :class:`AnchorTable` s (``keep``).
+    anchor_tables = True
 
     def zeros_block(self, n_columns: int, width: int, capacity: int, dtype) -> np.ndarray:
         """A zeroed ``(n_columns, width)`` block with room for ``capacity`` classes (see
@@ -276,6 +288,7 @@ class Kernel(Protocol):
     """The two local passes every kernel provides (see module docstring)."""
 
     name: str
+    anchor_tables: bool
 
     def zeros_block(self, n_columns: int, width: int, capacity: int, dtype): ...
 
@@ -325,4 +338,5 @@ class Kernel(Protocol):
         b: np.ndarray,
         scale: float,
         out: np.ndarray,
-    ) -> None: ...
+        keep: float | None = None,
+    ) -> AnchorTable | None: ...

@@ -31,15 +31,23 @@ time of two ahead on blocks of 25-200 classes.
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 import numpy as np
 from numba import njit
 
+from dsmlr.kernels.anchor_table import AnchorTable
 from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
 from dsmlr.kernels.fast_exp import fast_exp, sum_float64
 from dsmlr.kernels.prefetch import NEAR, prefetch_distance, prefetch_row
 
 __all__ = ["NumbaKernel"]
+
+#: The table arguments of the SVRG sweeps when the anchor is held as weights.
+_NO_TABLE = {
+    np.dtype(t).char: (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, t), False)
+    for t in (np.float32, np.float64)
+}
 
 # Compiled once per argument types and cached on disk; without the GIL, so that worker
 # threads run in parallel.  numpy's error model: a division by zero gives inf or nan
@@ -407,16 +415,30 @@ def _update_dense(
 
 
 @_jit
-def _svrg_residuals(S, S0, rows, w, b, b0, partials, q):
-    """Refresh b from the partials, then ``s (p(W) - p(W~)) / m`` in S (labels cancel)."""
+def _svrg_residuals(S, S0, rows, w, b, b0, partials, q, table):
+    """Refresh b from the partials, then ``s (p(W) - p(W~)) / m`` in S (labels cancel).
+
+    S0 holds the anchor's scores, or with ``table`` its kept probabilities."""
     m = len(rows)
     n_block = S.shape[1]
     for bi in range(m):
         r = rows[bi]
         _probabilities(S[bi], r, partials, q, b, w[r] / m)
         w_r, b0_r = S.dtype.type(w[r] / m), S.dtype.type(b0[r])
-        for k in range(n_block):
-            S[bi, k] -= w_r * fast_exp(S0[bi, k] + b0_r)
+        if table:
+            for k in range(n_block):
+                S[bi, k] -= w_r * S0[bi, k]
+        else:
+            for k in range(n_block):
+                S[bi, k] -= w_r * fast_exp(S0[bi, k] + b0_r)
+
+
+@_inline
+def _table_row(s0, r, tptr, tcls, tp):
+    """Row r's kept anchor probabilities, dense in s0 (0 where none is kept)."""
+    s0[:] = 0.0
+    for e in range(tptr[r], tptr[r + 1]):
+        s0[tcls[e]] = tp[e]
 
 
 @_jit
@@ -503,7 +525,7 @@ def _row_scores_dense(X, r, W, fit_intercept, s):
 @_jit
 def _svrg_csr(
     indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order,
-    batch_size, max_touched, eta, lam, n_pen, eta_u,
+    batch_size, max_touched, eta, lam, n_pen, eta_u, tptr, tcls, tp, table,
 ):  # fmt: skip
     n_cols, n_block = W.shape
     S = np.empty((batch_size, n_block), dtype=W.dtype)
@@ -533,8 +555,11 @@ def _svrg_csr(
             _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen, power, geometric)
         for bi in range(len(rows)):
             _row_scores_csr(indptr, indices, data, rows[bi], W, fit_intercept, S[bi])
-            _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
-        _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q)
+            if table:
+                _table_row(S0[bi], rows[bi], tptr, tcls, tp)
+            else:
+                _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
+        _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q, table)
         G[:n_t, :] = 0.0
         for bi in range(len(rows)):
             r = rows[bi]
@@ -558,7 +583,7 @@ def _svrg_csr(
 @_jit
 def _svrg_csr_single(
     indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, eta, lam,
-    n_pen, eta_u,
+    n_pen, eta_u, tptr, tcls, tp, table,
 ):  # fmt: skip
     """SVRG steps on one row at a time (the CPU default), in one sweep per touched column.
 
@@ -567,7 +592,8 @@ def _svrg_csr_single(
     column (against ``W`` and the anchor ``W~`` together), and a step's own decay and
     anchor-gradient term are left to the next catch-up: the step subtracts
     ``(eta / c) g`` and counts as idle, so ``mu`` is read once per step, not twice.
-    Needs ``c = 1 - eta lam > 0``.
+    Needs ``c = 1 - eta lam > 0``.  With ``table`` the anchor's probabilities come from
+    the table (``tptr``, ``tcls``, ``tp``) and ``W0`` is not read.
     """
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
@@ -592,11 +618,20 @@ def _svrg_csr_single(
             last[j] = t - 1
             if idle > 0:
                 shrink, drift = _svrg_idle(W, idle, eta, penalized, power, geometric)
+                if table:
+                    for k in range(n_block):
+                        v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
+                        W[j, k] = v
+                        s[k] += x * v
+                else:
+                    for k in range(n_block):
+                        v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
+                        W[j, k] = v
+                        s[k] += x * v
+                        s0[k] += x * W0[j, k]
+            elif table:
                 for k in range(n_block):
-                    v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
-                    W[j, k] = v
-                    s[k] += x * v
-                    s0[k] += x * W0[j, k]
+                    s[k] += x * W[j, k]
             else:
                 for k in range(n_block):
                     s[k] += x * W[j, k]
@@ -606,8 +641,12 @@ def _svrg_csr_single(
             _prefetch_anchored(W, W0, mu, indices[p])
         _probabilities(s, r, partials, q, b, w[r])
         w_r, b0_r = s.dtype.type(w[r]), s.dtype.type(b0[r])
-        for k in range(n_block):
-            s[k] -= w_r * fast_exp(s0[k] + b0_r)
+        if table:
+            for e in range(tptr[r], tptr[r + 1]):
+                s[tcls[e]] -= w_r * tp[e]
+        else:
+            for k in range(n_block):
+                s[k] -= w_r * fast_exp(s0[k] + b0_r)
         _deferred_step(indptr, indices, data, r, W, s, deferred)
         if fit_intercept:
             step_u = s.dtype.type(eta_u)
@@ -620,6 +659,7 @@ def _svrg_csr_single(
 @_jit
 def _svrg_dense(
     X, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, batch_size, eta, lam, n_pen, eta_u,
+    tptr, tcls, tp, table,
 ):  # fmt: skip
     n_feat = X.shape[1]
     n_block = W.shape[1]
@@ -631,8 +671,11 @@ def _svrg_dense(
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
         for bi in range(len(rows)):
             _row_scores_dense(X, rows[bi], W, fit_intercept, S[bi])
-            _row_scores_dense(X, rows[bi], W0, fit_intercept, S0[bi])
-        _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q)
+            if table:
+                _table_row(S0[bi], rows[bi], tptr, tcls, tp)
+            else:
+                _row_scores_dense(X, rows[bi], W0, fit_intercept, S0[bi])
+        _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q, table)
         for j in range(n_feat + fit_intercept):
             g[:] = 0.0
             for bi in range(len(rows)):
@@ -644,15 +687,59 @@ def _svrg_dense(
 
 
 @_jit
-def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
+def _table_room(tcls, tp, used, need):
+    """The table's entry arrays, grown (doubled) if ``need`` more entries do not fit."""
+    if used + need <= len(tcls):
+        return tcls, tp
+    size = max(2 * len(tcls), used + need)
+    grown_c = np.empty(size, dtype=tcls.dtype)
+    grown_p = np.empty(size, dtype=tp.dtype)
+    grown_c[:used] = tcls[:used]
+    grown_p[:used] = tp[:used]
+    return grown_c, grown_p
+
+
+@_inline
+def _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used):
+    """Scores s to ``sw p`` with ``p = exp(s + b_r)``; with ``keep > 0`` only ``p >= keep``
+    count (the others become 0) and go to the table.  Returns the table's entries used."""
+    n = s.shape[0]
+    if keep > 0.0:
+        # Exponentials, the scan and the masked scaling in separate loops: the first and
+        # the last vectorise, and the scan's branch is rarely taken.
+        for k in range(n):
+            s[k] = fast_exp(s[k] + b_r)
+        floor = s.dtype.type(keep)
+        for k in range(n):
+            if s[k] >= floor:
+                tcls[used] = k
+                tp[used] = s[k]
+                used += 1
+        for k in range(n):
+            s[k] = sw * s[k] if s[k] >= floor else s.dtype.type(0.0)
+        tptr[r + 1] = used
+    else:
+        for k in range(n):
+            s[k] = sw * fast_exp(s[k] + b_r)
+    return used
+
+
+@_jit
+def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out, keep):
     n_cols, n_block = W.shape
+    n_rows = len(indptr) - 1
     s = np.empty(n_block, dtype=W.dtype)
     ahead = prefetch_distance(n_block * out.itemsize)
-    for r in range(len(indptr) - 1):
+    tptr = np.zeros(n_rows + 1, dtype=np.int64)
+    size = 4 * n_rows if keep > 0.0 else 0
+    tcls, tp = np.empty(size, dtype=np.int32), np.empty(size, dtype=W.dtype)
+    used = 0
+    for r in range(n_rows):
         _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
         sw, b_r = s.dtype.type(scale * w[r]), s.dtype.type(b[r])
-        for k in range(n_block):
-            s[k] = sw * fast_exp(s[k] + b_r)
+        if keep > 0.0:
+            tcls, tp = _table_room(tcls, tp, used, n_block)
+        used = _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used)
         local = y[r] - k0
         if 0 <= local < n_block:
             s[local] -= sw
@@ -666,18 +753,24 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out):
         if fit_intercept:
             for k in range(n_block):
                 out[n_cols - 1, k] += s[k]
+    return tptr, tcls[:used].copy(), tp[:used].copy()
 
 
 @_jit
-def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out):
+def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out, keep):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
     s = np.empty(n_block, dtype=W.dtype)
+    tptr = np.zeros(n_rows + 1, dtype=np.int64)
+    size = 4 * n_rows if keep > 0.0 else 0
+    tcls, tp = np.empty(size, dtype=np.int32), np.empty(size, dtype=W.dtype)
+    used = 0
     for r in range(n_rows):
         _row_scores_dense(X, r, W, fit_intercept, s)
         sw, b_r = s.dtype.type(scale * w[r]), s.dtype.type(b[r])
-        for k in range(n_block):
-            s[k] = sw * fast_exp(s[k] + b_r)
+        if keep > 0.0:
+            tcls, tp = _table_room(tcls, tp, used, n_block)
+        used = _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used)
         local = y[r] - k0
         if 0 <= local < n_block:
             s[local] -= sw
@@ -689,6 +782,7 @@ def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out):
         if fit_intercept:
             for k in range(n_block):
                 out[n_feat, k] += s[k]
+    return tptr, tcls[:used].copy(), tp[:used].copy()
 
 
 class NumbaKernel(HostBlocks):
@@ -708,16 +802,20 @@ class NumbaKernel(HostBlocks):
         else:
             _score_dense(rows.X, rows.y, rows.fit_intercept, *args)
 
-    def gradient_pass(self, rows: LocalRows, W_block, k0, b, scale, out):
+    def gradient_pass(self, rows: LocalRows, W_block, k0, b, scale, out, keep=None):
         if W_block.shape[1] == 0 or rows.n_rows == 0:
-            return
+            if keep is None:
+                return None
+            empty = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=W_block.dtype)
+            return AnchorTable(np.zeros(rows.n_rows + 1, dtype=np.int64), *empty)
+        tail = (W_block, k0, b, float(scale), out, float(keep or 0.0))
         if rows.is_sparse:
             X = rows.X
-            _grad_csr(X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept,
-                      W_block, k0, b, float(scale), out)  # fmt: skip
+            table = _grad_csr(X.indptr, X.indices, X.data, rows.y, rows.weight,
+                              rows.fit_intercept, *tail)  # fmt: skip
         else:
-            _grad_dense(rows.X, rows.y, rows.weight, rows.fit_intercept, W_block, k0, b,
-                        float(scale), out)  # fmt: skip
+            table = _grad_dense(rows.X, rows.y, rows.weight, rows.fit_intercept, *tail)
+        return AnchorTable(*table) if keep is not None else None
 
     def update_pass(self, rows: LocalRows, W_block, k0, acc, partials, q, b, order,
                     config: UpdateConfig, snapshot: Snapshot | None = None):  # fmt: skip
@@ -740,16 +838,21 @@ class NumbaKernel(HostBlocks):
         # the deferral divides by c = 1 - eta lam, so absurdly long steps take the general one.
         single = rows.is_sparse and m == 1 and eta * lam < 0.5
         if snapshot is not None:
-            anchor = (snapshot.W_block, snapshot.mean_grad, snapshot.b, partials, q, b, order)
+            # With a table the sweeps get the block itself for the anchor weights, which they
+            # then do not read; without one, an empty table they do not read.
+            t = snapshot.table
+            W0 = snapshot.W_block if snapshot.W_block is not None else W_block
+            table = _NO_TABLE[W_block.dtype.char] if t is None else (*astuple(t), True)
+            anchor = (W0, snapshot.mean_grad, snapshot.b, partials, q, b, order)
             if single:
                 _svrg_csr_single(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept,
-                                 W_block, *anchor, eta, lam, n_pen, eta_u)  # fmt: skip
+                                 W_block, *anchor, eta, lam, n_pen, eta_u, *table)  # fmt: skip
             elif rows.is_sparse:
                 _svrg_csr(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept, W_block,
-                          *anchor, m, max_touched(), eta, lam, n_pen, eta_u)  # fmt: skip
+                          *anchor, m, max_touched(), eta, lam, n_pen, eta_u, *table)  # fmt: skip
             else:
                 _svrg_dense(X, rows.weight, rows.fit_intercept, W_block, *anchor, m, eta, lam,
-                            n_pen, eta_u)  # fmt: skip
+                            n_pen, eta_u, *table)  # fmt: skip
             return
         tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta), eta_u)
         if single and not config.adaptive:

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
+from dsmlr.kernels.anchor_table import AnchorTable
 from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig, merge_best
 from dsmlr.objective import add_intercept_column
 
@@ -16,6 +17,18 @@ def _dense_rows(rows: LocalRows) -> np.ndarray:
     X = rows.X.toarray() if sp.issparse(rows.X) else np.asarray(rows.X)
     X = X.astype(np.float64)
     return add_intercept_column(X) if rows.fit_intercept else X
+
+
+def _empty_table(n_rows: int, dtype) -> AnchorTable:
+    return AnchorTable(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype))
+
+
+def _table_rows(table: AnchorTable, batch: np.ndarray, n_block: int) -> np.ndarray:
+    """The table's probabilities of the ``batch`` rows, dense (0 where none is kept)."""
+    kept = sp.csr_matrix(
+        (table.probs, table.classes, table.indptr), shape=(-1 + len(table.indptr), n_block)
+    )
+    return kept[batch].toarray().astype(np.float64)
 
 
 def _touched_columns(rows: LocalRows, batch: np.ndarray) -> np.ndarray:
@@ -48,16 +61,26 @@ class ReferenceKernel(HostBlocks):
         true_score[inside] = S[inside, local[inside]]
         merge_best(S.max(axis=1), S.argmax(axis=1) + k0, best_score, best_class)
 
-    def gradient_pass(self, rows, W_block, k0, b, scale, out):
+    def gradient_pass(self, rows, W_block, k0, b, scale, out, keep=None):
         n_block = W_block.shape[1]
         if n_block == 0 or rows.n_rows == 0:
-            return
+            return _empty_table(rows.n_rows, W_block.dtype) if keep is not None else None
         Xa = _dense_rows(rows)
         R = np.exp(Xa @ W_block.astype(np.float64) + b[:, None])
+        table = None
+        if keep is not None:
+            R[R < keep] = 0.0
+            kept = sp.csr_matrix(R)
+            table = AnchorTable(
+                kept.indptr.astype(np.int64),
+                kept.indices.astype(np.int32),
+                kept.data.astype(W_block.dtype),
+            )
         local = rows.y - k0
         inside = (local >= 0) & (local < n_block)
         R[np.flatnonzero(inside), local[inside]] -= 1.0
         out += scale * (Xa.T @ (rows.weight[:, None] * R))
+        return table
 
     def update_pass(
         self, rows, W_block, k0, acc, partials, q, b, order, config: UpdateConfig,
@@ -82,6 +105,8 @@ class ReferenceKernel(HostBlocks):
                 local = rows.y[batch] - k0
                 inside = (local >= 0) & (local < n_block)
                 R[np.flatnonzero(inside), local[inside]] -= 1.0
+            elif snapshot.table is not None:
+                R -= _table_rows(snapshot.table, batch, n_block)
             else:
                 # SVRG: the labels cancel between the current and the anchor gradient.
                 R -= np.exp(Xb @ snapshot.W_block.astype(np.float64) + snapshot.b[batch, None])

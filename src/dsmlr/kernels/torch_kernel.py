@@ -137,6 +137,8 @@ class TorchKernel:
     """
 
     name = "torch"
+    #: SVRG's anchor is held as weights on the device (no probability tables).
+    anchor_tables = False
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -252,7 +254,9 @@ class TorchKernel:
             merge_best(top.cpu().numpy(), arg.cpu().numpy() + k0, best_score[lo:hi],
                        best_class[lo:hi])  # fmt: skip
 
-    def gradient_pass(self, rows, W_block, k0, b, scale, out):
+    def gradient_pass(self, rows, W_block, k0, b, scale, out, keep=None):
+        if keep is not None:
+            raise ValueError("the torch kernel holds SVRG's anchor as weights only")
         n_block = W_block.shape[1]
         if n_block == 0 or rows.n_rows == 0:
             return
