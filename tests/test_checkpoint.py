@@ -158,7 +158,7 @@ def test_the_memory_estimate_follows_the_documented_table():
                        n_blocks=4, itemsize=4, optimizer="svrg")  # fmt: skip
     assert plan.rows == 50_000 * 8 + 16 * 1000
     assert plan.row_state == 8 * 1000 * (2 * 4 + 2)
-    assert plan.blocks == 100 * 1000 * (2 * 4 + 8)  # weights, anchor, float64 gradient
+    assert plan.blocks == 100 * 1000 * 3 * 4  # weights, anchor weights, gradient
     sgd = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                       n_blocks=4, itemsize=4, optimizer="sgd")  # fmt: skip
     assert sgd.blocks == 100 * 1000 * 4

@@ -171,13 +171,12 @@ def test_bytes_sent_per_epoch_match_the_documented_volume(dtype):
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=2, tol=-1, n_workers=3, dtype=dtype).fit(X, y)
     model = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
-    f64 = 6 * 41 * 8  # SVRG's anchor gradients
     first, second = (h["bytes_sent"] for h in clf.history_)
     assert first == 2 * model * 2 / 3  # plain update ring + scoring ring
-    # The gradient ring (weights, float64 gradient sums), the update ring (weights,
-    # anchor weights and gradient in the weights' dtype) and the scoring ring make two
+    # The gradient ring (weights, gradient sums), the update ring (weights, anchor
+    # weights and gradient), all in the weights' dtype, and the scoring ring make two
     # shifts each, then the weights one more.
-    assert second == (model + f64) * 2 / 3 + 3 * model * 2 / 3 + model * 2 / 3 + model / 3
+    assert second == 2 * model * 2 / 3 + 3 * model * 2 / 3 + model * 2 / 3 + model / 3
 
 
 def test_non_finite_training_is_a_clear_error():

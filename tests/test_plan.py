@@ -13,6 +13,7 @@ import pytest
 from dsmlr.cli_plan import add_parser, parse_bandwidth, parse_ranks
 from dsmlr.engines import n_class_blocks
 from dsmlr.engines.base import EngineConfig
+from dsmlr.kernels.anchor_table import uses_tables
 from dsmlr.memory import plan_memory
 from dsmlr.plan import Throughput, TrainingPlan, calibrate, default_throughput, plan_training
 
@@ -71,7 +72,8 @@ def test_more_ranks_need_less_memory_compute_and_time():
         ("sgd", "float64", 1, 0),  # the update ring moves the weights
         ("sgd", "float32", 1, 0),
         ("svrg", "float64", 3, 2),  # weights, anchor, gradient; weights and gradient
-        ("svrg", "float32", 3, 3),  # the gradient ring's gradient sums in float64
+        ("svrg", "float32", 3, 2),
+        ("svrg-tables", "float32", 2, 2),  # the anchor in the ranks' tables
     ],
 )
 def test_bytes_per_epoch_follow_the_engines_formulas(optimizer, dtype, update, gradient):
@@ -79,7 +81,11 @@ def test_bytes_per_epoch_follow_the_engines_formulas(optimizer, dtype, update, g
     ring makes 3 shifts, and SVRG's anchored epochs one more of the weights to bring them
     home; SVRG's first epoch is a plain one."""
     itemsize = 8 if dtype == "float64" else 4
-    got = plan(optimizer=optimizer, dtype=dtype)
+    # Few enough rows that their tables' bound is below the model: uses_tables picks them.
+    rows = {"n_samples": 1000} if optimizer == "svrg-tables" else {}
+    assert uses_tables("auto", rows.get("n_samples", BIG["n_samples"]), BIG["n_classes"],
+                       BIG["n_features"] + 1, itemsize, True) == bool(rows)  # fmt: skip
+    got = plan(optimizer=optimizer.removesuffix("-tables"), dtype=dtype, **rows)
     M = model_bytes(itemsize)
     assert got.model_bytes == M
     home = 1 / 4 if gradient else 0

@@ -3,7 +3,7 @@
 The estimate follows the table in ``docs/scaling-out.md`` ("Memory planning"): a rank's
 rows, its per-row state (``b`` and one partial normaliser per class block, a second such
 table while the exact objective is computed) and its share of the class blocks (with
-SVRG's anchor gradient, summed in float64, and its anchor weights or, where
+SVRG's anchor gradient and its anchor weights or, where
 :func:`dsmlr.kernels.anchor_table.uses_tables` says so, the rows' tables of anchor
 probabilities, at most :func:`~dsmlr.kernels.anchor_table.table_bytes_bound`; or AdaGrad's
 accumulators), plus a fixed allowance for Python and the libraries.  Training refuses to
@@ -117,10 +117,10 @@ def plan_memory(
     tables = optimizer == "svrg" and uses_tables(
         svrg_anchor, n_samples or n_rows * n_ranks, n_classes, columns, itemsize, anchor_tables
     )
-    if tables:  # weights and the float64 gradient; the anchor in rows-sized tables
+    if tables:  # weights and gradient; the anchor in rows-sized tables
         row_state += table_bytes_bound(n_rows, n_classes, n_blocks, itemsize)
-    anchor = 0 if tables else itemsize
-    per_value = {"svrg": itemsize + anchor + 8, "adagrad": itemsize}.get(optimizer, itemsize)
+    svrg_arrays = 2 if tables else 3  # weights, gradient (and anchor weights)
+    per_value = {"svrg": svrg_arrays * itemsize, "adagrad": itemsize}.get(optimizer, itemsize)
     blocks = per_rank * per_value
     if optimizer == "adagrad":
         blocks += 8 * (n_features + 1) * held

@@ -17,8 +17,8 @@ float32), ``B`` class blocks (:func:`dsmlr.engines.n_class_blocks`) and
 **Memory** per rank is :func:`dsmlr.memory.plan_memory` (the estimate training itself
 checks before it starts) with ``n_rows = N_p``, ``nnz = Z_p``: rows
 ``Z_p (s + 4) + 16 N_p``, per-row state ``8 N_p (2B + 2)``, the rank's share of the
-class blocks ``ceil(K / P) D_fit`` values times ``s`` (SGD), ``2s + 8`` (SVRG: weights,
-anchor weights, float64 anchor gradient; ``s + 8`` and the rows' anchor tables where
+class blocks ``ceil(K / P) D_fit`` values times ``s`` (SGD), ``3s`` (SVRG: weights,
+anchor weights, anchor gradient; ``2s`` and the rows' anchor tables where
 :func:`dsmlr.kernels.anchor_table.uses_tables` holds the anchor so) or ``s`` plus
 ``8 D_fit B / P`` (AdaGrad), and a fixed 300 MiB for Python and the libraries.  An
 asynchronous rank under MPI is planned to hold :func:`dsmlr.memory.async_blocks_held`
@@ -52,7 +52,7 @@ engines' documented volumes.  The arrays each ring moves round, in all::
                   3 M                      SVRG (weights, anchor weights and gradient;
                                            2 M with anchor tables)
                   M + 8 B D_fit            AdaGrad (its float64 accumulators travel)
-    gradient ring M (1 + 8/s)              SVRG only, from the second epoch, after
+    gradient ring 2 M                      SVRG only, from the second epoch, after
                                            each scoring ring (the gradient summed in
                                            float64)
     scoring ring  M [+ 8 B D_fit AdaGrad]  every eval_every epochs
@@ -415,7 +415,7 @@ def plan_training(
     # ranks hold the anchor as probability tables.
     update_bytes = {"sgd": M, "svrg": (2 + (not tables)) * M, "adagrad": M + carried}[optimizer]
     first_update = M + carried  # SVRG's first epoch: plain steps, weights only
-    gradient_bytes = M * (1 + 8 // s) if svrg else 0
+    gradient_bytes = 2 * M if svrg else 0  # weights and gradient, in the weights' dtype
     scoring_bytes = M + carried
     allreduce_msgs = 2 * math.ceil(math.log2(P)) if P > 1 else 0
 

@@ -34,7 +34,7 @@ ranks take it together.
 
 Communication per epoch and rank, with ``M = K * D_fit * itemsize`` the model's size:
 the scoring stage sends ``M`` (only every ``eval_every`` epochs); the gradient stage
-``M * (1 + 8 / itemsize)`` (weights and the float64 gradient); the update stage is the
+``2 M`` (weights and the gradient, in the weights' dtype); the update stage is the
 engine's own; one allreduce of 8 float64s, and one of a float64 for every shared
 feature (the class means; the asynchronous engine's ride with the first).  Only the
 ring payloads count in ``bytes_sent``.  ``b`` and the rows never move.
@@ -186,8 +186,16 @@ class Epoch:
             self.centred.shift_normalisers(self.rows, self.partials, self.b)
 
     def begin_gradient(self, blk: Block) -> None:
-        """A zero float64 gradient for ``blk`` to collect its visits' rows in."""
-        blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, np.float64)
+        """A zero gradient for ``blk`` to collect its visits' rows in, in the weights' dtype.
+
+        The update visits read it at every step (a float32 model's steps stay float32
+        arithmetic) and it travels with the block, so it is summed in that dtype too:
+        one model-sized array beside the weights, and as many bytes on the gradient ring
+        as the weights.  Its rounding in float32 is at the scale of the weights' own
+        (the kernels sum the intercept column, which every row adds to, in float64);
+        the measured convergence did not change (``benchmarks/results/svrg_anchor.md``).
+        """
+        blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, self.ring.dtype)
 
     def gradient(self, blk: Block) -> None:
         """Add this rank's rows' part of ``blk``'s full data gradient (at ``b_anchor``);
@@ -202,24 +210,12 @@ class Epoch:
         self.ring.visited()
 
     def end_gradient(self, blk: Block) -> None:
-        """Anchor ``blk`` at its current weights, once every rank added its part.
-
-        The gradient, summed in float64, is then kept in the weights' dtype: the update
-        visits read it at every step (a float32 model's steps stay float32 arithmetic,
-        and a touched weight costs 16 bytes of memory traffic instead of 20: itself read
-        and written, its anchor and gradient read) and it travels with the block between
-        them.  Its rounding (float32: 6e-8 relative) is that of the weights themselves.
-        """
-        dtype, capacity = self.ring.dtype, self.ring.capacity
-        if np.dtype(dtype) != np.float64:
-            summed = blk.mean_grad
-            blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
-            blk.mean_grad[...] = summed
-            del summed  # before the anchor weights: a block at most 2s + 8 bytes a value
-        if self.tables is not None:  # the anchor is in the ranks' tables
+        """Anchor ``blk`` at its current weights, once every rank added its part (a copy
+        of the weights, unless the ranks' tables hold the anchor)."""
+        if self.tables is not None:
             blk.W_anchor = None
             return
-        blk.W_anchor = self.kernel.zeros_block(*blk.W.shape, capacity, dtype)
+        blk.W_anchor = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, self.ring.dtype)
         blk.W_anchor[...] = blk.W
 
     def score(self, blk: Block) -> None:

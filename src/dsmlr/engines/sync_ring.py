@@ -14,8 +14,7 @@ After each round a rank sends its group to one neighbour and takes one from the 
 except after a ring's last round where the next ring starts with the group held then.
 Per ring of P shifts and rank, with ``M = K * D_fit * itemsize`` the model's size:
 
-* gradient ring (SVRG only): ``M * (1 + 8 / itemsize)`` (weights, the gradient summed in
-  float64);
+* gradient ring (SVRG only): ``2 M`` (weights, the gradient summed in their dtype);
 * update ring: ``M`` for plain SGD, ``M + P * D_fit * 8`` for AdaGrad (its accumulators),
   ``3 M`` for SVRG (weights, anchor weights and anchor gradient; ``2 M`` where the ranks
   hold the anchor as probability tables, :mod:`dsmlr.kernels.anchor_table`);
@@ -26,8 +25,8 @@ Each ring makes P - 1 shifts, and an anchored epoch that scores one more shift o
 weights (P shifts each for rings with no scoring ring after them), see
 :func:`dsmlr.partition.ring_legs`: a ring of ``n`` shifts moves ``n / P`` of the above.
 So a plain epoch that scores moves ``2 M (P - 1) / P`` per rank (``M`` at P = 2), one
-that does not ``M``; an SVRG epoch that scores in float32 ``7 M (P - 1) / P + M / P``
-(``6 M (P - 1) / P + M / P`` with anchor tables).
+that does not ``M``; an SVRG epoch that scores ``6 M (P - 1) / P + M / P``
+(``5 M (P - 1) / P + M / P`` with anchor tables).
 ``b`` and the rows never move.
 """
 

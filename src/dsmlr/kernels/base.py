@@ -206,8 +206,8 @@ class Snapshot:
     mean_grad : ndarray of shape (D_fit, K_q)
         Full data gradient of the block at the anchor,
         ``(1/N) sum_i (p~_ik - [y_i = k]) x_i`` (no penalty term; with a ``table``, over
-        the probabilities it keeps): summed in float64, kept in the weights' dtype (see
-        :meth:`dsmlr.engines.epochs.Epoch.end_gradient`).
+        the probabilities it keeps), summed in the weights' dtype (see
+        :meth:`dsmlr.engines.epochs.Epoch.begin_gradient`).
     b : ndarray of shape (n_local,)
         Exact ``b~_i = -log sum_k exp(w~_k . x_i)`` of the local rows at the anchor.
     table : AnchorTable, optional

@@ -724,11 +724,21 @@ def _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used):
     return used
 
 
+@_inline
+def _add_intercept(out, j, icpt, fit_intercept):
+    """Add the intercept column's sum: kept in float64 over the rows, since every row adds
+    to it, however ``out`` (the gradient, in the weights' dtype) rounds."""
+    if fit_intercept:
+        for k in range(out.shape[1]):
+            out[j, k] += icpt[k]
+
+
 @_jit
 def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out, keep):
     n_cols, n_block = W.shape
     n_rows = len(indptr) - 1
     s = np.empty(n_block, dtype=W.dtype)
+    icpt = np.zeros(n_block, dtype=np.float64)
     ahead = prefetch_distance(n_block * out.itemsize)
     tptr = np.zeros(n_rows + 1, dtype=np.int64)
     size = 4 * n_rows if keep > 0.0 else 0
@@ -752,7 +762,8 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out, 
                 out[j, k] += x * s[k]
         if fit_intercept:
             for k in range(n_block):
-                out[n_cols - 1, k] += s[k]
+                icpt[k] += s[k]
+    _add_intercept(out, n_cols - 1, icpt, fit_intercept)
     return tptr, tcls[:used].copy(), tp[:used].copy()
 
 
@@ -761,6 +772,7 @@ def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out, keep):
     n_rows, n_feat = X.shape
     n_block = W.shape[1]
     s = np.empty(n_block, dtype=W.dtype)
+    icpt = np.zeros(n_block, dtype=np.float64)
     tptr = np.zeros(n_rows + 1, dtype=np.int64)
     size = 4 * n_rows if keep > 0.0 else 0
     tcls, tp = np.empty(size, dtype=np.int32), np.empty(size, dtype=W.dtype)
@@ -781,7 +793,8 @@ def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out, keep):
                     out[j, k] += x * s[k]
         if fit_intercept:
             for k in range(n_block):
-                out[n_feat, k] += s[k]
+                icpt[k] += s[k]
+    _add_intercept(out, n_feat, icpt, fit_intercept)
     return tptr, tcls[:used].copy(), tp[:used].copy()
 
 
