@@ -21,6 +21,7 @@ _MODULES = {
     "sklearn": "sklearn_adapter",
     "torch": "torch_adapter",
     "spark": "spark_adapter",
+    "cyanure": "cyanure_adapter",
 }
 
 #: Every method name, in table order.
@@ -34,6 +35,7 @@ METHODS: tuple[str, ...] = (
     "dsmlr-eval3",
     "sklearn-saga",
     "sklearn-lbfgs",
+    "cyanure",
     "torch-lbfgs",
     "torch-adam",
     "torch-lbfgs-cuda",
@@ -53,6 +55,6 @@ def run_method(method: str, data, **kwargs) -> RunResult:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     library = method.split("-", 1)[0]
     module = import_module(f".{_MODULES[library]}", __name__)
-    if library != "sklearn":
-        kwargs.pop("targets", None)  # only the fresh-fit ladder bisects to targets
+    if library not in ("sklearn", "cyanure"):
+        kwargs.pop("targets", None)  # only the fresh-fit ladders bisect to targets
     return module.run(method, data, **kwargs)

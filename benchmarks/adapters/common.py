@@ -1,10 +1,12 @@
-"""What every adapter shares: the objective, accuracy, a pausable clock and the run record."""
+"""What every adapter shares: the objective, accuracy, a pausable clock, the run record and
+the ladder of fresh fits of the libraries without a per-iteration callback."""
 
 from __future__ import annotations
 
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -17,6 +19,7 @@ __all__ = [
     "Skipped",
     "TracePoint",
     "accuracy",
+    "fit_ladder",
     "objective",
     "peak_rss_mb",
 ]
@@ -127,3 +130,65 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (ru_maxrss is KB on Linux)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0**2 if sys.platform == "darwin" else rss / 1024.0
+
+
+def fit_ladder(
+    fit: Callable[[int], tuple[TracePoint, bool]],
+    time_limit: float,
+    stop_at: float | None,
+    targets: tuple[float, ...],
+) -> tuple[dict[int, TracePoint], str, float]:
+    """Fresh fits of 1, 2, 4, ... iterations, then the first count reaching each target.
+
+    ``fit(k)`` trains anew for ``k`` iterations and returns the model's trace point (its
+    ``time`` that fit's seconds) and whether the solver stopped on its own tolerance.
+    The ladder doubles ``k`` until a fit converges, reaches ``stop_at`` or would take the
+    summed fit times past ``time_limit`` (extrapolated from the last fit's time per
+    iteration); then, shortest fits first, it bisects the first ``k`` reaching each
+    target.  Returns ``(fits by k, why it stopped, seconds of all fits)``.
+    """
+    fits: dict[int, TracePoint] = {}
+    spent = 0.0
+    converged = False
+
+    def run(k: int) -> TracePoint:
+        nonlocal spent, converged
+        point, done = fit(k)
+        fits[k] = point
+        spent += point.time
+        converged = converged or done
+        return point
+
+    def affordable(k: int) -> bool:
+        if not fits:
+            return True
+        last = fits[max(fits)]
+        return spent + last.time / max(last.epochs, 1.0) * k <= time_limit
+
+    stopped = "time limit"
+    k = 1
+    while affordable(k):
+        point = run(k)
+        if converged:
+            stopped = "converged"
+            break
+        if stop_at is not None and point.objective <= stop_at:
+            stopped = "target"
+            break
+        k *= 2
+    for target in sorted(targets, reverse=True):
+        reached = [j for j, p in fits.items() if p.objective <= target]
+        if not reached:
+            continue
+        hi = min(reached)
+        below = [j for j, p in fits.items() if j < hi and p.objective > target]
+        lo = max(below) if below else 0
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if not affordable(mid):
+                break
+            if run(mid).objective <= target:
+                hi = mid
+            else:
+                lo = mid
+    return fits, stopped, spent

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from .common import RunResult, TracePoint, accuracy, objective, peak_rss_mb
+from .common import RunResult, TracePoint, accuracy, fit_ladder, objective, peak_rss_mb
 
 __all__ = ["METHODS", "run"]
 
@@ -65,12 +65,8 @@ def run(
     solver = method.removeprefix("sklearn-")
     n = data.X_train.shape[0]
     settings = {"solver": solver, "C": 1.0 / (lam * n), "tol": _TOL, "random_state": seed}
-    spent = 0.0
-    fits: dict[int, TracePoint] = {}
-    converged_at: int | None = None
 
-    def fit(max_iter: int) -> TracePoint:
-        nonlocal spent, converged_at
+    def fit(max_iter: int) -> tuple[TracePoint, bool]:
         clf = LogisticRegression(
             C=settings["C"],
             solver=solver,
@@ -84,10 +80,7 @@ def run(
             t0 = time.perf_counter()
             clf.fit(data.X_train, data.y_train)
             elapsed = time.perf_counter() - t0
-        spent += elapsed
         n_iter = int(np.max(clf.n_iter_))
-        if n_iter < max_iter:
-            converged_at = n_iter if converged_at is None else min(converged_at, n_iter)
         b = clf.intercept_ if fit_intercept else None
         point = TracePoint(
             time=elapsed,
@@ -95,43 +88,9 @@ def run(
             test_accuracy=accuracy(clf.coef_, b, data.X_test, data.y_test),
             epochs=float(n_iter),
         )
-        fits[max_iter] = point
-        return point
+        return point, n_iter < max_iter  # stopped on its tolerance
 
-    def affordable(max_iter: int) -> bool:
-        if not fits:
-            return True
-        last = max(fits)
-        per_iter = fits[last].time / max(fits[last].epochs, 1.0)
-        return spent + per_iter * max_iter <= time_limit
-
-    stopped = "time limit"
-    m = 1
-    while affordable(m):
-        point = fit(m)
-        if converged_at is not None:
-            stopped = "converged"
-            break
-        if stop_at is not None and point.objective <= stop_at:
-            stopped = "target"
-            break
-        m *= 2
-    # Bisect the first iteration count reaching each target, shortest fits first.
-    for target in sorted(targets, reverse=True):
-        reached = [k for k, p in fits.items() if p.objective <= target]
-        if not reached:
-            continue
-        hi = min(reached)
-        below = [k for k, p in fits.items() if k < hi and p.objective > target]
-        lo = max(below) if below else 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if not affordable(mid):
-                break
-            if fit(mid).objective <= target:
-                hi = mid
-            else:
-                lo = mid
+    fits, stopped, spent = fit_ladder(fit, time_limit, stop_at, targets)
     trace = sorted(fits.values(), key=lambda p: p.epochs)
     result = RunResult(method, trace, stopped, peak_rss_mb(), settings)
     result.notes.append(
