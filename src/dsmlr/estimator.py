@@ -425,7 +425,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
                 n_blocks=n_class_blocks(self.engine, cfg, max(n_ranks, workers)),
                 itemsize=np.dtype(cfg.dtype).itemsize, optimizer=cfg.optimizer,
                 fit_intercept=cfg.fit_intercept, engine=self.engine, n_samples=cfg.n_samples,
-                anchor_tables=cfg.kernel != "torch",
+                anchor_tables=cfg.kernel in HOST_KERNELS,  # HostBlocks.anchor_tables
             )  # fmt: skip
 
         check_memory(comm, plan_for)

@@ -50,6 +50,11 @@ class AnchorTable:
     classes: np.ndarray
     probs: np.ndarray
 
+    @classmethod
+    def empty(cls, n_rows: int, dtype) -> AnchorTable:
+        """A table keeping nothing for ``n_rows`` rows (an empty block's)."""
+        return cls(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype))
+
     @property
     def nbytes(self) -> int:
         return int(self.indptr.nbytes + self.classes.nbytes + self.probs.nbytes)
@@ -72,11 +77,9 @@ def uses_tables(
     """
     if anchor not in ANCHORS:
         raise ValueError(f"svrg_anchor must be one of {ANCHORS}, got {anchor!r}")
-    if anchor == "weights" or not supported:
-        if anchor == "probabilities":
-            raise ValueError("this kernel holds SVRG's anchor as weights only")
-        return False
-    if anchor == "probabilities":
-        return True
+    if anchor == "probabilities" and not supported:
+        raise ValueError("this kernel holds SVRG's anchor as weights only")
+    if anchor != "auto":
+        return anchor == "probabilities"
     table = table_bytes_bound(n_samples, n_classes, 1, itemsize)
-    return table < n_classes * n_columns * itemsize
+    return supported and table < n_classes * n_columns * itemsize

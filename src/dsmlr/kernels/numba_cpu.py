@@ -686,6 +686,14 @@ def _svrg_dense(
             _svrg_step(W, g, mu, j, eta if j < n_pen else eta_u, lam, j < n_pen)
 
 
+@_inline
+def _table_start(n_rows, keep, W):
+    """Row starts and entry arrays of a gradient pass's table (all but empty without one:
+    ``keep <= 0``)."""
+    rows, size = (n_rows + 1, 4 * n_rows) if keep > 0.0 else (1, 0)
+    return np.zeros(rows, dtype=np.int64), np.empty(size, np.int32), np.empty(size, W.dtype)
+
+
 @_jit
 def _table_room(tcls, tp, used, need):
     """The table's entry arrays, grown (doubled) if ``need`` more entries do not fit."""
@@ -740,9 +748,7 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out, 
     s = np.empty(n_block, dtype=W.dtype)
     icpt = np.zeros(n_block, dtype=np.float64)
     ahead = prefetch_distance(n_block * out.itemsize)
-    tptr = np.zeros(n_rows + 1, dtype=np.int64)
-    size = 4 * n_rows if keep > 0.0 else 0
-    tcls, tp = np.empty(size, dtype=np.int32), np.empty(size, dtype=W.dtype)
+    tptr, tcls, tp = _table_start(n_rows, keep, W)
     used = 0
     for r in range(n_rows):
         _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
@@ -773,9 +779,7 @@ def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out, keep):
     n_block = W.shape[1]
     s = np.empty(n_block, dtype=W.dtype)
     icpt = np.zeros(n_block, dtype=np.float64)
-    tptr = np.zeros(n_rows + 1, dtype=np.int64)
-    size = 4 * n_rows if keep > 0.0 else 0
-    tcls, tp = np.empty(size, dtype=np.int32), np.empty(size, dtype=W.dtype)
+    tptr, tcls, tp = _table_start(n_rows, keep, W)
     used = 0
     for r in range(n_rows):
         _row_scores_dense(X, r, W, fit_intercept, s)
@@ -817,10 +821,7 @@ class NumbaKernel(HostBlocks):
 
     def gradient_pass(self, rows: LocalRows, W_block, k0, b, scale, out, keep=None):
         if W_block.shape[1] == 0 or rows.n_rows == 0:
-            if keep is None:
-                return None
-            empty = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=W_block.dtype)
-            return AnchorTable(np.zeros(rows.n_rows + 1, dtype=np.int64), *empty)
+            return AnchorTable.empty(rows.n_rows, W_block.dtype) if keep is not None else None
         tail = (W_block, k0, b, float(scale), out, float(keep or 0.0))
         if rows.is_sparse:
             X = rows.X

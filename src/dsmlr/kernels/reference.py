@@ -19,10 +19,6 @@ def _dense_rows(rows: LocalRows) -> np.ndarray:
     return add_intercept_column(X) if rows.fit_intercept else X
 
 
-def _empty_table(n_rows: int, dtype) -> AnchorTable:
-    return AnchorTable(np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype))
-
-
 def _table_rows(table: AnchorTable, batch: np.ndarray, n_block: int) -> np.ndarray:
     """The table's probabilities of the ``batch`` rows, dense (0 where none is kept)."""
     kept = sp.csr_matrix(
@@ -64,7 +60,7 @@ class ReferenceKernel(HostBlocks):
     def gradient_pass(self, rows, W_block, k0, b, scale, out, keep=None):
         n_block = W_block.shape[1]
         if n_block == 0 or rows.n_rows == 0:
-            return _empty_table(rows.n_rows, W_block.dtype) if keep is not None else None
+            return AnchorTable.empty(rows.n_rows, W_block.dtype) if keep is not None else None
         Xa = _dense_rows(rows)
         R = np.exp(Xa @ W_block.astype(np.float64) + b[:, None])
         table = None
