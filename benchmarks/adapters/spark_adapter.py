@@ -12,7 +12,6 @@ the objective and accuracy are computed afterwards in numpy from the fitted
 coefficients.  The ladder stops at ``stop_at``, at convergence (fewer iterations than
 ``maxIter``) or when the next fit would end past the time limit.
 
-Untested here: the development machine has Java but not pyspark.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ def run(
     time_limit: float,
     stop_at: float | None,
     seed: int,
+    driver_memory: str = "8g",
 ) -> RunResult:
     """Trace Spark's multinomial logistic regression by fresh fits of growing ``maxIter``.
 
@@ -53,6 +53,8 @@ def run(
         Stop at the first fit whose objective is at most this.
     seed : int
         Unused (Spark's L-BFGS is deterministic); kept for the common signature.
+    driver_memory : str
+        The driver's heap (``spark.driver.memory``); in local mode it does all the work.
     """
     if shutil.which("java") is None:
         raise Skipped("spark-lbfgs: no `java` on the PATH")
@@ -66,7 +68,7 @@ def run(
     spark = (
         SparkSession.builder.master(_MASTER)
         .appName("dsmlr-benchmark")
-        .config("spark.driver.memory", "8g")
+        .config("spark.driver.memory", driver_memory)
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )

@@ -30,8 +30,6 @@ goes on correctly, but not bit for bit as it would have.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -46,8 +44,10 @@ from dsmlr.io.model_files import (
     ModelData,
     read_block,
     read_manifest,
+    read_npy,
     write_block,
     write_manifest,
+    write_npy,
 )
 
 __all__ = [
@@ -284,6 +284,10 @@ def resume_start(
     cache: dict[int, np.ndarray] = {}
 
     def weights(k0: int, k1: int) -> np.ndarray:
+        # The layout that was saved reads its block as it is: no second copy of it.
+        for index, (lo, hi, _, _) in enumerate(manifest.blocks):
+            if (lo, hi) == (k0, k1) and index not in cache:
+                return read_block(manifest, index)
         # Any saved layout loads: the rows of classes k0:k1 from the blocks covering them.
         out = np.empty((k1 - k0, manifest.n_columns), dtype=manifest.dtype)
         for index, (lo, hi, _, _) in enumerate(manifest.blocks):
@@ -300,7 +304,7 @@ def resume_start(
         digest = record.get("acc", {}).get(f"block_{q:05d}.npy")
         if digest is None or (k0, k1) not in saved_blocks:
             return None  # another block layout: AdaGrad restarts
-        return _read_checked(found / name, digest)
+        return _read_checked(found / name, digest, manifest.n_columns)
 
     history = [EpochRecord(**entry) for entry in manifest.history]
     state = ResumeState(
@@ -318,19 +322,10 @@ def resume_start(
 
 def _save_array(path: Path, array: np.ndarray) -> str:
     """Write ``array`` as ``.npy`` (durably) and return its SHA-256."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    payload = buffer.getvalue()
-    path.write_bytes(payload)
+    digest = write_npy(path, array)
     _fsync(path)
-    return hashlib.sha256(payload).hexdigest()
+    return digest
 
 
-def _read_checked(path: Path, digest: str) -> np.ndarray:
-    try:
-        payload = path.read_bytes()
-    except OSError:
-        raise DataError("checkpoint file missing or unreadable", str(path)) from None
-    if hashlib.sha256(payload).hexdigest() != digest:
-        raise DataError("checkpoint file is truncated or altered (checksum mismatch)", str(path))
-    return np.load(io.BytesIO(payload), allow_pickle=False)
+def _read_checked(path: Path, digest: str, n_columns: int) -> np.ndarray:
+    return read_npy(path, digest, (n_columns,), np.float64, what="checkpoint file")

@@ -43,9 +43,9 @@ class GeneratedProblem:
         Non-negative float64 features, canonical CSR.
     y : ndarray of shape (n_samples,)
         int64 labels in ``[0, n_classes)``.
-    W_true : ndarray of shape (n_classes, n_features)
-        The planted non-negative weights, dense float64 like the model being fitted
-        (8 * K * D bytes), with about ``2 * D`` non-zeros.
+    W_true : scipy.sparse.csr_matrix of shape (n_classes, n_features)
+        The planted non-negative weights (float64), with about ``2 * D`` non-zeros:
+        sparse, so that generating a problem whose model outgrows memory needs none.
     class_prior : ndarray of shape (n_classes,)
         Labels follow ``softmax(W_true @ x + log(class_prior))``.  It is tuned so that
         the expected class frequencies follow the Zipf law of ``class_power``.
@@ -53,7 +53,7 @@ class GeneratedProblem:
 
     X: sp.csr_matrix
     y: np.ndarray
-    W_true: np.ndarray
+    W_true: sp.csr_matrix
     class_prior: np.ndarray
 
 
@@ -207,7 +207,7 @@ def _distinct_curve(p: np.ndarray, max_draws: float) -> tuple[np.ndarray, np.nda
 
 def _planted_weights(
     rng: np.random.Generator, feature_of_rank: np.ndarray, k: int, scale: float
-) -> tuple[np.ndarray, sp.csr_matrix]:
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Give every class the same share of popular, mid and rare features.
 
     Features in popularity order are cut into blocks of ``k`` slots and each block is
@@ -222,10 +222,8 @@ def _planted_weights(
     weights = scale * rng.exponential(size=feats.size)
     Wt = sp.csr_matrix((weights, (feats, classes)), shape=(d, k))  # sums duplicate pairs
     Wt.sum_duplicates()
-    pairs = Wt.tocoo()
-    W = np.zeros((k, d))
-    W[pairs.col, pairs.row] = pairs.data
-    return W, Wt
+    Wt.eliminate_zeros()  # signal = 0 plants none
+    return Wt.T.tocsr(), Wt
 
 
 def _rows(

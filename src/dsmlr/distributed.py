@@ -329,7 +329,7 @@ def load_sharded(path: str | os.PathLike, comm: Communicator) -> ShardedModel:
     def read_mine():
         manifest = read_manifest(path)
         blocks = [
-            ((lo, hi), np.ascontiguousarray(read_block(manifest, q).T))
+            ((lo, hi), read_block(manifest, q, feature_major=True))
             for q, (lo, hi, _, _) in enumerate(manifest.blocks)
             if q % comm.size == comm.rank
         ]

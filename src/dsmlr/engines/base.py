@@ -135,7 +135,8 @@ class EpochRecord:
     (payload per rank, averaged over ranks) cover the epochs since the previous record
     (one epoch unless :attr:`EngineConfig.eval_every` > 1).  ``peak_rss`` is
     each rank's peak resident memory so far, in bytes, in rank order (in-process
-    workers share one process, so they report the same figure).
+    workers share one process, so they report the same figure).  ``checkpoint_seconds``
+    is the time the checkpoint written after this epoch took (None without one).
     """
 
     epoch: int
@@ -151,6 +152,7 @@ class EpochRecord:
     eval_seconds: float = 0.0
     bytes_sent: int = 0
     peak_rss: list[int] | None = None
+    checkpoint_seconds: float | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

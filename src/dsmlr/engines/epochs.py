@@ -403,8 +403,6 @@ def run_epochs(
         history.append(record)
         clock.compute = clock.comm = clock.eval = 0.0
         bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
-        if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
-            monitor.on_epoch(record)
         if len(history) > 1 and record.objective > history[-2].objective:
             # A rising objective means the step is too long for this data; every rank
             # sees the same allreduced objective, so all shorten it together.
@@ -419,7 +417,12 @@ def run_epochs(
                 epoch, list(history), backoff, stopper.best, stopper.quiet,
                 time.perf_counter() - t_start, converged, [rng.bit_generator.state],
             )  # fmt: skip
+            t_save = time.perf_counter()
             saver.save(comm, epoch, ring.host_group(), now)
+            record.checkpoint_seconds = time.perf_counter() - t_save
+        # After the checkpoint, so that the record (a --metrics line) says what it took.
+        if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
+            monitor.on_epoch(record)
 
     return WorkerResult(
         rank=comm.rank,

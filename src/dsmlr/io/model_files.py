@@ -27,6 +27,7 @@ from dsmlr.partition import class_blocks
 
 __all__ = [
     "FORMAT",
+    "IO_CHUNK_BYTES",
     "Manifest",
     "ModelData",
     "epochs_run",
@@ -34,9 +35,11 @@ __all__ = [
     "read_block",
     "read_manifest",
     "read_model",
+    "read_npy",
     "write_block",
     "write_manifest",
     "write_model",
+    "write_npy",
 ]
 
 FORMAT = "dsmlr-model"
@@ -117,6 +120,130 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     os.replace(tmp, path)
 
 
+#: Arrays are written and read this many bytes at a time, so that saving or loading a
+#: block never holds a second copy of it (a block can be most of a rank's memory).
+IO_CHUNK_BYTES = 64 * 2**20
+
+
+def _rows_a_chunk(row_bytes: int, chunk_bytes: int) -> int:
+    return max(1, chunk_bytes // max(row_bytes, 1))
+
+
+def write_npy(path: Path, rows: np.ndarray, *, chunk_bytes: int = IO_CHUNK_BYTES) -> str:
+    """Write ``rows`` (1-D or 2-D) to ``path`` as a C-order ``.npy`` file; return its
+    SHA-256.
+
+    ``rows`` may be any strided view (a feature-major block's transpose): it is made
+    contiguous ``chunk_bytes`` at a time.  The file appears under its name only once
+    complete (written beside it, then renamed).
+    """
+    rows = np.asarray(rows)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header,
+        {"descr": np.lib.format.dtype_to_descr(rows.dtype), "fortran_order": False,
+         "shape": tuple(int(n) for n in rows.shape)},
+    )  # fmt: skip
+    digest = hashlib.sha256(header.getvalue())
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.getvalue())
+        step = _rows_a_chunk(rows[:1].nbytes, chunk_bytes)
+        for a in range(0, rows.shape[0], step):
+            chunk = np.ascontiguousarray(rows[a : a + step])
+            f.write(chunk)
+            digest.update(chunk)
+    os.replace(tmp, path)
+    return digest.hexdigest()
+
+
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+class _HashingReader:
+    """A binary file whose bytes are hashed as they are read."""
+
+    def __init__(self, f):
+        self.f, self.digest = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.digest.update(data)
+        return data
+
+    def hexdigest_of_all(self, chunk_bytes: int) -> str:
+        """The digest of the whole file (the bytes not read yet included)."""
+        while self.read(chunk_bytes):
+            pass
+        return self.digest.hexdigest()
+
+
+def read_npy(
+    path: Path,
+    digest: str,
+    shape: tuple[int, ...],
+    dtype,
+    *,
+    transposed: bool = False,
+    what: str = "file",
+    chunk_bytes: int = IO_CHUNK_BYTES,
+) -> np.ndarray:
+    """Read the ``.npy`` file ``path`` checked against its SHA-256 ``digest``.
+
+    The array must have ``shape`` (its values are cast to ``dtype``); with
+    ``transposed`` a 2-D one is returned as its C-order transpose, filled ``chunk_bytes``
+    at a time, so reading never holds a second copy.  Nothing in the file is unpickled;
+    ``what`` names the file in messages.
+
+    Raises
+    ------
+    DataError
+        The file is missing, truncated or altered (checksum), or not an array of
+        ``shape``; the message names the file.
+    """
+    problem = None
+    try:
+        with open(path, "rb") as f:
+            reader = _HashingReader(f)
+            try:
+                version = np.lib.format.read_magic(reader)
+                read_header = _HEADER_READERS.get(version)
+                if read_header is None:
+                    raise ValueError(f"unsupported .npy version {version}")
+                found, fortran_order, stored = read_header(reader)
+                if found != tuple(shape) or fortran_order or stored.hasobject:
+                    raise ValueError(
+                        f"array of shape {found} and type {stored}, expected {tuple(shape)} "
+                        f"and {np.dtype(dtype)} in C order"
+                    )
+                out = np.empty(shape[::-1] if transposed else shape, dtype=dtype)
+                row_bytes = int(np.prod(shape[1:])) * stored.itemsize
+                step = _rows_a_chunk(row_bytes, chunk_bytes)
+                for a in range(0, shape[0], step):
+                    n = min(step, shape[0] - a)
+                    data = reader.read(n * row_bytes)
+                    if len(data) != n * row_bytes:
+                        raise ValueError("file ends inside the array")
+                    chunk = np.frombuffer(data, dtype=stored).reshape((n, *shape[1:]))
+                    if transposed:
+                        out[:, a : a + n] = chunk.T
+                    else:
+                        out[a : a + n] = chunk
+            except ValueError as exc:
+                problem = exc
+            whole = reader.hexdigest_of_all(chunk_bytes)
+    except OSError:
+        raise DataError(f"{what} missing or unreadable", str(path)) from None
+    if whole != digest:
+        raise DataError(f"{what} is truncated or altered (checksum mismatch)", str(path))
+    if problem is not None:
+        raise DataError(f"{what} is not a plain numeric array ({problem})", str(path))
+    return out
+
+
 def prepare_directory(path: str | os.PathLike) -> Path:
     """Create model directory ``path`` and remove any old manifest from it.
 
@@ -134,13 +261,11 @@ def prepare_directory(path: str | os.PathLike) -> Path:
 
 
 def write_block(out: Path, q: int, classes: tuple[int, int], rows: np.ndarray) -> dict:
-    """Write block ``q`` (``rows`` = ``W[k0:k1]``, class-major) and return its manifest entry."""
+    """Write block ``q`` (``rows`` = ``W[k0:k1]``, class-major; a strided view such as a
+    feature-major block's transpose is fine) and return its manifest entry."""
     name = f"block_{q:05d}.npy"
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(rows), allow_pickle=False)
-    payload = buffer.getvalue()
-    _atomic_write_bytes(out / name, payload)
-    return {"file": name, "classes": [int(classes[0]), int(classes[1])], "sha256": _sha256(payload)}
+    digest = write_npy(out / name, rows)
+    return {"file": name, "classes": [int(classes[0]), int(classes[1])], "sha256": digest}
 
 
 def write_manifest(
@@ -246,27 +371,16 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     )  # fmt: skip
 
 
-def read_block(manifest: Manifest, index: int) -> np.ndarray:
-    """Block ``index`` (in class order) of a model: ``W[k0:k1]``, checked against its checksum."""
+def read_block(manifest: Manifest, index: int, *, feature_major: bool = False) -> np.ndarray:
+    """Block ``index`` (in class order) of a model: ``W[k0:k1]``, checked against its
+    checksum; with ``feature_major`` its C-order transpose (the engines' layout), read
+    straight into that layout."""
     lo, hi, name, digest = manifest.blocks[index]
-    file = manifest.path / name
-    try:
-        payload = file.read_bytes()
-    except OSError:
-        raise DataError("block file missing or unreadable", str(file)) from None
-    if _sha256(payload) != digest:
-        raise DataError("block file is truncated or altered (checksum mismatch)", str(file))
-    try:
-        part = np.load(io.BytesIO(payload), allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"not a plain numeric array ({exc})", str(file)) from None
-    if part.shape != (hi - lo, manifest.n_columns) or part.dtype != manifest.dtype:
-        raise DataError(
-            f"block has shape {part.shape} and type {part.dtype}, expected "
-            f"{(hi - lo, manifest.n_columns)} and {manifest.dtype}",
-            str(file),
-        )
-    return part
+    shape = (hi - lo, manifest.n_columns)
+    return read_npy(
+        manifest.path / name, digest, shape, manifest.dtype, transposed=feature_major,
+        what="block file",
+    )  # fmt: skip
 
 
 def read_model(path: str | os.PathLike) -> ModelData:
