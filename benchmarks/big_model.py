@@ -38,6 +38,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -263,8 +264,9 @@ def peer_main(method: str, train: str, test: str, seconds: float, memory_gib: fl
 
 
 def run_peer(method: str, train: Path, test: Path, seconds: float, memory_gib: float) -> dict:
-    cmd = [PY, __file__, "--peer", method, "--peer-seconds", str(seconds), "--peer-memory",
-           str(memory_gib), "--train", str(train), "--test", str(test)]  # fmt: skip
+    cmd = [PY, "-X", "faulthandler", __file__, "--peer", method, "--peer-seconds", str(seconds),
+           "--peer-memory", str(memory_gib), "--train", str(train),
+           "--test", str(test)]  # fmt: skip
     guard = seconds + 1800  # loading the data and building Spark's DataFrame come first
     t0 = time.perf_counter()
     try:
@@ -273,9 +275,14 @@ def run_peer(method: str, train: Path, test: Path, seconds: float, memory_gib: f
         return {"method": method, "outcome": "failed", "error": f"killed after {guard:.0f} s"}
     lines = [ln for ln in run.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
-        tail = " | ".join(run.stderr.strip().splitlines()[-3:])
-        return {"method": method, "outcome": "failed",
-                "error": f"exit status {run.returncode}: {tail}"[:600]}  # fmt: skip
+        if run.returncode < 0:  # a crash: the signal, and where (faulthandler's frames)
+            frames = [ln.strip() for ln in run.stderr.splitlines() if ln.strip().startswith("File")]
+            where = f" in {frames[0]}" if frames else ""
+            what = f"killed by {signal.Signals(-run.returncode).name}{where}"
+        else:
+            what = f"exit status {run.returncode}: " + " | ".join(run.stderr.splitlines()[-3:])
+        return {"method": method, "outcome": "failed", "error": what[:600],
+                "wall": time.perf_counter() - t0}  # fmt: skip
     out = json.loads(lines[-1])
     out["wall"] = time.perf_counter() - t0
     return out

@@ -199,9 +199,31 @@ def test_calibrate_measures_positive_rates():
     rates = calibrate(n_rows=200, n_features=300, block_classes=8, nnz_per_row=5, repeats=1,
                       ranks_per_host=2)  # fmt: skip
     values = [rates.update_sgd, rates.update_svrg, rates.update_adagrad, rates.gradient,
-              rates.score]  # fmt: skip
+              rates.score, rates.update_svrg_tables, rates.gradient_tables]  # fmt: skip
     assert all(np.isfinite(values)) and min(values) > 0
     assert "ranks_per_host=2" in rates.source
+
+
+def test_svrg_with_anchor_tables_takes_the_tables_kernels_rates():
+    # 2200 classes x 1M features, 200K rows: the tables' bound (200K x 1000 entries) is
+    # below the model, so SVRG holds its anchor as tables and runs those kernels.
+    rates = Throughput(update_sgd=1e9, update_svrg=2e8, update_adagrad=3e8, gradient=4e8,
+                       score=5e8, update_svrg_tables=6e8, gradient_tables=7e8)  # fmt: skip
+    big = plan_training(n_samples=200_000, n_features=1_000_000, n_classes=2200,
+                        nnz=10_000_000, n_ranks=2, bandwidth=1e9, throughput=rates)  # fmt: skip
+    assert big.update_seconds == pytest.approx(big.units_per_pass / 6e8)
+    assert big.gradient_seconds == pytest.approx(big.units_per_pass / 7e8)
+    # A small model keeps anchor weights, and their rates.
+    small = plan_training(n_samples=200_000, n_features=1000, n_classes=2200,
+                          nnz=10_000_000, n_ranks=2, bandwidth=1e9, throughput=rates)  # fmt: skip
+    assert small.update_seconds == pytest.approx(small.units_per_pass / 2e8)
+    assert small.gradient_seconds == pytest.approx(small.units_per_pass / 4e8)
+    # Rates without the tables' figures (an older calibration) fall back to these.
+    old = Throughput(update_sgd=1e9, update_svrg=2e8, update_adagrad=3e8, gradient=4e8,
+                     score=5e8)  # fmt: skip
+    fallback = plan_training(n_samples=200_000, n_features=1_000_000, n_classes=2200,
+                             nnz=10_000_000, n_ranks=2, bandwidth=1e9, throughput=old)  # fmt: skip
+    assert fallback.update_seconds == pytest.approx(big.units_per_pass / 2e8)
 
 
 # -- command line ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from dsmlr.io import export_npz, load_dataset, write_svmlight
 from dsmlr.io.model_files import epochs_run
 from dsmlr.objective import squared_norm
 from dsmlr.plotting import configure_plot, run_plot
-from dsmlr.progress import TrainingProgress
+from dsmlr.progress import ReadingProgress, TrainingProgress
 
 if TYPE_CHECKING:
     pass
@@ -146,11 +146,13 @@ def training_summary(history: list[dict], converged: bool | None) -> list[str]:
     return lines
 
 
-def _read_aligned(path: str, n_features: int, zero_based, dtype):
+def _read_aligned(path: str, n_features: int, zero_based, dtype, show: bool | None = None):
     """Read ``path`` (LIBSVM, or ``.npz`` by its name) with exactly ``n_features`` columns:
     missing ones are zero, extra ones (features the model never saw) are dropped with a
-    warning.  ``zero_based`` None (a model trained on ``.npz``) means ``"auto"``."""
-    data = load_dataset(path, zero_based=zero_based, dtype=dtype)
+    warning.  ``zero_based`` None (a model trained on ``.npz``) means ``"auto"``.  ``show``
+    a bar while it is read (default: on a terminal)."""
+    with ReadingProgress(path, show=show) as progress:
+        data = load_dataset(path, zero_based=zero_based, dtype=dtype, progress=progress)
     X = data.X
     if X.shape[1] > n_features:
         dropped = int(np.count_nonzero(X.indices >= n_features))
@@ -275,11 +277,15 @@ def _run_train(args: argparse.Namespace) -> int:
     if Path(args.model).exists() and not Path(args.model).is_dir():  # fail before training
         raise DataError("exists and is not a directory (--model)", args.model)
     dtype = DTYPES[args.dtype]
-    train = load_dataset(args.train, zero_based=ZERO_BASED[args.zero_based], dtype=dtype)
+    show = False if args.quiet else None
+    with ReadingProgress(args.train, show=show) as progress:
+        train = load_dataset(
+            args.train, zero_based=ZERO_BASED[args.zero_based], dtype=dtype, progress=progress
+        )
     X, y = train.X, train.y
     X_test = y_test = None
     if args.test:
-        X_test, y_test = _read_aligned(args.test, X.shape[1], train.zero_based, dtype)
+        X_test, y_test = _read_aligned(args.test, X.shape[1], train.zero_based, dtype, show)
     from dsmlr.estimator import DSMLRClassifier  # scikit-learn: only when training
 
     model = DSMLRClassifier(

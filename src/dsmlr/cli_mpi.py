@@ -33,7 +33,7 @@ from dsmlr.comm.watchdog import Watchdog
 from dsmlr.distributed import ShardedModel, fit_sharded, load_sharded
 from dsmlr.io.datasets import read_dataset_shard
 from dsmlr.io.sharded import Shard
-from dsmlr.progress import TrainingProgress
+from dsmlr.progress import ReadingProgress, TrainingProgress
 
 __all__ = ["evaluate_mpi", "predict_mpi", "train_mpi"]
 
@@ -65,15 +65,19 @@ def _train(comm: MPIComm, args: argparse.Namespace, note: str | None) -> int:
     if args.workers is not None and args.workers != comm.size:
         _say(comm, f"dsmlr: note: --workers ignored: one worker per MPI rank ({comm.size})")
     dtype = DTYPES[args.dtype]
-    train = read_dataset_shard(
-        args.train, comm, zero_based=ZERO_BASED[args.zero_based], dtype=dtype
-    )
+    show = False if args.quiet or comm.rank else None  # rank 0's share stands for all
+    with ReadingProgress(args.train, show=show) as progress:
+        train = read_dataset_shard(
+            args.train, comm, zero_based=ZERO_BASED[args.zero_based], dtype=dtype,
+            progress=progress,
+        )  # fmt: skip
     test = None
     if args.test:
-        test = read_dataset_shard(
-            args.test, comm, zero_based=train.zero_based, n_features=train.n_features,
-            dtype=dtype, allow_extra_features=True,
-        )  # fmt: skip
+        with ReadingProgress(args.test, show=show) as progress:
+            test = read_dataset_shard(
+                args.test, comm, zero_based=train.zero_based, n_features=train.n_features,
+                dtype=dtype, allow_extra_features=True, progress=progress,
+            )  # fmt: skip
     params = dict(
         lam=args.lam, fit_intercept=not args.no_intercept, max_epochs=args.epochs, tol=args.tol,
         engine=args.engine, optimizer=args.optimizer, eta=args.eta, batch_size=args.batch_size,
@@ -116,10 +120,11 @@ def _model_and_data(args: argparse.Namespace) -> tuple[MPIComm, ShardedModel, Sh
     zero_based = ZERO_BASED[args.zero_based]
     if zero_based == "auto":
         zero_based = model.metadata.get("zero_based", "auto")
-    data = read_dataset_shard(
-        args.data, comm, zero_based=zero_based, n_features=model.n_features_in_,
-        dtype=model.dtype, allow_extra_features=True,
-    )  # fmt: skip
+    with ReadingProgress(args.data, show=False if comm.rank else None) as progress:
+        data = read_dataset_shard(
+            args.data, comm, zero_based=zero_based, n_features=model.n_features_in_,
+            dtype=model.dtype, allow_extra_features=True, progress=progress,
+        )  # fmt: skip
     return comm, model, data
 
 

@@ -119,7 +119,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from dsmlr.kernels.anchor_table import uses_tables
+from dsmlr.kernels.anchor_table import KEEP, uses_tables
 from dsmlr.memory import MemoryPlan, plan_memory
 from dsmlr.partition import ring_legs
 
@@ -162,6 +162,10 @@ class Throughput:
         The scoring pass (partial log-sum-exp, true-class score, arg-max).
     source : str
         Where the figures come from (machine, problem, date).
+    update_svrg_tables, gradient_tables : float, optional
+        SVRG's update and gradient passes where the anchor is held as the rows'
+        probability tables (:mod:`dsmlr.kernels.anchor_table`); the anchor-weights
+        rates stand in where they are not given.
     """
 
     update_sgd: float
@@ -170,35 +174,48 @@ class Throughput:
     gradient: float
     score: float
     source: str = ""
+    update_svrg_tables: float | None = None
+    gradient_tables: float | None = None
 
-    def update(self, optimizer: str) -> float:
-        """The update pass's rate for ``optimizer``."""
+    def update(self, optimizer: str, tables: bool = False) -> float:
+        """The update pass's rate for ``optimizer`` (SVRG's with anchor ``tables``)."""
+        if optimizer == "svrg" and tables and self.update_svrg_tables:
+            return self.update_svrg_tables
         return {"sgd": self.update_sgd, "svrg": self.update_svrg,
                 "adagrad": self.update_adagrad}[optimizer]  # fmt: skip
+
+    def gradient_pass(self, tables: bool = False) -> float:
+        """SVRG's gradient pass's rate (with anchor ``tables``)."""
+        return self.gradient_tables if tables and self.gradient_tables else self.gradient
 
 
 #: Rates of the numba kernels measured with :func:`calibrate` at its defaults (5000 rows,
 #: 20000 features, 50 non-zeros a row, one block of 500 classes, one rank), the median
-#: of 3 calibrations on 2026-11-28, on this project's 2-core development machine (AMD
-#: EPYC, shared with other jobs).  They are *that machine's* figures, kept so that
-#: ``dsmlr plan`` answers at once: run ``dsmlr plan --calibrate`` (or pass
-#: ``calibrate()``'s result) to plan for another one.
+#: of 3 calibrations on 2026-12-06, on this project's 2-core development machine (Intel
+#: Xeon, a VM shared with other jobs: single calibrations there vary by 15-35%).  They
+#: are *that machine's* figures, kept so that ``dsmlr plan`` answers at once: run
+#: ``dsmlr plan --calibrate`` (or pass ``calibrate()``'s result) to plan for another one.
+_SOURCE = "calibrate() defaults, median of 3, 2-core development machine, 2026-12-06"
 MEASURED_THROUGHPUT: dict[str, Throughput] = {
     "float64": Throughput(
-        update_sgd=1.43e9,
-        update_svrg=6.57e8,
-        update_adagrad=4.99e8,
-        gradient=1.15e9,
-        score=2.49e9,
-        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-28",
+        update_sgd=1.21e9,
+        update_svrg=3.12e8,
+        update_adagrad=3.49e8,
+        gradient=8.34e8,
+        score=2.32e9,
+        update_svrg_tables=6.82e8,
+        gradient_tables=8.49e8,
+        source=_SOURCE,
     ),
     "float32": Throughput(
-        update_sgd=2.75e9,
-        update_svrg=8.70e8,
-        update_adagrad=6.57e8,
-        gradient=1.59e9,
-        score=4.66e9,
-        source="calibrate() defaults, median of 3, 2-core development machine, 2026-11-28",
+        update_sgd=1.78e9,
+        update_svrg=8.51e8,
+        update_adagrad=5.04e8,
+        gradient=1.81e9,
+        score=2.43e9,
+        update_svrg_tables=1.2e9,
+        gradient_tables=1.61e9,
+        source=_SOURCE,
     ),
 }
 
@@ -405,8 +422,8 @@ def plan_training(
 
     units = float(nnz_p + rows_p) * K
     svrg = optimizer == "svrg"
-    update_s = units / rates.update(optimizer)
-    gradient_s = units / rates.gradient / eval_every if svrg else 0.0
+    update_s = units / rates.update(optimizer, tables)
+    gradient_s = units / rates.gradient_pass(tables) / eval_every if svrg else 0.0
     score_s = units / rates.score / eval_every
 
     M = K * d_fit * s
@@ -574,7 +591,7 @@ class _KernelBench:
         rows = LocalRows(X, y, True)
         kernel = get_kernel("numba")
         W = np.zeros((d + 1, n_classes), dtype=dtype)
-        mean_grad = np.zeros((d + 1, n_classes))
+        mean_grad = np.zeros((d + 1, n_classes), dtype=dtype)  # as the engines hold it
         acc = np.zeros(d + 1)
         b = np.full(n, -np.log(n_classes))
         partials = np.full((n, 1), np.log(n_classes))
@@ -599,6 +616,16 @@ class _KernelBench:
                 anchor.append(Snapshot(W.copy(), mean_grad.copy(), b.copy()))
             kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(False), anchor[0])
 
+        def gradient_tables() -> None:
+            mean_grad[...] = 0.0
+            table[:] = [kernel.gradient_pass(rows, W, 0, b, 1.0 / n, mean_grad, keep=KEEP)]
+
+        def svrg_tables() -> None:
+            snapshot = Snapshot(None, mean_grad, b.copy(), table[0])
+            kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(False), snapshot)
+
+        table: list = []
+
         def score() -> None:
             kernel.score_pass(rows, W, 0, np.empty((n, 1)), 0, np.zeros(n),
                               np.full(n, -np.inf), np.full(n, -1, np.int64))  # fmt: skip
@@ -609,5 +636,7 @@ class _KernelBench:
             "update_adagrad": lambda: update(True),
             "gradient": gradient,
             "update_svrg": svrg,
+            "gradient_tables": gradient_tables,
+            "update_svrg_tables": svrg_tables,
             "score": score,
         }

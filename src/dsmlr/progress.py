@@ -1,16 +1,18 @@
-"""What ``dsmlr train`` shows while it trains.
+"""What ``dsmlr`` shows while it reads data and trains.
 
 On a terminal: a progress bar per epoch (tqdm, on stderr) with the class-block visits made
 (SVRG's anchor gradient, the updates, the scoring), elapsed time, the epoch's ETA and the
 latest objective and accuracies, above which each finished epoch leaves one line.
 Elsewhere (CI logs, Slurm output files, pipes) only the plain epoch lines, since a redrawn
 bar would fill a log file with carriage returns.  The same object writes the ``--metrics``
-JSON lines.
+JSON lines.  :class:`ReadingProgress` is the bar of the bytes parsed while a data file
+is read (terminals only, like the epoch bar): a multi-gigabyte file takes minutes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from typing import IO
@@ -19,7 +21,7 @@ from tqdm import tqdm
 
 from dsmlr.engines import format_epoch
 
-__all__ = ["TrainingProgress"]
+__all__ = ["ReadingProgress", "TrainingProgress"]
 
 
 class TrainingProgress:
@@ -120,6 +122,48 @@ class TrainingProgress:
             self._bar = None
 
     def __enter__(self) -> TrainingProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ReadingProgress:
+    """A bar of the bytes parsed while ``path`` is read: pass it as ``progress`` to
+    :func:`dsmlr.io.load_dataset` or :func:`dsmlr.io.read_dataset_shard`.
+
+    Parameters
+    ----------
+    path : str
+        The file (its name labels the bar).
+    show : bool, optional
+        Draw the bar; default: when ``stream`` is a terminal.
+    stream : text file, optional
+        Where the bar goes (default ``sys.stderr``).
+    """
+
+    def __init__(self, path: str, *, show: bool | None = None, stream: IO[str] | None = None):
+        self.stream = sys.stderr if stream is None else stream
+        self.show = _is_terminal(self.stream) if show is None else show
+        self.name = os.path.basename(path)
+        self._bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.show:
+            return
+        if self._bar is None:
+            self._bar = tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, file=self.stream,
+                leave=False, desc=f"reading {self.name}", mininterval=0.5,
+            )  # fmt: skip
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ReadingProgress:
         return self
 
     def __exit__(self, *exc) -> None:

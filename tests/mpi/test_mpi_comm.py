@@ -80,6 +80,28 @@ def test_tokens_reach_every_rank_and_the_barrier_ends_the_exchange(comm):
     agree(comm, comm.poll(0.0) is None, "a message arrived after the barrier")
 
 
+def test_arrays_longer_than_one_message_travel_in_pieces():
+    # MPI counts are C ints: a block of more than 2**31 - 1 values must go as several
+    # messages.  A communicator cutting at 7 values shows the cut at a size tests afford.
+    from dsmlr.comm.mpi import MPIComm
+
+    small = MPIComm(max_count=7)
+    dest = (small.rank + 1) % small.size
+    sent = [np.arange(30.0).reshape(5, 6) + small.rank, np.arange(7), np.zeros(0)]
+    small.post(dest, sent)
+    got = None
+    while got is None:
+        got = small.poll(0.01)
+    small.flush()
+    source = (small.rank - 1) % small.size
+    ok = (
+        np.array_equal(got[0], np.arange(30.0).reshape(5, 6) + source)
+        and np.array_equal(got[1], np.arange(7))
+        and got[2].shape == (0,)
+    )
+    agree(small, ok, "pieces reassembled wrongly")
+
+
 def test_a_post_is_in_flight_until_its_receiver_takes_it_in(comm):
     # 8 MB: past MPICH's eager limits, so the send waits for the receive.
     big = np.ones(1 << 20)

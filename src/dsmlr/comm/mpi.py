@@ -96,6 +96,13 @@ def _chunks(a: np.ndarray) -> list[np.ndarray]:
     return [flat[start : start + step] for start in range(0, flat.size, step)]
 
 
+def _pieces(a: np.ndarray, max_count: int) -> list[np.ndarray]:
+    """Consecutive views of C-contiguous ``a`` of at most ``max_count`` elements (one,
+    possibly empty, for a small array): sender and receiver cut alike."""
+    flat = a.reshape(-1)
+    return [flat[start : start + max_count] for start in range(0, max(flat.size, 1), max_count)]
+
+
 def _described(head: np.ndarray) -> list[tuple[tuple[int, ...], np.dtype]]:
     """The (shape, dtype) of each array a header announces."""
     out = []
@@ -144,10 +151,17 @@ class MPIComm:
     ----------
     comm : mpi4py.MPI.Comm, optional
         The group to run on (default ``MPI.COMM_WORLD``); it is duplicated.
+    max_count : int, default 2**30
+        Most elements one message of :meth:`post` carries: a longer array travels as
+        several, since MPI's counts are C ints (at most ``2**31 - 1``) and a class block
+        of a large model can hold more values.  The same on every rank.
     """
 
-    def __init__(self, comm: Any = None):
+    def __init__(self, comm: Any = None, max_count: int = 2**30):
         MPI = _mpi()
+        if not 1 <= max_count <= 2**31 - 1:
+            raise ValueError(f"max_count must be in 1..2**31 - 1, got {max_count}")
+        self.max_count = int(max_count)
 
         self._MPI = MPI
         self._comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
@@ -293,7 +307,11 @@ class MPIComm:
         # Messages between two ranks are matched in the order sent, so the data that
         # follows a header is the data the receiver reads right after that header.
         requests = [comm.Isend(head, dest=dest, tag=_TAG_POST_HEADER)]
-        requests += [comm.Isend(a, dest=dest, tag=_TAG_POST + i) for i, a in enumerate(buffers)]
+        requests += [
+            comm.Isend(piece, dest=dest, tag=_TAG_POST + i)
+            for i, a in enumerate(buffers)
+            for piece in _pieces(a, self.max_count)
+        ]
         self._in_flight.append((requests, [head, *buffers]))  # keep the memory alive
         self.bytes_sent += sum(int(a.nbytes) for a in buffers)
         self._reap()
@@ -312,7 +330,8 @@ class MPIComm:
                 self._comm.Recv(head, source=source, tag=_TAG_POST_HEADER)
                 buffers = _allocate(head)
                 for i, a in enumerate(buffers):
-                    self._comm.Recv(a, source=source, tag=_TAG_POST + i)
+                    for piece in _pieces(a, self.max_count):
+                        self._comm.Recv(piece, source=source, tag=_TAG_POST + i)
                 return buffers
             self._reap()
             now = time.monotonic()

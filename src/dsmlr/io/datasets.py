@@ -48,6 +48,7 @@ import scipy.sparse as sp
 from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.io.sharded import Shard, read_svmlight_shard
 from dsmlr.io.svmlight import (
+    Progress,
     _check_options,
     _first_heavy_row,
     _heavy_problem,
@@ -114,6 +115,7 @@ def load_dataset(
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
     check_norms: bool = True,
+    progress: Progress | None = None,
 ) -> Dataset:
     """Read a LIBSVM/svmlight file or a ``.npz`` archive (see the module docstring).
 
@@ -137,6 +139,9 @@ def load_dataset(
         Refuse a row whose squared norm overflows ``dtype`` (values around 1e154 in
         float64, 1e19 in float32), naming its line: training would otherwise fail on it
         far from the cause, and no model can score it.  Off, any finite values are read.
+    progress : callable, optional
+        For LIBSVM files: ``progress(bytes_parsed, total_bytes or None)`` as parsing
+        goes (see :func:`~dsmlr.io.read_svmlight`).
 
     Returns
     -------
@@ -156,6 +161,7 @@ def load_dataset(
         data = read_svmlight(
             path, zero_based=base, n_features=n_features, dtype=dtype,
             allow_extra_features=allow_extra_features, check_norms=check_norms,
+            progress=progress,
         )  # fmt: skip
         return Dataset(data.X, data.y, path, fmt, data.zero_based)
     opts = _check_options(base, n_features, dtype, allow_extra_features, check_norms)
@@ -176,6 +182,7 @@ def read_dataset_shard(
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
     check_norms: bool = True,
+    progress: Progress | None = None,
 ) -> Shard:
     """This rank's rows of a LIBSVM file or ``.npz`` archive (collective).
 
@@ -196,6 +203,7 @@ def read_dataset_shard(
         return read_svmlight_shard(
             path, comm, zero_based=base, n_features=n_features, dtype=dtype,
             allow_extra_features=allow_extra_features, check_norms=check_norms,
+            progress=progress,
         )  # fmt: skip
     opts = _check_options(base, n_features, dtype, allow_extra_features, check_norms)
     problem: tuple[str, str | None] | None = None

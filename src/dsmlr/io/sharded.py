@@ -40,6 +40,7 @@ from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.io.svmlight import (
     _NO_DATA,
     _READ_ERRORS,
+    Progress,
     _check_options,
     _first_heavy_row,
     _has_zero_index,
@@ -162,6 +163,7 @@ def read_svmlight_shard(
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
     check_norms: bool = False,
+    progress: Progress | None = None,
 ) -> Shard:
     """Read this rank's part of an svmlight file (collective: every rank calls it).
 
@@ -190,6 +192,8 @@ def read_svmlight_shard(
     check_norms : bool, default False
         Also refuse a row whose squared norm overflows ``dtype`` (see
         :func:`~dsmlr.io.read_svmlight`).
+    progress : callable, optional
+        ``progress(bytes_parsed, total_bytes)`` as this rank parses its lines.
 
     Returns
     -------
@@ -208,7 +212,9 @@ def read_svmlight_shard(
         For invalid options (raised before any communication; the options are expected
         to be the same on every rank).
     """
-    opts = _check_options(zero_based, n_features, dtype, allow_extra_features, check_norms)
+    opts = _check_options(
+        zero_based, n_features, dtype, allow_extra_features, check_norms, progress
+    )
     path = os.fsdecode(os.fspath(path))
     crash: BaseException | None = None
     try:
@@ -309,7 +315,7 @@ def _read_local(
     # so parse in float64 without them and check after.
     dropping = opts.allow_extra_features and n is not None
     raw_dtype = np.dtype(np.float64) if dropping else opts.dtype
-    raw = _Options(True, None, raw_dtype, False, opts.check_norms and not dropping)
+    raw = _Options(True, None, raw_dtype, False, opts.check_norms and not dropping, opts.progress)
     try:
         data = _parse(path, raw, lambda: io.BytesIO(payload), first_line) if payload else None
     except DataError as exc:

@@ -48,6 +48,10 @@ _WRITE_CHUNK = 65536
 _NO_DATA = "no data lines"
 
 
+#: ``progress(bytes_parsed, total_bytes or None)``, called as a file is parsed.
+Progress = Callable[[int, "int | None"], None]
+
+
 @dataclass(frozen=True, eq=False)
 class SvmlightData:
     """The contents of an svmlight file.
@@ -82,6 +86,7 @@ def read_svmlight(
     dtype: npt.DTypeLike = np.float64,
     allow_extra_features: bool = False,
     check_norms: bool = False,
+    progress: Progress | None = None,
 ) -> SvmlightData:
     """Read an svmlight / LIBSVM file (plain, gzip, bzip2 or xz compressed).
 
@@ -104,6 +109,9 @@ def read_svmlight(
         Also refuse a row whose squared norm overflows ``dtype`` (values around 1e154 in
         float64, 1e19 in float32): no model can be trained on it or score it.  Off, any
         finite values are read as they are; :func:`~dsmlr.io.load_dataset` turns it on.
+    progress : callable, optional
+        Called as ``progress(bytes_parsed, total_bytes)`` as parsing goes (every MiB);
+        ``total_bytes`` is None where it is unknown (a compressed file).
 
     Returns
     -------
@@ -114,7 +122,9 @@ def read_svmlight(
     DataError
         For anything wrong with the file, naming the file and the 1-based line.
     """
-    opts = _check_options(zero_based, n_features, dtype, allow_extra_features, check_norms)
+    opts = _check_options(
+        zero_based, n_features, dtype, allow_extra_features, check_norms, progress
+    )
     return _parse(os.fsdecode(os.fspath(path)), opts)
 
 
@@ -147,10 +157,16 @@ class _Options(NamedTuple):
     dtype: np.dtype
     allow_extra_features: bool
     check_norms: bool
+    progress: Progress | None = None
 
 
 def _check_options(
-    zero_based, n_features, dtype, allow_extra_features, check_norms: bool = False
+    zero_based,
+    n_features,
+    dtype,
+    allow_extra_features,
+    check_norms: bool = False,
+    progress: Progress | None = None,
 ) -> _Options:
     if zero_based not in (True, False, "auto"):
         raise ValueError(f"zero_based must be True, False or 'auto', not {zero_based!r}")
@@ -159,7 +175,9 @@ def _check_options(
     dt = np.dtype(dtype)
     if dt.kind != "f":
         raise ValueError(f"dtype must be a floating-point type, not {dt}")
-    return _Options(zero_based, n_features, dt, bool(allow_extra_features), bool(check_norms))
+    return _Options(
+        zero_based, n_features, dt, bool(allow_extra_features), bool(check_norms), progress
+    )
 
 
 def _open(path: str) -> IO[bytes]:
@@ -192,7 +210,7 @@ def _parse_fast(path: str, opts: _Options, stream: IO[bytes] | None = None) -> S
         from sklearn.datasets import load_svmlight_file
 
         X, y = load_svmlight_file(
-            io.BufferedReader(_UnderscoreGuard(f), _GUARD_CHUNK),
+            io.BufferedReader(_UnderscoreGuard(f, opts.progress), _GUARD_CHUNK),
             zero_based=True,
             dtype=np.float32 if opts.dtype == np.float32 else np.float64,
         )
@@ -212,9 +230,12 @@ class _UnderscoreGuard(io.RawIOBase):
     keeps its speed; a lone ``_`` only costs a look back to the start of its line.
     """
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], progress: Progress | None = None) -> None:
         self._raw = raw
         self._in_comment = False  # the line the previous chunk ended in has a '#'
+        self._progress = progress
+        self._done = 0
+        self._total = _stream_size(raw) if progress is not None else None
 
     def readable(self) -> bool:
         return True
@@ -231,7 +252,23 @@ class _UnderscoreGuard(io.RawIOBase):
             pos = chunk.find(b"_", pos + 1)
         last = chunk.rfind(b"\n")
         self._in_comment = b"#" in chunk[last + 1 :] or (last < 0 and self._in_comment)
+        if self._progress is not None:
+            self._done += n
+            self._progress(self._done, self._total)
         return n
+
+
+def _stream_size(f: IO[bytes]) -> int | None:
+    """The bytes ``f`` holds from its position on: known for a file or an in-memory
+    stream, not for a decompressing one."""
+    if isinstance(f, io.BytesIO):
+        return len(f.getbuffer()) - f.tell()
+    if isinstance(f, io.BufferedReader):
+        try:
+            return os.fstat(f.fileno()).st_size - f.tell()
+        except OSError:
+            return None
+    return None
 
 
 def _parse_python(
