@@ -189,13 +189,14 @@ class Throughput:
         return self.gradient_tables if tables and self.gradient_tables else self.gradient
 
 
+_SOURCE = "calibrate() defaults, median of 3, 2-core development machine, 2026-12-06"
+
 #: Rates of the numba kernels measured with :func:`calibrate` at its defaults (5000 rows,
 #: 20000 features, 50 non-zeros a row, one block of 500 classes, one rank), the median
 #: of 3 calibrations on 2026-12-06, on this project's 2-core development machine (Intel
 #: Xeon, a VM shared with other jobs: single calibrations there vary by 15-35%).  They
 #: are *that machine's* figures, kept so that ``dsmlr plan`` answers at once: run
 #: ``dsmlr plan --calibrate`` (or pass ``calibrate()``'s result) to plan for another one.
-_SOURCE = "calibrate() defaults, median of 3, 2-core development machine, 2026-12-06"
 MEASURED_THROUGHPUT: dict[str, Throughput] = {
     "float64": Throughput(
         update_sgd=1.21e9,
