@@ -34,13 +34,12 @@ HELP = "predict memory, compute and communication per rank"
 #: Default network: 10 Gb/s Ethernet (1.25e9 bytes per second).
 DEFAULT_BANDWIDTH = "10Gb/s"
 
-#: Calibration problem limits (``--calibrate``): its block is at most this many classes
-#: and features, so calibrating stays a few seconds and a few hundred MB whatever the
-#: problem planned (the block still far exceeds the CPU caches).
+#: Calibration problem limits (``--calibrate``): its block is at most this many classes,
+#: and as many of the problem's features as this many bytes hold, so calibrating stays
+#: seconds and a few GB whatever the problem planned, while the block still far exceeds
+#: the CPU caches (a block that fits them runs its passes at twice a large model's rates:
+#: measured at 1000 classes, 20K features against 270K).
 CALIBRATE_MAX_CLASSES = 1000
-#: Calibration blocks take up to this many bytes (as many features as the problem's D
-#: allows): a block that fits the CPU caches runs its passes at twice a large model's
-#: rates (measured at 1000 classes: 20K features against 270K).
 CALIBRATE_BLOCK_BYTES = 512 * 2**20
 
 _PREFIX = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
@@ -171,9 +170,10 @@ def _plans(args: argparse.Namespace) -> list[TrainingPlan]:
             width = max(2, min(CALIBRATE_MAX_CLASSES, -(-args.classes // first.n_blocks)))
             if width not in rates:
                 rates[width] = calibrate(
-                    n_features=min(args.features, max(
-                        20000, CALIBRATE_BLOCK_BYTES // (width * np.dtype(args.dtype).itemsize)
-                    )),
+                    n_features=min(
+                        args.features,
+                        CALIBRATE_BLOCK_BYTES // (width * np.dtype(args.dtype).itemsize),
+                    ),
                     block_classes=width, nnz_per_row=max(1, round(nnz / args.samples)),
                     dtype=args.dtype, ranks_per_host=args.ranks_per_host,
                 )  # fmt: skip

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import sys
-from typing import IO
+from typing import IO, TypeVar
 
 from tqdm import tqdm
 
@@ -24,7 +24,29 @@ from dsmlr.engines import format_epoch
 __all__ = ["ReadingProgress", "TrainingProgress"]
 
 
-class TrainingProgress:
+_Owner = TypeVar("_Owner", bound="_BarOwner")
+
+
+class _BarOwner:
+    """What the bars share: a tqdm bar made on first use, removed by :meth:`close` (or
+    leaving a ``with`` block, also on error)."""
+
+    _bar: tqdm | None = None
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self: _Owner) -> _Owner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TrainingProgress(_BarOwner):
     """The training callback of the CLI: ``__call__`` per epoch, ``progress`` per visit.
 
     An epoch's bar counts the visits of class blocks to this rank's rows, each one a
@@ -115,20 +137,8 @@ class TrainingProgress:
         self._bar.n = min(done, total)
         self._bar.refresh()
 
-    def close(self) -> None:
-        """Remove the bar (call when training ends, also on error)."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
 
-    def __enter__(self) -> TrainingProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class ReadingProgress:
+class ReadingProgress(_BarOwner):
     """A bar of the bytes parsed while ``path`` is read: pass it as ``progress`` to
     :func:`dsmlr.io.load_dataset` or :func:`dsmlr.io.read_dataset_shard`.
 
@@ -157,17 +167,6 @@ class ReadingProgress:
                 leave=False, desc=f"reading {self.name}", mininterval=0.5,
             )  # fmt: skip
         self._bar.update(done - self._bar.n)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-    def __enter__(self) -> ReadingProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _is_terminal(stream) -> bool:

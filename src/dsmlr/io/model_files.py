@@ -110,10 +110,6 @@ def _decode_classes(spec: dict) -> np.ndarray:
     return np.array(values, dtype=dtype)
 
 
-def _sha256(payload: bytes) -> str:
-    return hashlib.sha256(payload).hexdigest()
-
-
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(payload)
@@ -144,10 +140,11 @@ def write_npy(path: Path, rows: np.ndarray, *, chunk_bytes: int = IO_CHUNK_BYTES
         {"descr": np.lib.format.dtype_to_descr(rows.dtype), "fortran_order": False,
          "shape": tuple(int(n) for n in rows.shape)},
     )  # fmt: skip
-    digest = hashlib.sha256(header.getvalue())
+    head = header.getvalue()
+    digest = hashlib.sha256(head)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        f.write(header.getvalue())
+        f.write(head)
         step = _rows_a_chunk(rows[:1].nbytes, chunk_bytes)
         for a in range(0, rows.shape[0], step):
             chunk = np.ascontiguousarray(rows[a : a + step])
