@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+import environment
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -141,6 +143,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--out", default=str(HERE / "results" / "core"))
     args = parser.parse_args()
+    env = environment.describe()
 
     f_opt = _in_child(_optimum, args)
     runs: dict[str, list[dict]] = {}
@@ -162,6 +165,7 @@ def main() -> None:
     summary = {
         "problem": vars(args) | {"optimum": f_opt},
         "machine": {"cpus": mp.cpu_count(), "platform": platform.platform()},
+        "environment": env,
         "runs": runs,
         "median": {
             name: {k: med(name, k) for k in runs[name][0] if k != "method"} for name in runs
@@ -174,6 +178,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
     lines = [
+        environment.summary(env),
+        "",
         f"Problem: N={args.samples} (80% train), D={args.features}, K={args.classes}, "
         f"~{args.nnz} nnz/row, lam={args.lam:g}, no intercept; optimum {f_opt:.6f}; "
         f"medians of {args.repeats} runs on {mp.cpu_count()} CPUs.",

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import environment
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -191,6 +193,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cuda; cpu only to try the script")
     ap.add_argument("--out", default=str(HERE / "results" / "gpu"))
     args = ap.parse_args()
+    env = environment.describe()
     torch.backends.cuda.matmul.allow_tf32 = False  # same arithmetic for both
     X, y = _problem(args)
     print(f"problem: {X.shape[0]} rows, {X.shape[1]} features, {args.classes} classes, "
@@ -219,6 +222,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0) if args.device != "cpu" else "cpu",
         "torch": torch.__version__,
         "platform": platform.platform(),
+        "environment": env,
         "problem": {
             "rows": X.shape[0],
             "features": X.shape[1],
@@ -242,6 +246,8 @@ def _markdown(r: dict) -> str:
     best_torch = min(x["median_epoch"] for x in r["runs"] if x["method"].startswith("torch"))
     lines = [
         f"# dsmlr on one GPU ({r['device']}, torch {r['torch']})",
+        "",
+        environment.summary(r["environment"]),
         "",
         f"Problem: {p['rows']} rows, {p['features']} features, {p['classes']} classes, "
         f"{p['nnz']} non-zeros, lam = {p['lam']}, float32.  Median epoch time over epochs "

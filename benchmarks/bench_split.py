@@ -28,16 +28,15 @@ import os
 import platform
 import statistics
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 
+import environment
 from bench_mpi import _data
 from dsmlr.engines import EngineConfig
 from dsmlr.engines.sync_ring import blocks_per_group
 from dsmlr.io import read_svmlight
-from dsmlr.kernels import numba_cpu
 from dsmlr.kernels.base import LocalRows, Snapshot, UpdateConfig
 from dsmlr.kernels.numba_cpu import NumbaKernel
 
@@ -104,60 +103,6 @@ def timed_run(reset, run) -> float:
     return time.perf_counter() - t0
 
 
-def patched_kernels(old: str, new: str, name: str) -> types.ModuleType:
-    """A fresh copy of :mod:`dsmlr.kernels.numba_cpu` with ``old`` in its source replaced
-    by ``new``, compiled in this process without numba's disk cache (so that it cannot
-    load the shipped copy's code, nor the shipped copy its)."""
-    source = Path(numba_cpu.__file__).read_text()
-    if old not in source or "cache=True" not in source:
-        raise SystemExit(f"numba_cpu.py changed: update the source patch of {name}")
-    source = source.replace("cache=True", "cache=False").replace(old, new)
-    module = types.ModuleType(name)
-    module.__file__ = numba_cpu.__file__
-    exec(compile(source, numba_cpu.__file__, "exec"), module.__dict__)
-    return module
-
-
-def ab_passes(X, y, k: int, ranks, repeats: int, kernels: dict) -> dict[str, dict[int, dict]]:
-    """One rank's passes of an epoch with two kernels (``{label: kernel}``, the shipped
-    one first), run alternately and in alternating order on the same arrays, so that the
-    machine's drifts in speed fall on both alike: separate processes differ by more than
-    the effects measured this way.  Medians of ``repeats`` per pass and P."""
-    a, b = kernels
-    table: dict[str, dict[int, dict]] = {}
-    for what in PASSES:
-        table[what] = {}
-        for p in ranks:
-            # The same starting arrays (same seed) for both, reset before every run.
-            works = {on: rank_work(X, y, k, p, what, kernel=kern) for on, kern in kernels.items()}
-            times: dict[str, list[float]] = {a: [], b: []}
-            for _reset, run in works.values():
-                run()  # compile, warm the caches
-            for r in range(repeats):
-                for on in (a, b) if r % 2 == 0 else (b, a):
-                    times[on].append(timed_run(*works[on]))
-            t_a, t_b = statistics.median(times[a]), statistics.median(times[b])
-            table[what][p] = {a: t_a, b: t_b, "ratio": t_a / t_b,
-                              "classes_per_block": k // (p * default_blocks_per_rank(p)),
-                              f"{a}_runs": times[a], f"{b}_runs": times[b]}  # fmt: skip
-            print(what, p, round(t_a / t_b, 3), flush=True)
-    return table
-
-
-def ab_table(table: dict, labels: tuple[str, str], headings: tuple[str, str, str]) -> list[str]:
-    """Markdown rows of an :func:`ab_passes` table of the kernels ``labels``; ``headings``:
-    their two columns' and the ratio's."""
-    a, b = labels
-    h_a, h_b, h_ratio = headings
-    lines = [f"| pass | P | classes per block | {h_a} (s) | {h_b} (s) | {h_ratio} |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    for what, per_p in table.items():
-        for p, v in per_p.items():
-            lines.append(f"| {what} | {p} | {v['classes_per_block']} | {v[a]:.3f} | "
-                         f"{v[b]:.3f} | {v['ratio']:.2f} |")  # fmt: skip
-    return lines
-
-
 def write_report(out: str, result: dict, lines: list[str]) -> None:
     """``out.json`` with every figure, ``out.md`` with the table ``lines``."""
     Path(out + ".json").write_text(json.dumps(result, indent=1))
@@ -200,9 +145,10 @@ def main() -> None:
                              "rows (no communication): what sharing the machine costs")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "split"))
     args = parser.parse_args()
+    env = environment.describe()
     X, y, k = load_problem(args.samples, args.features, args.classes)
-    results = {"machine": platform.platform(), "cpus": os.cpu_count(), "problem": [*X.shape, k],
-               "passes": {}}  # fmt: skip
+    results = {"machine": platform.platform(), "environment": env, "cpus": os.cpu_count(),
+               "problem": [*X.shape, k], "passes": {}}  # fmt: skip
     fork = multiprocessing.get_context("fork")
     cp = args.concurrent
     for what in PASSES:
@@ -239,6 +185,8 @@ def main() -> None:
         print(what, {p: round(v["ratio"], 3) for p, v in results["passes"][what].items()})
     lines = [
         "# Kernel work per rank against P (`benchmarks/bench_split.py`)",
+        "",
+        environment.summary(env),
         "",
         f"{X.shape[0]} rows, {X.shape[1]} features, {k} classes, float32, one thread; "
         f"median of {args.repeats}. One rank's passes of an epoch against one pass of the "

@@ -38,7 +38,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import environment  # noqa: E402
 import validate_plan  # noqa: E402
+from adapters.common import describe_failure  # noqa: E402
 
 PY = sys.executable
 MPIEXEC = validate_plan.MPIEXEC
@@ -275,12 +275,7 @@ def run_peer(method: str, train: Path, test: Path, seconds: float, memory_gib: f
         return {"method": method, "outcome": "failed", "error": f"killed after {guard:.0f} s"}
     lines = [ln for ln in run.stdout.strip().splitlines() if ln.startswith("{")]
     if not lines:
-        if run.returncode < 0:  # a crash: the signal, and where (faulthandler's frames)
-            frames = [ln.strip() for ln in run.stderr.splitlines() if ln.strip().startswith("File")]
-            where = f" in {frames[0]}" if frames else ""
-            what = f"killed by {signal.Signals(-run.returncode).name}{where}"
-        else:
-            what = f"exit status {run.returncode}: " + " | ".join(run.stderr.splitlines()[-3:])
+        what = describe_failure(run.returncode, run.stderr)
         return {"method": method, "outcome": "failed", "error": what[:600],
                 "wall": time.perf_counter() - t0}  # fmt: skip
     out = json.loads(lines[-1])

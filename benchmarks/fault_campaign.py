@@ -28,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+import environment  # noqa: E402
 from rank_processes import rank_pid  # noqa: E402  (the tests' helper, found above)
 
 BIN = Path(sys.executable).parent
@@ -92,6 +93,7 @@ def main() -> int:
     if MPIEXEC is None or not Path("/proc/self/environ").exists():
         print("needs mpiexec (pip install '.[mpi]') and Linux /proc", file=sys.stderr)
         return 1
+    env = environment.describe()
     rng = random.Random(args.seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,15 +119,18 @@ def main() -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "faults.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / "faults.md").write_text(report(rows))
-    print(report(rows))
+    record = {"environment": env, "trials": rows}
+    (args.out / "faults.json").write_text(json.dumps(record, indent=1) + "\n")
+    (args.out / "faults.md").write_text(report(rows, env))
+    print(report(rows, env))
     return 0
 
 
-def report(rows: list[dict]) -> str:
+def report(rows: list[dict], env: dict) -> str:
     lines = [
         "# Fault campaign (`benchmarks/fault_campaign.py`)",
+        "",
+        environment.summary(env),
         "",
         f"`mpiexec -n {RANKS} dsmlr train` (10K rows of which 8K train, 3000 features, 200 "
         "classes, 10 epochs, a checkpoint every epoch), one random rank killed with "

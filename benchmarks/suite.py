@@ -183,6 +183,7 @@ def markdown(results: dict) -> str:
     lines = [
         "# Benchmark suite results",
         "",
+        f"Run {m.get('date', 'at an unrecorded date')} on {m.get('cpu', 'an unrecorded CPU')}.",
         f"Machine: {m['platform']}, {m['cpu_count']} CPUs"
         + (f", GPU {m['gpu']}" if m.get("gpu") else "")
         + f"; python {m['python']}; "
@@ -193,6 +194,7 @@ def markdown(results: dict) -> str:
         "seconds (see benchmarks/README.md for how each library is timed).  "
         "'x peer' is the median time over the best peer's (the fastest non-dsmlr method) "
         "in this run.",
+        *(f"Note: {note}" for note in results.get("notes", [])),
     ]
     for name, prob in results["problems"].items():
         opt = prob["optimum"]
@@ -282,7 +284,12 @@ def _versions() -> dict[str, str | None]:
 
 
 def _machine() -> dict:
+    import environment
+
+    env = environment.describe()
     info: dict = {
+        "date": env["date"],
+        "cpu": env["cpu"],
         "platform": platform.platform(),
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
@@ -333,17 +340,19 @@ def _child(spec: dict, result_path: str) -> None:
 
 
 def _run_in_child(spec: dict, timeout: float) -> dict:
+    from adapters.common import describe_failure
+
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
+        cmd = [sys.executable, "-X", "faulthandler", str(Path(__file__).resolve()),
+               "--child", json.dumps(spec)]  # fmt: skip
         cmd += ["--result", str(result)]
         try:
             proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
             return {"failed": f"killed after {timeout:.0f} s (wall-clock guard)"}
         if proc.returncode != 0 or not result.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-            return {"failed": f"exit status {proc.returncode}: " + " | ".join(tail)}
+            return {"failed": describe_failure(proc.returncode, proc.stderr or proc.stdout)}
         return json.loads(result.read_text())
 
 

@@ -20,6 +20,7 @@ Run: ``python benchmarks/svrg_layouts.py [--problem text|dense] [--epochs 30]``;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -29,6 +30,7 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 import dsmlr.engines.relaxation as relaxation
+import environment
 from dsmlr import DSMLRClassifier
 from dsmlr.datagen import make_extreme_multiclass
 from dsmlr.objective import add_intercept_column, plain_objective
@@ -42,6 +44,13 @@ LAYOUTS = [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (3, 1), (4, 1)]
 PROBLEMS = {"text": (4000, 3000, 40, 1e-4), "dense": (3000, 50, 6, 1e-3)}
 
 
+class WholeMoves(DSMLRClassifier):
+    """The estimator with SVRG's moves kept whole (the engines' ``relax="none"``)."""
+
+    def _engine_config(self, *args, **kwargs):
+        return dataclasses.replace(super()._engine_config(*args, **kwargs), relax="none")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="text")
@@ -52,6 +61,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--out", help="output path without suffix (results/svrg_layouts[_dense])")
     args = parser.parse_args()
+    env = environment.describe()
     defaults = PROBLEMS[args.problem]
     for name, value in zip(("samples", "features", "classes", "lam"), defaults, strict=True):
         if getattr(args, name) is None:
@@ -73,25 +83,26 @@ def main() -> None:
     labels = np.searchsorted(ref.classes_, y)
     best = plain_objective(W, add_intercept_column(X), labels, lam, X.shape[1])
     rows = []
-    relaxed = relaxation.intercept_relaxation
     for moves in ("whole", "relaxed"):
-        # The engines look the rule up every epoch: whole moves keep all of each.
-        relaxation.intercept_relaxation = relaxed if moves == "relaxed" else lambda *_: 1.0
+        estimator = DSMLRClassifier if moves == "relaxed" else WholeMoves
         for workers, per_worker in LAYOUTS:
-            kept = relaxed(workers, workers * per_worker) if moves == "relaxed" else 1.0
+            kept = 1.0
+            if moves == "relaxed":
+                kept = relaxation.intercept_relaxation(workers, workers * per_worker)
             if moves == "relaxed" and kept == 1.0:
                 continue  # one worker keeps its moves whole: the same run as above
-            clf = DSMLRClassifier(lam, n_workers=workers, blocks_per_rank=per_worker,
+            clf = estimator(lam, n_workers=workers, blocks_per_rank=per_worker,
                                   optimizer="svrg", max_epochs=args.epochs, tol=0.0,
                                   dtype="float64", random_state=0).fit(X, y)  # fmt: skip
             gaps = [h["objective"] / best - 1 for h in clf.history_]
             rows.append({"workers": workers, "blocks_per_worker": per_worker,
                          "exact_kept": kept, "gaps": gaps})  # fmt: skip
             print(moves, workers, per_worker, " ".join(f"{g:.1e}" for g in gaps[4::5]), flush=True)
-    relaxation.intercept_relaxation = relaxed
     shown = list(range(4, args.epochs, 5))
     lines = [
         "# SVRG's gap to the optimum by layout (`benchmarks/svrg_layouts.py`)",
+        "",
+        environment.summary(env),
         "",
         f"{described}: {args.samples} rows, {args.features} features, {args.classes} "
         f"classes, lam = {lam:g}, intercept; float64, in-process workers; "
@@ -112,7 +123,8 @@ def main() -> None:
         lines.append(f"| {row['workers']} | {row['blocks_per_worker']} | "
                      f"{row['exact_kept']:.4g} | {gaps} |")  # fmt: skip
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
-    record = {"machine": platform.platform(), "optimum": best, "args": vars(args), "runs": rows}
+    record = {"machine": platform.platform(), "environment": env, "optimum": best,
+              "args": vars(args), "runs": rows}  # fmt: skip
     Path(args.out + ".json").write_text(json.dumps(record, indent=1))
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_mpi
+import environment
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
@@ -247,6 +248,7 @@ def main() -> None:
     if args.probe_mpi or args.probe_inprocess or args.calibrate_json or args.stats:
         child_main(args)
         return
+    env = environment.describe()
 
     from dsmlr.engines import n_class_blocks
     from dsmlr.engines.base import EngineConfig
@@ -295,7 +297,8 @@ def main() -> None:
                 print(key, repeat, json.dumps({"measured": got, "predicted": want}), flush=True)
 
     summary = summarise(runs)
-    out = {"problem": {"n_samples": N, "n_features": D, "n_classes": K, "nnz": nnz,
+    out = {"environment": env,
+           "problem": {"n_samples": N, "n_features": D, "n_classes": K, "nnz": nnz,
                        "dtype": DTYPE, "epochs": args.epochs},
            "bar": BAR, "summary": summary, "runs": runs, "cpu_count": os.cpu_count()}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
@@ -373,6 +376,8 @@ def markdown(out: dict) -> str:
     loads = [r["load_before"] for reps in out["runs"].values() for r in reps]
     lines = [
         "# Cost model against measured runs (`benchmarks/validate_plan.py`)",
+        "",
+        environment.summary(out["environment"]),
         "",
         f"Problem: {pr['n_samples']} training rows, {pr['n_features']} features, "
         f"{pr['n_classes']} classes, {pr['nnz']} non-zeros, {pr['dtype']}, "

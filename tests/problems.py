@@ -39,3 +39,18 @@ def sklearn_objective(X, y, lam, fit_intercept=True):
         return plain_objective(ref.coef_, X, y, lam, X.shape[1])
     W = np.hstack([ref.coef_, ref.intercept_[:, None]])
     return plain_objective(W, add_intercept_column(X), y, lam, X.shape[1])
+
+
+def classifier_with_engine(**changes):
+    """:class:`dsmlr.DSMLRClassifier` whose engine settings take ``changes``
+    (:class:`dsmlr.engines.base.EngineConfig` fields, e.g. ``centre_shared=False``): to
+    measure what a mechanism the estimator does not expose brings."""
+    import dataclasses
+
+    from dsmlr import DSMLRClassifier
+
+    class Classifier(DSMLRClassifier):
+        def _engine_config(self, *args, **kwargs):
+            return dataclasses.replace(super()._engine_config(*args, **kwargs), **changes)
+
+    return Classifier

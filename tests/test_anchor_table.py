@@ -163,7 +163,8 @@ def test_training_with_tables_reaches_the_optimum_and_sends_no_anchor(engine, wo
     runs = {}
     for anchor in ("weights", "probabilities"):
         cfg = EngineConfig(n_samples=n, n_features=d, n_classes=k, lam=lam, max_epochs=40,
-                           tol=0.0, eta=2.0, batch_size=1, svrg_anchor=anchor)  # fmt: skip
+                           tol=0.0, eta=2.0, batch_size=1, dtype=np.float64,
+                           svrg_anchor=anchor)  # fmt: skip
         runs[anchor] = train_embedded(Xt, y, cfg, workers, engine, shuffle_rows=True)
     gaps = {a: (r.history[-1].objective - f_star) / f_star for a, r in runs.items()}
     # Measured: 3e-9 and 2e-8 at P = 1, 8e-7 at P = 3, 1e-6 to 2e-6 asynchronously (the

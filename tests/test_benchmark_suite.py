@@ -370,3 +370,22 @@ def check_cyanure_two_classes() -> None:
     )
     assert res.settings["binary"] and res.settings["lambda_1"] == lam / 2
     assert abs(res.trace[-1].objective - f_opt) <= 1e-6 * f_opt
+
+
+def test_a_failed_child_is_described_by_its_signal_or_its_cause():
+    import importlib
+
+    _adapters()
+    common = importlib.import_module("bench_adapters.common")
+    crash = 'Fatal Python error: Segmentation fault\n\n  File "/x/lbfgsb.py", line 3 in fit\n'
+    assert common.describe_failure(-11, crash) == (
+        'killed by SIGSEGV in File "/x/lbfgsb.py", line 3 in fit'
+    )
+    assert common.describe_failure(-9, "") == "killed by SIGKILL"
+    jvm = (
+        "start\njava.lang.OutOfMemoryError: Java heap space\nat x\nat y\nConnectionRefusedError: no"
+    )
+    assert common.describe_failure(1, jvm) == (
+        "exit status 1: java.lang.OutOfMemoryError: Java heap space | at x | at y | "
+        "ConnectionRefusedError: no"
+    )

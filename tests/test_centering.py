@@ -10,15 +10,13 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 from sklearn.datasets import make_classification
 
-import dsmlr.engines.epochs as epochs_module
-from dsmlr import DSMLRClassifier
 from dsmlr.comm import run_workers
 from dsmlr.engines.base import EngineConfig
 from dsmlr.engines.centering import ClassMean, center_classes, shared_columns
 from dsmlr.engines.ring import Block, Clock
 from dsmlr.kernels import LocalRows, get_kernel
 from dsmlr.objective import add_intercept_column, plain_objective
-from problems import sklearn_objective
+from problems import classifier_with_engine, sklearn_objective
 
 KERNELS = ["reference", "numba"] + ["torch"] * bool(importlib.util.find_spec("torch"))
 
@@ -116,7 +114,7 @@ def test_shared_columns_are_those_a_tenth_of_all_rows_have(size, sparse):
         np.testing.assert_array_equal(got, want)
 
 
-def _dense_gaps(monkeypatch, centring: bool, engine: str = "sync") -> float:
+def _dense_gaps(centring: bool, engine: str = "sync") -> float:
     """Gap to scikit-learn's optimum after 25 SVRG epochs, one worker moving two blocks
     in turn, on dense data (every column shared by every row).  The synchronous engine
     centres the model before scoring it, the asynchronous one after (and takes the
@@ -124,14 +122,10 @@ def _dense_gaps(monkeypatch, centring: bool, engine: str = "sync") -> float:
     X, y = make_classification(n_samples=1500, n_features=30, n_informative=12,
                                n_classes=6, n_clusters_per_class=1, random_state=0)  # fmt: skip
     lam = 1e-3
-    if not centring:
-
-        def no_centring(comm, kernel, blocks, columns, cfg, clock):
-            return ClassMean(np.zeros(len(columns)), columns, cfg)
-
-        monkeypatch.setattr(epochs_module, "center_classes", no_centring)
-    clf = DSMLRClassifier(lam=lam, dtype="float64", n_workers=1, blocks_per_rank=2,
-                          engine=engine, max_epochs=25, tol=-1.0, random_state=0)  # fmt: skip
+    clf = classifier_with_engine(centre_shared=centring)(
+        lam=lam, dtype="float64", n_workers=1, blocks_per_rank=2, engine=engine,
+        max_epochs=25, tol=-1.0, random_state=0,
+    )  # fmt: skip
     clf.fit(X, y)
     best = sklearn_objective(X, y, lam)
     f = clf.objective(X, y)
@@ -140,15 +134,15 @@ def _dense_gaps(monkeypatch, centring: bool, engine: str = "sync") -> float:
 
 
 @pytest.mark.parametrize("engine", ["sync", "async"])
-def test_two_blocks_converge_on_dense_data(monkeypatch, engine):
+def test_two_blocks_converge_on_dense_data(engine):
     """With the mean removed two blocks keep converging (measured 8.8e-7 after 25
     epochs, 1.1e-8 after 40; one block: 1.5e-9 and 1.1e-13); without it they stall (the
     test below: 5.7e-4 after 25 epochs, 4.5e-4 after 40), so this one can fail."""
-    assert _dense_gaps(monkeypatch, centring=True, engine=engine) < 1e-5
+    assert _dense_gaps(centring=True, engine=engine) < 1e-5
 
 
-def test_without_centring_two_blocks_stall_on_dense_data(monkeypatch):
-    assert _dense_gaps(monkeypatch, centring=False) > 1e-4
+def test_without_centring_two_blocks_stall_on_dense_data():
+    assert _dense_gaps(centring=False) > 1e-4
 
 
 def test_torch_sums_a_block_a_slice_of_rows_at_a_time(monkeypatch):

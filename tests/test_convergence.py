@@ -7,9 +7,13 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-import dsmlr.engines.relaxation as relaxation
 from dsmlr import DSMLRClassifier, make_extreme_multiclass
-from problems import planted_sparse_problem, sklearn_objective, sklearn_optimum
+from problems import (
+    classifier_with_engine,
+    planted_sparse_problem,
+    sklearn_objective,
+    sklearn_optimum,
+)
 
 
 def _reference_objective(clf_sk, X, y, lam, fit_intercept):
@@ -94,13 +98,15 @@ def test_same_seed_same_model(split_problem):
     np.testing.assert_array_equal(a.coef_, b.coef_)
 
 
-def _svrg_objectives(layouts):
+def _svrg_objectives(layouts, relax="columns"):
     """Objective after 12 SVRG epochs for each ``(workers, blocks per worker)``."""
     prob = make_extreme_multiclass(6000, 2000, 50, nnz_per_row=30, random_state=0)
     objectives = {}
     for workers, per_worker in layouts:
-        clf = DSMLRClassifier(lam=1e-4, n_workers=workers, blocks_per_rank=per_worker,
-                              max_epochs=12, tol=-1.0, random_state=0)  # fmt: skip
+        clf = classifier_with_engine(relax=relax)(
+            lam=1e-4, n_workers=workers, blocks_per_rank=per_worker, max_epochs=12, tol=-1.0,
+            random_state=0,
+        )  # fmt: skip
         clf.fit(prob.X, prob.y)
         objectives[workers, per_worker] = clf.history_[-1]["objective"]
     return objectives
@@ -116,11 +122,10 @@ def test_two_svrg_workers_converge_like_one():
     assert objectives[2, 2] == pytest.approx(objectives[1, 1], rel=1e-6)
 
 
-def test_without_the_relaxation_two_blocks_overshoot(monkeypatch):
+def test_without_the_relaxation_two_blocks_overshoot():
     """The relaxation is what makes the test above pass: with whole moves, two workers of
     one block each stall (1.2% above one worker's objective after 12 epochs)."""
-    monkeypatch.setattr(relaxation, "intercept_relaxation", lambda n_ranks, n_blocks: 1.0)
-    objectives = _svrg_objectives([(1, 1), (2, 1)])
+    objectives = _svrg_objectives([(1, 1), (2, 1)], relax="none")
     assert objectives[2, 1] > objectives[1, 1] * (1 + 1e-3)
 
 

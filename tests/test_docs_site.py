@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Modules whose ``__all__`` the API reference documents, name by name.
 PUBLIC_MODULES = [
     "dsmlr",
+    "dsmlr.defaults",
     "dsmlr.io",
     "dsmlr.distributed",
     "dsmlr.comm",
+    "dsmlr.comm.launcher",
     "dsmlr.comm.mpi",
     "dsmlr.plan",
     "dsmlr.memory",

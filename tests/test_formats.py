@@ -352,7 +352,7 @@ def test_export_errors(tmp_path, capsys, monkeypatch):
     data.write_text("1 1:1\n")
     assert main(["export", "--model", str(data), "--out", str(tmp_path / "m.npz")]) == 1
     one_line_error(capsys, "data.svm", "a file, not a model directory")
-    monkeypatch.setattr(cli, "launched_by_mpi", lambda: True)
+    monkeypatch.setenv("PMI_SIZE", "2")  # as an MPI launcher would
     args = cli.build_parser().parse_args(["export", "--model", "m", "--out", "m.npz"])
     with pytest.raises(DataError, match="without mpiexec") as info:
         args.run(args)

@@ -10,7 +10,7 @@ import types
 import pytest
 
 import dsmlr
-import dsmlr.info as info_module
+import dsmlr.comm.mpi as mpi_module
 from dsmlr.cli import main
 from dsmlr.info import collect_info
 
@@ -86,7 +86,7 @@ def test_gpus_are_listed_by_name(monkeypatch, capsys):
 def test_mpi_library_that_fails_to_load_is_reported_not_raised(monkeypatch):
     pytest.importorskip("mpi4py")
     monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)  # take the child-process path
-    monkeypatch.setattr(info_module, "_MPI_PROBE", "raise RuntimeError('cannot load libmpi.so')")
+    monkeypatch.setattr(mpi_module, "_LIBRARY_PROBE", "raise RuntimeError('cannot load libmpi.so')")
     report = collect_info()
     assert report["mpi_library"] == "unavailable (RuntimeError: cannot load libmpi.so)"
 

@@ -9,9 +9,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.datasets import make_classification
 
-import dsmlr.engines.epochs as epochs_module
 import dsmlr.engines.relaxation as relaxation
-from dsmlr import DSMLRClassifier
 from dsmlr.engines.relaxation import (
     RelaxedRows,
     column_spread,
@@ -19,7 +17,7 @@ from dsmlr.engines.relaxation import (
     relaxed_rows,
 )
 from dsmlr.kernels import LocalRows, UpdateConfig, get_kernel
-from problems import sklearn_objective
+from problems import classifier_with_engine, sklearn_objective
 
 KERNELS = ["reference", "numba"] + ["torch"] * bool(importlib.util.find_spec("torch"))
 
@@ -111,39 +109,32 @@ def test_relaxing_keeps_a_share_of_the_common_move(kernel_name):
     np.testing.assert_allclose(got.mean(axis=1, keepdims=True), keep * common, rtol=1e-12)
 
 
-def _dense_gap(monkeypatch, columns: bool, engine: str = "sync") -> float:
+def _dense_gap(columns: bool, engine: str = "sync") -> float:
     """Gap to scikit-learn's optimum after 30 SVRG epochs of two workers moving one
     block each on dense data, where every column couples the blocks as the intercept
     does (``columns`` False: relax the intercept alone, as the engines once did)."""
     X, y = make_classification(n_samples=1500, n_features=30, n_informative=20,
                                n_classes=6, random_state=3)  # fmt: skip
     lam = 1e-3
-    if not columns:
-        spread = relaxation.column_spread
-
-        def intercept_only(rows):
-            got = spread(rows)
-            got[:-1] = 0.0
-            return got
-
-        monkeypatch.setattr(epochs_module, "column_spread", intercept_only)
-    clf = DSMLRClassifier(lam=lam, dtype="float64", n_workers=2, blocks_per_rank=1,
-                          engine=engine, max_epochs=30, tol=-1.0, random_state=0)  # fmt: skip
+    clf = classifier_with_engine(relax="columns" if columns else "intercept")(
+        lam=lam, dtype="float64", n_workers=2, blocks_per_rank=1, engine=engine,
+        max_epochs=30, tol=-1.0, random_state=0,
+    )  # fmt: skip
     clf.fit(X, y)
     best = sklearn_objective(X, y, lam)
     return (clf.objective(X, y) - best) / best
 
 
 @pytest.mark.parametrize("engine", ["sync", "async"])
-def test_two_workers_converge_on_dense_data(monkeypatch, engine):
+def test_two_workers_converge_on_dense_data(engine):
     """Relaxing the dense columns too: measured 3.3e-10 (sync) and 3.8e-10 (async) after
     30 epochs, where relaxing the intercept alone left the sync engine 7.9e-6 above the
     optimum (the test below), so this one can fail.  (The asynchronous engine's
     in-process workers move their blocks at the same time only as often as their threads
     happen to overlap: with the intercept alone relaxed it ended 4.6e-7, 1.6e-8 and
     5.2e-10 above in three runs.)"""
-    assert _dense_gap(monkeypatch, columns=True, engine=engine) < 1e-6
+    assert _dense_gap(columns=True, engine=engine) < 1e-6
 
 
-def test_relaxing_the_intercept_alone_stalls_on_dense_data(monkeypatch):
-    assert _dense_gap(monkeypatch, columns=False) > 1e-6
+def test_relaxing_the_intercept_alone_stalls_on_dense_data():
+    assert _dense_gap(columns=False) > 1e-6

@@ -190,7 +190,8 @@ def test_nan_scores_rank_last_and_poison_the_normaliser():
 def _fold_all(X, blocks, fit_intercept, k, y):
     state = BlockScores.empty(X.shape[0], k, with_truth=y is not None)
     for (k0, _), Wb in blocks:
-        fold_block(X, Wb, k0, fit_intercept, y, state)
+        fold_block(X, Wb, k0, fit_intercept, y, state.top_classes, state.top_scores,
+                   state.log_norm, state.true_score)  # fmt: skip
     return state
 
 
@@ -230,7 +231,7 @@ def test_compiled_fold_ties_at_the_cut_go_to_the_lower_classes(k):
         # Two blocks, the higher classes first.
         for k0, k1 in [(150, 300), (0, 150)]:
             fold_block(np.ones((1, 1)), np.ascontiguousarray(row[None, k0:k1]), k0, False,
-                       None, state)  # fmt: skip
+                       None, state.top_classes, state.top_scores, state.log_norm)  # fmt: skip
         np.testing.assert_array_equal(state.top_classes[0], np.argsort(-row, kind="stable")[:k])
 
 

@@ -3,7 +3,9 @@ the ladder of fresh fits of the libraries without a per-iteration callback."""
 
 from __future__ import annotations
 
+import re
 import resource
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ __all__ = [
     "Skipped",
     "TracePoint",
     "accuracy",
+    "describe_failure",
     "fit_ladder",
     "objective",
     "peak_rss_mb",
@@ -192,3 +195,40 @@ def fit_ladder(
             else:
                 lo = mid
     return fits, stopped, spent
+
+
+# Lines of a failed child's output that name its cause, the most telling first: running
+# out of memory, a JVM's root cause (its last "Caused by:"), any error.
+_CAUSES = (
+    re.compile(r"OutOfMemoryError|MemoryError|Cannot allocate memory"),
+    re.compile(r"^Caused by:"),
+    re.compile(r"\w+(Error|Exception):"),
+)
+
+
+def describe_failure(returncode: int, stderr: str) -> str:
+    """How a child process failed, in one line.
+
+    Killed by a signal: its name, and the first frame faulthandler printed (run the
+    child with ``python -X faulthandler``).  Otherwise its exit status, the line naming
+    the cause (a JVM's ``java.lang.OutOfMemoryError`` or root ``Caused by:`` comes long
+    before the Python traceback that ends the output), and the last lines.
+    """
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    if returncode < 0:
+        frames = [ln for ln in lines if ln.startswith("File")]
+        where = f" in {frames[0]}" if frames else ""
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}{where}"
+    cause = None
+    for pattern in _CAUSES:
+        found = [ln for ln in lines if pattern.search(ln)]
+        if found:
+            cause = found[-1] if pattern.pattern == "^Caused by:" else found[0]
+            break
+    tail = lines[-3:]
+    shown = ([cause] if cause and cause not in tail else []) + tail
+    return f"exit status {returncode}: " + " | ".join(shown)

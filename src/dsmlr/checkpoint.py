@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from dsmlr.engines.base import EngineConfig, EpochRecord, ResumeState, Start
+from dsmlr.engines.optimizers import update_rule
 from dsmlr.errors import DataError, agreed
 from dsmlr.io.model_files import (
     ModelData,
@@ -147,14 +148,14 @@ class Checkpointer:
 
         agreed(comm, prepare)
         comm.barrier()  # the directory exists before anyone writes into it
-        adagrad = self.settings.get("optimizer") == "adagrad"
+        carried = update_rule(self.settings.get("optimizer", "svrg")).carry
 
         def write_mine() -> list[dict]:
             entries = []
             for blk in blocks:
                 entry = write_block(partial, blk.q, blk.classes, blk.W.T)
                 _fsync(partial / entry["file"])
-                if adagrad:
+                if "acc" in carried:
                     entry["acc_sha256"] = _save_array(partial / f"acc_{blk.q:05d}.npy", blk.acc)
                 entries.append(entry)
             return entries

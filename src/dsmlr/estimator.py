@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from dsmlr import defaults
 from dsmlr.comm import run_workers
 from dsmlr.engines import (
     ENGINES,
@@ -38,10 +39,6 @@ from dsmlr.scoring import BlockScores, dense_scores, encode_labels, model_scores
 from dsmlr.training import train_embedded
 
 __all__ = ["CLASSES_PER_WORKER", "DSMLRClassifier", "load_model"]
-
-#: Rows per stochastic step on a GPU when ``batch_size=None``.
-GPU_BATCH_SIZE = 256
-
 
 #: With ``n_workers=None``, no more workers than ``n_classes // CLASSES_PER_WORKER``.
 CLASSES_PER_WORKER = 100
@@ -72,9 +69,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     n_workers : int or None, default=None
         In-process workers (threads).  None: one per core, but at most one per
         ``CLASSES_PER_WORKER`` (100) classes, because every worker adds a class block
-        and each block costs a pass over the rows' indices: at K = 60 two workers are no
-        faster per epoch than one (and several blocks converge more slowly at the end),
-        at K = 1000 they are 1.6x faster (2 cores).
+        and each block costs a pass over the rows' indices: with few classes a second
+        worker makes epochs no faster (and several blocks converge more slowly at the
+        end), with many it does (``docs/benchmarks.md``).
     engine : {"sync", "async"}, default="sync"
         Training engine: the synchronous ring, or asynchronous token passing (blocks
         flow around slow workers instead of waiting for them, each through an epoch's
@@ -86,7 +83,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Step size in units of ``1 / mean_i ||x_i||^2`` (for AdaGrad: its raw scale).
         It is halved automatically whenever an epoch raises the objective.
     batch_size : int or None, default=None
-        Rows per stochastic step.  None: 1 on the CPU, ``GPU_BATCH_SIZE`` (256) on a GPU,
+        Rows per stochastic step.  None: 1 on the CPU, 256 on a GPU
+        (:mod:`dsmlr.defaults`),
         where one-row steps would leave it idle.  Steps on a mini-batch's mean gradient
         are scaled up to keep the per-epoch progress of one-row steps (see
         :func:`dsmlr.engines.step_size.batch_gain`).
@@ -102,8 +100,10 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Class blocks per worker, so ``B = n_workers * blocks_per_rank`` blocks circulate.
         None: the engine's choice (sync: 1, see
         :func:`dsmlr.engines.sync_ring.blocks_per_group`; async: 4, so blocks can flow
-        around a slow worker).  More blocks mean finer-grained work and more messages;
-        from two under MPI, each block travels while the next is visited.
+        around a slow worker, or 2 where 4 would make narrow blocks, see
+        :func:`dsmlr.engines.async_tokens.blocks_per_group`).  More blocks mean
+        finer-grained work and more messages; from two under MPI, each block travels
+        while the next is visited.
     eval_every : int, default=1
         Compute the exact objective (every class block scores every worker's rows)
         every this many epochs, and after the last; ``tol`` is checked at those epochs.
@@ -212,26 +212,26 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        lam: float = 1e-4,
+        lam: float = defaults.LAM,
         *,
         fit_intercept: bool = True,
-        max_epochs: int = 100,
-        tol: float = 1e-5,
-        n_iter_no_change: int = 2,
+        max_epochs: int = defaults.MAX_EPOCHS,
+        tol: float = defaults.TOL,
+        n_iter_no_change: int = defaults.N_ITER_NO_CHANGE,
         n_workers: int | None = None,
-        engine: str = "sync",
-        optimizer: str = "svrg",
-        eta: float = 2.0,
+        engine: str = defaults.ENGINE,
+        optimizer: str = defaults.OPTIMIZER,
+        eta: float = defaults.ETA,
         batch_size: int | None = None,
-        dtype: str = "float32",
+        dtype: str = defaults.DTYPE,
         blocks_per_rank: int | None = None,
-        eval_every: int = 1,
+        eval_every: int = defaults.EVAL_EVERY,
         kernel: str = "auto",
         device: str = "cpu",
         class_weight: dict | str | None = None,
         warm_start: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
-        checkpoint_every: int = 1,
+        checkpoint_every: int = defaults.CHECKPOINT_EVERY,
         resume: bool = False,
         shuffle_rows: bool = True,
         random_state: int | None = None,
@@ -309,7 +309,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     def _resolved_batch_size(self) -> int:
         if self.batch_size is not None:
             return int(self.batch_size)
-        return GPU_BATCH_SIZE if self.device != "cpu" else 1
+        return defaults.GPU_BATCH_SIZE if self.device != "cpu" else defaults.CPU_BATCH_SIZE
 
     # -- training ---------------------------------------------------------------------
 

@@ -1,33 +1,28 @@
-"""``dsmlr info``: the versions and resources that a bug report or a cluster check needs.
+"""The versions and resources that a bug report or a cluster check needs (``dsmlr info``).
 
-:func:`collect_info` gathers them into a dict; :func:`run_info` prints it, as aligned
-text or one JSON object.  Nothing here may fail because an optional part is missing or
-broken: each probe catches its own errors and reports them as the value
-(``"not installed"``, ``"unavailable (reason)"``).
+:func:`collect_info` gathers them into a dict; :func:`format_info` writes it as aligned
+text.  Nothing here may fail because an optional part is missing or broken: each probe
+catches its own errors and reports them as the value (``"not installed"``,
+``"unavailable (reason)"``).
 
-Two probes are expensive or risky, so they run only when ``info`` does: importing
-torch (seconds), and asking the MPI library for its version.  The latter runs in a
-child process when this one was not started by an MPI launcher: importing ``mpi4py.MPI``
-initialises MPI, which with some MPI installations and no runtime aborts the whole
-process, and would otherwise leave MPI initialised in the caller's process.
+Two probes are expensive or risky, so they run only when asked: importing torch
+(seconds), and asking the MPI library for its version
+(:func:`dsmlr.comm.mpi.mpi_library_version`, in a child process unless an MPI launcher
+started this one).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
-import json
 import os
 import platform
-import subprocess
-import sys
 from typing import Any
 
 from dsmlr import __version__
-from dsmlr.comm.mpi import launched_by_mpi
+from dsmlr.comm.launcher import launched_by_mpi, launcher_rank_and_size
 
-__all__ = ["collect_info", "configure_info", "format_info", "run_info"]
+__all__ = ["collect_info", "format_info", "mpi_world"]
 
 NOT_INSTALLED = "not installed"
 
@@ -49,21 +44,6 @@ _LABELS = {
     "cpu_cores_usable": "CPU cores usable",
     "mpi_world_size": "MPI world size",
 }
-
-# Run in a child process: MPI_Get_library_version may be called before MPI_Init, so the
-# child never initialises MPI (no runtime needed, nothing to start or to hang on).
-_MPI_PROBE = """
-import mpi4py
-mpi4py.rc.initialize = False
-mpi4py.rc.finalize = False
-from mpi4py import MPI
-print(MPI.Get_library_version())
-"""
-_MPI_PROBE_TIMEOUT_S = 30.0
-
-# Environment variables launchers set, read when mpi4py cannot tell rank and size.
-_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
 def _one_line(text: str) -> str:
@@ -97,36 +77,20 @@ def _first_line(text: str) -> str:
 
 
 def _mpi_library() -> str:
-    """The first line of ``MPI.Get_library_version()``, or ``"unavailable (reason)"``."""
+    """The first line of the MPI library's version, or ``"unavailable (reason)"``."""
+    from dsmlr.comm.mpi import mpi_library_version
+
     try:
-        import mpi4py  # noqa: F401  (the package alone does not initialise MPI)
+        return _first_line(mpi_library_version())
     except ImportError:
         return "unavailable (mpi4py not installed)"
-    if launched_by_mpi() or "mpi4py.MPI" in sys.modules:
-        # Under a launcher MPI is (or is about to be) initialised here anyway.
-        try:
-            from mpi4py import MPI
-
-            return _first_line(MPI.Get_library_version())
-        except Exception as exc:
-            return f"unavailable ({_reason(exc)})"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _MPI_PROBE],
-            capture_output=True, text=True, timeout=_MPI_PROBE_TIMEOUT_S, check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return f"unavailable (no answer in {_MPI_PROBE_TIMEOUT_S:g} s)"
-    except OSError as exc:
+    except RuntimeError as exc:  # the probe's own words: its last line of errors
+        return f"unavailable ({_one_line(str(exc))})"
+    except Exception as exc:
         return f"unavailable ({_reason(exc)})"
-    if proc.returncode != 0:
-        errors = [line for line in proc.stderr.splitlines() if line.strip()]
-        why = _one_line(errors[-1]) if errors else f"exit status {proc.returncode}"
-        return f"unavailable ({why})"
-    return _first_line(proc.stdout)
 
 
-def _mpi_world() -> tuple[int, int | None]:
+def mpi_world() -> tuple[int, int | None]:
     """``(rank, world size)`` of this process: ``(0, 1)`` unless an MPI launcher started it.
 
     Under a launcher without a working mpi4py the launcher's environment variables
@@ -139,12 +103,7 @@ def _mpi_world() -> tuple[int, int | None]:
     try:
         return world_rank_and_size()
     except Exception:
-        rank = next((os.environ[v] for v in _RANK_VARIABLES if v in os.environ), "0")
-        size = next((os.environ[v] for v in _SIZE_VARIABLES if v in os.environ), None)
-        try:
-            return int(rank), int(size) if size is not None else None
-        except ValueError:
-            return 0, None
+        return launcher_rank_and_size()
 
 
 def _torch_and_gpus() -> tuple[str, list[str]]:
@@ -197,7 +156,7 @@ def collect_info() -> dict[str, Any]:
         info[key] = _version(module, dist)
     info["cpu_cores"] = os.cpu_count()
     info["cpu_cores_usable"] = _usable_cores()
-    info["mpi_world_size"] = _mpi_world()[1]
+    info["mpi_world_size"] = mpi_world()[1]
     return info
 
 
@@ -212,18 +171,3 @@ def format_info(info: dict[str, Any]) -> str:
             value = "unknown"
         lines.append(f"{_LABELS.get(key, key):<{width}}  {value}")
     return "\n".join(lines)
-
-
-def configure_info(p: argparse.ArgumentParser) -> None:
-    """Add ``dsmlr info``'s arguments to ``p``."""
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run_info(args: argparse.Namespace) -> int:
-    """Run ``dsmlr info``: print the report (under ``mpiexec``, on rank 0 only)."""
-    rank, _ = _mpi_world()
-    if rank != 0:  # every rank would print the same report
-        return 0
-    info = collect_info()
-    print(json.dumps(info) if args.json else format_info(info), flush=True)
-    return 0

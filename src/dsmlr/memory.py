@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsmlr.engines.optimizers import update_rule
 from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.kernels.anchor_table import table_bytes_bound, uses_tables
 
@@ -34,7 +35,8 @@ __all__ = [
     "plan_memory",
 ]
 
-#: Python, numpy, scipy, numba and MPI libraries, measured at about 250 MB.
+#: Allowance for the Python, numpy, scipy, numba and MPI libraries a rank loads (about
+#: 250 MB), with a margin.
 BASE_BYTES = 300 * 2**20
 
 
@@ -45,9 +47,9 @@ def async_blocks_held(n_ranks: int, n_blocks: int) -> int:
     with nothing to do, while it holds at most half of them
     (:data:`dsmlr.engines.async_tokens.HELD_BEYOND_GROUP`), and one more may be arriving:
     ``B / 2 + 1`` blocks at most, which for P <= 4 is at most two groups and one block.
-    Beyond that the plan takes two groups and one block, the most measured (P = 4, one
-    rank slowed 2x: 2.2 groups' worth of memory); half the blocks could in principle
-    gather on one rank.
+    Beyond that the plan takes two groups and one block, about the most a rank holds in
+    practice (``benchmarks/results/mpi.md``, *Peak memory per rank*), though half the
+    blocks could in principle gather on one rank.
     """
     per_group = -(-n_blocks // n_ranks)
     return min(n_blocks // 2 + 1, 2 * per_group + 1)
@@ -114,16 +116,14 @@ def plan_memory(
     if engine == "async" and n_ranks > 1:
         held = async_blocks_held(n_ranks, n_blocks)
         per_rank = held * -(-n_classes // n_blocks) * columns
-    tables = optimizer == "svrg" and uses_tables(
+    rule = update_rule(optimizer)
+    tables = rule.anchored and uses_tables(
         svrg_anchor, n_samples or n_rows * n_ranks, n_classes, columns, itemsize, anchor_tables
     )
     if tables:  # weights and gradient; the anchor in rows-sized tables
         row_state += table_bytes_bound(n_rows, n_classes, n_blocks, itemsize)
-    svrg_arrays = 2 if tables else 3  # weights, gradient (and anchor weights)
-    per_value = {"svrg": svrg_arrays * itemsize, "adagrad": itemsize}.get(optimizer, itemsize)
-    blocks = per_rank * per_value
-    if optimizer == "adagrad":
-        blocks += 8 * (n_features + 1) * held
+    blocks = per_rank * rule.model_arrays(tables) * itemsize
+    blocks += rule.carried_bytes(n_features + 1) * held
     return MemoryPlan(int(rows), int(row_state), int(blocks))
 
 

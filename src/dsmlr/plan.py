@@ -4,7 +4,7 @@
 non-zeros, P ranks and a network of a given bandwidth and latency, what one rank of the
 synchronous ring (:mod:`dsmlr.engines.sync_ring`) needs per epoch.  :func:`calibrate`
 measures the kernel rates it uses on this machine; ``dsmlr plan`` prints the prediction
-(:mod:`dsmlr.cli_plan`).  ``docs/cost-model.md`` shows the model checked against measured
+(:mod:`dsmlr.cli.plan`).  ``docs/cost-model.md`` shows the model checked against measured
 runs (``benchmarks/validate_plan.py``) and a projection to the DS-MLR paper's Reddit-Full.
 
 The model
@@ -78,9 +78,9 @@ These are the ring payloads, as :attr:`~dsmlr.engines.base.EpochRecord.bytes_sen
 counts them: the 64-byte allreduce after each scoring ring is left out of both, and so
 is the allreduce of the class means of the features many rows share (a float64 each,
 :mod:`dsmlr.engines.centering`).  The asynchronous
-engine is modelled as the synchronous one; measured, its plain SGD epochs that score moved
-1.00-1.16 times as much (P = 2, 3, 4, 8; ``benchmarks/results/mpi_bytes.json``), where the
-routing of its tokens follows the ranks' timing.
+engine is modelled as the synchronous one: its epochs move about as much, though the
+routing of its tokens follows the ranks' timing (``benchmarks/results/mpi.md``, *Bytes per
+epoch*, compares the two).
 
 **Messages and communication time.**  A ring is P - 1 or P shifts (as above); the MPI
 communicator makes each shift two small handshakes and then sends the payload in chunks of
@@ -119,6 +119,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dsmlr.engines.optimizers import update_rule
 from dsmlr.kernels.anchor_table import KEEP, uses_tables
 from dsmlr.memory import MemoryPlan, plan_memory
 from dsmlr.partition import ring_legs
@@ -141,8 +142,7 @@ CHUNK_BYTES = 16 * 2**20
 #: Seconds per message of a typical cluster network (TCP over Ethernet: tens of µs).
 DEFAULT_LATENCY = 50e-6
 
-#: Optimisers and engines the model knows (those of :mod:`dsmlr.engines`).
-_OPTIMIZERS = ("sgd", "svrg", "adagrad")
+#: Engines the model knows (those of :mod:`dsmlr.engines`).
 _ENGINES = ("sync", "async")
 _ITEMSIZE = {"float64": 8, "float32": 4}
 
@@ -179,7 +179,7 @@ class Throughput:
 
     def update(self, optimizer: str, tables: bool = False) -> float:
         """The update pass's rate for ``optimizer`` (SVRG's with anchor ``tables``)."""
-        if optimizer == "svrg" and tables and self.update_svrg_tables:
+        if update_rule(optimizer).anchored and tables and self.update_svrg_tables:
             return self.update_svrg_tables
         return {"sgd": self.update_sgd, "svrg": self.update_svrg,
                 "adagrad": self.update_adagrad}[optimizer]  # fmt: skip
@@ -194,8 +194,8 @@ _SOURCE = "calibrate() defaults, median of 3, 2-core development machine, 2026-1
 #: Rates of the numba kernels measured with :func:`calibrate` at its defaults (5000 rows,
 #: 20000 features, 50 non-zeros a row, one block of 500 classes, one rank), the median
 #: of 3 calibrations on 2026-12-06, on this project's 2-core development machine (Intel
-#: Xeon, a VM shared with other jobs: single calibrations there vary by 15-35%).  They
-#: are *that machine's* figures, kept so that ``dsmlr plan`` answers at once: run
+#: Xeon, a VM shared with other jobs, whose single calibrations vary: hence the median).
+#: They are *that machine's* figures, kept so that ``dsmlr plan`` answers at once: run
 #: ``dsmlr plan --calibrate`` (or pass ``calibrate()``'s result) to plan for another one.
 MEASURED_THROUGHPUT: dict[str, Throughput] = {
     "float64": Throughput(
@@ -371,7 +371,7 @@ def plan_training(
     engine : {"sync", "async"}
         Sets the default number of class blocks and the blocks a rank holds (see
         above); the asynchronous engine's traffic is modelled as the synchronous one's
-        (measured 1.00-1.16 times it, see above).
+        (see above).
     blocks_per_rank : int, optional
         B / P; None for the engine's default.
     eval_every : int
@@ -398,8 +398,7 @@ def plan_training(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if nnz < 0:
         raise ValueError(f"nnz must be >= 0, got {nnz!r}")
-    if optimizer not in _OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {optimizer!r}")
+    rule = update_rule(optimizer)
     if engine not in _ENGINES:
         raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
     if not bandwidth > 0:
@@ -419,19 +418,19 @@ def plan_training(
         n_blocks=n_blocks, itemsize=s, optimizer=optimizer, fit_intercept=fit_intercept,
         engine=engine, n_samples=int(n_samples),
     )  # fmt: skip
-    tables = optimizer == "svrg" and uses_tables("auto", int(n_samples), K, d_fit, s, True)
+    tables = rule.anchored and uses_tables("auto", int(n_samples), K, d_fit, s, True)
 
     units = float(nnz_p + rows_p) * K
-    svrg = optimizer == "svrg"
+    svrg = rule.anchored
     update_s = units / rates.update(optimizer, tables)
     gradient_s = units / rates.gradient_pass(tables) / eval_every if svrg else 0.0
     score_s = units / rates.score / eval_every
 
     M = K * d_fit * s
-    carried = 8 * n_blocks * d_fit if optimizer == "adagrad" else 0  # AdaGrad state
+    carried = n_blocks * rule.carried_bytes(d_fit)  # AdaGrad's state
     # SVRG's update ring: weights and anchor gradient, and the anchor weights unless the
     # ranks hold the anchor as probability tables.
-    update_bytes = {"sgd": M, "svrg": (2 + (not tables)) * M, "adagrad": M + carried}[optimizer]
+    update_bytes = rule.model_arrays(tables) * M + carried
     first_update = M + carried  # SVRG's first epoch: plain steps, weights only
     gradient_bytes = 2 * M if svrg else 0  # weights and gradient, in the weights' dtype
     scoring_bytes = M + carried

@@ -1,4 +1,4 @@
-"""``dsmlr plot``: draw the training curves of one or more ``--metrics`` files.
+"""Training curves of one or more ``--metrics`` files (``dsmlr plot``).
 
 A metrics file holds one JSON object a line, one line per epoch that computed the exact
 objective (every epoch, or every ``eval_every``-th and the last; see
@@ -17,11 +17,9 @@ so nothing here changes the backend or the open figures of a caller's session.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +29,14 @@ from dsmlr.errors import DataError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["REQUIRED_KEYS", "build_figure", "configure_plot", "read_metrics", "run_plot"]
+__all__ = [
+    "MISSING_MATPLOTLIB",
+    "REQUIRED_KEYS",
+    "build_figure",
+    "has_test_accuracy",
+    "read_metrics",
+    "save_figure",
+]
 
 #: Keys every metrics record must have; any others are optional and extra ones ignored.
 REQUIRED_KEYS = ("epoch", "time", "objective")
@@ -106,6 +111,11 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 # -- drawing -----------------------------------------------------------------------------
+
+
+def has_test_accuracy(records: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any record of a run carries a test accuracy (a run trained with a test set)."""
+    return any(_is_number(r.get("test_accuracy")) for r in records)
 
 
 def _series(records: Sequence[Mapping[str, Any]], x: str, y: str) -> tuple[list, list]:
@@ -270,68 +280,3 @@ def save_figure(fig: Figure, path: str) -> None:
             tmp.unlink(missing_ok=True)
     except OSError as exc:
         raise DataError(f"cannot write: {exc.strerror or exc}", path) from None
-
-
-# -- command line ------------------------------------------------------------------------
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a valid float: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
-
-
-def configure_plot(p: argparse.ArgumentParser) -> None:
-    """Add ``dsmlr plot``'s arguments to ``p``."""
-    p.add_argument(
-        "runs", metavar="RUN.jsonl", nargs="+", help="metrics files of 'dsmlr train --metrics'"
-    )
-    p.add_argument(
-        "--out", metavar="FIG.png", required=True,
-        help="output figure (format from the suffix: .png, .pdf, .svg, ...)",
-    )  # fmt: skip
-    p.add_argument(
-        "--optimum", type=_finite_float, metavar="F",
-        help="optimal objective: plot relative suboptimality (f - F)/|F| on a log scale",
-    )  # fmt: skip
-    p.add_argument(
-        "--labels", metavar="A,B,...",
-        help="legend labels, one per file, comma-separated (default: file names)",
-    )  # fmt: skip
-    p.add_argument("--title", metavar="T", help="figure title")
-    # The label count can only be checked against the files after parsing; this keeps
-    # that check a usage error (status 2, with the usage line) like argparse's own.
-    p.set_defaults(usage_error=p.error)
-
-
-def run_plot(args: argparse.Namespace) -> int:
-    """Run ``dsmlr plot``: read the runs, draw them, write the figure."""
-    if args.labels is None:
-        labels = [Path(run).stem for run in args.runs]
-        if len(set(labels)) < len(labels):  # run1/metrics.jsonl, run2/metrics.jsonl
-            labels = [str(Path(run).with_suffix("")) for run in args.runs]
-    else:
-        labels = args.labels.split(",")
-        if len(labels) != len(args.runs):
-            args.usage_error(
-                f"--labels has {len(labels)} label(s) for {len(args.runs)} file(s); "
-                "give one per file, comma-separated"
-            )
-    try:
-        import matplotlib  # noqa: F401  (fail before reading what cannot be drawn)
-    except ImportError:
-        raise DataError(MISSING_MATPLOTLIB) from None
-    runs = [read_metrics(path) for path in args.runs]
-    if any(_is_number(r.get("test_accuracy")) for records in runs for r in records):
-        for path, records in zip(args.runs, runs, strict=True):
-            if not any(_is_number(r.get("test_accuracy")) for r in records):
-                print(f"dsmlr: warning: {path}: no test accuracy; left out of those panels",
-                      file=sys.stderr)  # fmt: skip
-    fig = build_figure(runs, labels, optimum=args.optimum, title=args.title)
-    save_figure(fig, args.out)
-    print(f"wrote {args.out}: {len(runs)} run(s)")
-    return 0

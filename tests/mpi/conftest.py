@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dsmlr.comm.mpi import launched_by_mpi
+from dsmlr.comm.launcher import launched_by_mpi
 
 if not launched_by_mpi():
     collect_ignore_glob = ["test_*.py"]

@@ -210,3 +210,28 @@ def test_torch_tokens_reach_the_serial_optimum(comm, problem):
     )  # fmt: skip
     gap = (model.history_[-1]["objective"] - best) / best
     agree(comm, 0 <= gap < 1e-4 or abs(gap) < 1e-9, f"relative gap {gap:.2e}")
+
+
+def test_predictions_table_is_written_in_rank_order_a_slice_at_a_time(comm, shared_dir):
+    from dsmlr.cli.predict import write_predictions, write_predictions_mpi
+
+    # Ranks hold different row counts (rank r: 2r + 3, one rank none when P > 1), with
+    # string labels holding the separator; slices of 2 rows, so most ranks send several.
+    counts = [2 * r + 3 for r in range(comm.size)]
+    if comm.size > 1:
+        counts[1] = 0
+    rng = np.random.default_rng(0)
+    total = sum(counts)
+    labels = np.array([f"c{i % 4},x" for i in range(2 * total)], dtype=object).reshape(total, 2)
+    proba = rng.random((total, 2))
+    lo = sum(counts[: comm.rank])
+    mine = slice(lo, lo + counts[comm.rank])
+    path = str(shared_dir / f"pred-{comm.size}.csv")
+    n = write_predictions_mpi(comm, path, labels[mine], proba[mine], slice_rows=2)
+    agree(comm, n == total, f"{n} rows written, {total} expected")
+    if comm.rank == 0:
+        whole = str(shared_dir / f"whole-{comm.size}.csv")
+        write_predictions(whole, labels, proba)
+        with open(path, encoding="utf-8") as a, open(whole, encoding="utf-8") as b:
+            same = a.read() == b.read()
+    agree(comm, comm.allgather(same if comm.rank == 0 else None)[0], "table differs")

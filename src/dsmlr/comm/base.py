@@ -34,6 +34,9 @@ class Communicator(Protocol):
         This worker's index, ``0 <= rank < size``.
     size : int
         Number of workers.
+    local_rank : int
+        This worker's index among the group's workers on its host (which of the host's
+        GPUs it takes).
     bytes_sent : int
         Payload bytes this rank has sent so far (for metrics).
     wait_seconds : float
@@ -57,6 +60,7 @@ class Communicator(Protocol):
 
     rank: int
     size: int
+    local_rank: int
     bytes_sent: int
     wait_seconds: float
     needs_host_buffers: bool

@@ -58,6 +58,7 @@ class InProcessComm:
     def __init__(self, group: _Group, rank: int):
         self._group = group
         self.rank = rank
+        self.local_rank = rank  # every worker shares this process's host
         self.size = group.size
         self.bytes_sent = 0
         self.wait_seconds = 0.0

@@ -20,14 +20,21 @@ diverge) and a run on P processes adds in the same order as the in-process engin
 from __future__ import annotations
 
 import collections
-import os
+import subprocess
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
-__all__ = ["MPIComm", "abort_job", "launched_by_mpi", "world_rank_and_size"]
+from dsmlr.comm.launcher import launched_by_mpi, launcher_local_rank
+
+__all__ = [
+    "MPIComm",
+    "abort_job",
+    "mpi_library_version",
+    "world_rank_and_size",
+]
 
 _DTYPES = [np.dtype(t) for t in ("float64", "float32", "int64", "int32", "uint8", "bool")]
 _MAX_ARRAYS = 16
@@ -40,20 +47,6 @@ _READY = np.zeros(1, dtype=np.int8)
 # buffers one chunk internally for Sendrecv_replace).
 _CHUNK_BYTES = 16 * 2**20
 _TAG_POST_HEADER, _TAG_POST = 21, 2000
-
-# Environment variables that MPI launchers set in every process they start.
-_LAUNCHER_VARIABLES = (
-    "PMI_RANK",
-    "PMI_SIZE",
-    "PMIX_RANK",
-    "OMPI_COMM_WORLD_SIZE",
-    "MPI_LOCALNRANKS",
-)
-
-
-def launched_by_mpi() -> bool:
-    """Whether this process was started by an MPI launcher (``mpiexec``, ``srun``)."""
-    return any(name in os.environ for name in _LAUNCHER_VARIABLES)
 
 
 def _mpi():
@@ -155,6 +148,13 @@ class MPIComm:
         Most elements one message of :meth:`post` carries: a longer array travels as
         several, since MPI's counts are C ints (at most ``2**31 - 1``) and a class block
         of a large model can hold more values.  The same on every rank.
+
+    Attributes
+    ----------
+    local_rank : int
+        This rank among the job's processes on its host, as the launcher tells it
+        (:func:`dsmlr.comm.launcher.launcher_local_rank`; else ``rank``): which GPU of
+        the host a rank takes.
     """
 
     def __init__(self, comm: Any = None, max_count: int = 2**30):
@@ -167,6 +167,7 @@ class MPIComm:
         self._comm = (MPI.COMM_WORLD if comm is None else comm).Dup()
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
+        self.local_rank = launcher_local_rank(self.rank)
         self.bytes_sent = 0
         self.wait_seconds = 0.0
         self.needs_host_buffers = True
@@ -373,3 +374,45 @@ def abort_job(code: int = 1) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     _mpi().COMM_WORLD.Abort(code)
+
+
+# Run in a child process: MPI_Get_library_version may be called before MPI_Init, so the
+# child never initialises MPI (no runtime needed, nothing to start or to hang on).
+_LIBRARY_PROBE = """
+import mpi4py
+mpi4py.rc.initialize = False
+mpi4py.rc.finalize = False
+from mpi4py import MPI
+print(MPI.Get_library_version())
+"""
+
+
+def mpi_library_version(timeout: float = 30.0) -> str:
+    """The MPI library's version text (``MPI_Get_library_version``).
+
+    Asked in a child process unless MPI is (or is about to be) initialised here anyway:
+    importing ``mpi4py.MPI`` initialises MPI, which with some MPI installations and no
+    runtime aborts the whole process, and would leave MPI initialised in the caller's.
+
+    Raises
+    ------
+    ImportError
+        mpi4py is not installed.
+    RuntimeError
+        The probe failed or gave no answer within ``timeout`` seconds (its reason).
+    """
+    import mpi4py  # noqa: F401  (the package alone does not initialise MPI)
+
+    if launched_by_mpi() or "mpi4py.MPI" in sys.modules:
+        return _mpi().Get_library_version()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _LIBRARY_PROBE],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"no answer in {timeout:g} s") from None
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise RuntimeError(errors[-1] if errors else f"exit status {proc.returncode}")
+    return proc.stdout

@@ -66,11 +66,8 @@ plus a header of ``6 + P`` int64s.  The scoring stage ends at the token's home, 
 trip home follows it (an epoch that does not score sends a token home after its last
 update visit if that was elsewhere, with what the update stage carries, so that SVRG
 keeps its anchor for the next epoch).  On average per rank an epoch moves about what the
-synchronous engine's rings do (see :mod:`dsmlr.engines.sync_ring`): plain SGD epochs
-that score moved 1.00, 1.16 and 1.13 times the sync engine's ``2 (P - 1) / P`` times the
-model per rank at P = 2, 3 and 4 under MPI, K = 1000
-(``benchmarks/results/mpi_bytes.json``; 1.63, 1.32 and 1.25 when tokens went home after
-scoring wherever it ended).
+synchronous engine's rings do (see :mod:`dsmlr.engines.sync_ring`;
+``benchmarks/results/mpi.md``, *Bytes per epoch*, compares the two).
 """
 
 from __future__ import annotations
@@ -101,25 +98,27 @@ __all__ = [
 DEFAULT_BLOCKS_PER_RANK = 4
 
 #: Narrower tokens than this cost more per class: a visit's cost per row and non-zero
-#: (reaching a random feature's row of the block) stops shrinking with the width.  At
-#: K = 200 on 10K rows a rank's visits of 25 classes took 1.5x the time of visits of 50
-#: for the same classes, and with 2 blocks per rank instead of 4 the async engine (P = 2,
-#: one rank slowed 2x) reached 1% of the optimum in 10.6-11.8 s instead of 15.6-17.1 s.
+#: (reaching a random feature's row of the block) does not shrink with the width, so the
+#: narrower the token, the more of a visit it takes; where 4 blocks a rank would be
+#: narrower than this, 2 are used (:func:`blocks_per_group`).
+#: ``benchmarks/results/mpi.md`` (*Straggler: sync against async*) has the timings behind
+#: the value.
 MIN_TOKEN_CLASSES = 50
 
 #: A rank counts as slower than the fastest only when its pace is more than this many
 #: times the fastest's.  Closer paces are mostly timing noise (ranks sharing cores with
 #: other work): following them sends tokens to some ranks' rows more often than to
-#: others', which costs plain SGD and AdaGrad accuracy (with four in-process workers on
-#: two cores, AdaGrad stalled up to 1.3e-3 above the optimum instead of 7e-4), while a
-#: rank slowed 2x, as in the straggler benchmark, is well beyond it.
+#: others', which costs plain SGD and AdaGrad accuracy, while a rank slowed 2x, as in
+#: the straggler benchmark, is well beyond it (``benchmarks/results/mpi.md``, *Straggler:
+#: sync against async*).
 PACE_NOISE = 1.5
 
 #: A rank's pace is the median of its last this many update visits: a few epochs' worth
 #: (a rank makes about B of them an epoch), so that a rank slowed for a moment (another
 #: process taking its core) does not look slow, while one slow for good still does
-#: within an epoch or two.  Over 9 visits, four in-process workers on two cores looked
-#: up to 2.3x apart (90th percentile; median 1.6x), over 30 up to 1.75x (median 1.4x).
+#: within an epoch or two.  The more visits, the less timing noise (ranks sharing cores)
+#: spreads the paces of equally fast ranks beyond :data:`PACE_NOISE`
+#: (``benchmarks/results/mpi.md``, *Straggler: sync against async*).
 PACE_VISITS = 30
 
 #: A rank takes in tokens only while it holds fewer blocks than its group and this many
@@ -129,10 +128,9 @@ PACE_VISITS = 30
 #: empty queue takes one in while it holds at most half of the B blocks.  That keeps
 #: every rank able to move on: a rank that can take nothing in either has work or holds
 #: more than half the blocks; two ranks cannot both hold more than half, so the tokens
-#: such a rank waits to hand over go to ranks that can take them in.  Measured (P = 4,
-#: one rank slowed 2x, a 2 GB model of 16 blocks): the largest rank's peak resident
-#: memory 1.4 GB, where without the limit ranks reached 2.0-2.6 GB (the synchronous
-#: engine's: 0.75 GB).
+#: such a rank waits to hand over go to ranks that can take them in.
+#: ``benchmarks/results/mpi.md`` (*Peak memory per rank*) has the ranks' peak memory with
+#: and without the limit.
 HELD_BEYOND_GROUP = 1
 
 _POLL_SECONDS = 0.01
@@ -188,12 +186,11 @@ class Paces:
 
     One history mixing both would compare a rank that has made mostly SVRG visits with
     one that has made mostly plain ones (a slow rank makes few update visits, so its
-    history changes kind later): in the first SVRG epochs of a run with one rank slowed
-    2x the two looked within :data:`PACE_NOISE` of each other and shared the updates
-    evenly (K = 1000, P = 2: the third epoch took 1.95-1.99 s against 1.4-1.6 s later;
-    with the kinds apart 1.35-1.59 s, and 1% of the optimum came in 11.8 s against
-    12.7 s, in runs taking turns).  Within an epoch every update visit is of
-    one kind, so the tokens need not say which.
+    history changes kind later): in the first SVRG epochs a slow rank, its history still
+    mostly cheap plain visits, would look within :data:`PACE_NOISE` of the others and get
+    an even share of the update visits (``benchmarks/results/mpi.md``, *Straggler: sync
+    against async*).  Within an epoch every update visit is of one kind, so the tokens
+    need not say which.
 
     Parameters
     ----------
@@ -282,54 +279,64 @@ def may_take_in(queued: int, held: int, per_group: int, n_blocks: int) -> bool:
 
 def _token_epoch(epoch: Epoch, paces: Paces) -> None:
     """Every block through the epoch's stages as a token; returns when all are home."""
-    svrg = epoch.variance_reduced  # the kind of this epoch's update visits
-    pace = paces.of(svrg)
-    ring = epoch.ring
-    comm, clock = ring.comm, ring.clock
-    me, size = comm.rank, ring.size
-    scoring = epoch.scorers is not None
-    stages = [GRADIENT] * epoch.anchoring + [UPDATE] + [SCORING] * scoring + [HOME]
-    # A token going home from its update stage keeps SVRG's anchor for the next epoch.
-    home_fields = epoch.scoring_fields if scoring else epoch.update_fields
-    fields = {GRADIENT: epoch.gradient_fields, UPDATE: epoch.update_fields,
-              SCORING: epoch.scoring_fields, HOME: home_fields}  # fmt: skip
-    queue: deque[_Token] = deque()
-    home: list[Block] = []
-    load = np.zeros(size)  # what this rank knows of the queues' lengths
-    everyone_home = None
+    _TokenEpoch(epoch, paces).run()
 
-    def enter(blk: Block, stage: int) -> _Token:
+
+class _TokenEpoch:
+    """One rank's part of an asynchronous epoch: its queue of tokens, the blocks home
+    for the epoch, and what it knows of the other ranks' queues."""
+
+    def __init__(self, epoch: Epoch, paces: Paces):
+        self.epoch, self.paces = epoch, paces
+        self.svrg = epoch.variance_reduced  # the kind of this epoch's update visits
+        self.pace = paces.of(self.svrg)
+        self.ring = ring = epoch.ring
+        self.comm, self.clock = ring.comm, ring.clock
+        self.me, self.size = self.comm.rank, ring.size
+        self.scoring = epoch.scorers is not None
+        self.stages = [GRADIENT] * epoch.anchoring + [UPDATE] + [SCORING] * self.scoring + [HOME]
+        # A token going home from its update stage keeps SVRG's anchor for the next epoch.
+        home_fields = epoch.scoring_fields if self.scoring else epoch.update_fields
+        self.fields = {GRADIENT: epoch.gradient_fields, UPDATE: epoch.update_fields,
+                       SCORING: epoch.scoring_fields, HOME: home_fields}  # fmt: skip
+        self.queue: deque[_Token] = deque()
+        self.home: list[Block] = []
+        self.load = np.zeros(self.size)  # what this rank knows of the queues' lengths
+
+    def enter(self, blk: Block, stage: int) -> _Token:
+        """``blk`` as a token at the start of ``stage``."""
         if stage == GRADIENT:
-            epoch.begin_gradient(blk)
-        return _Token(blk, stage, np.zeros(size, dtype=np.int64), size)
+            self.epoch.begin_gradient(blk)
+        return _Token(blk, stage, np.zeros(self.size, dtype=np.int64), self.size)
 
-    def arrive(token: _Token) -> None:
+    def arrive(self, token: _Token) -> None:
         if token.stage == HOME:
-            home.append(token.block)
+            self.home.append(token.block)
         else:
-            queue.append(token)
+            self.queue.append(token)
 
-    def take(message: list[np.ndarray]) -> None:
+    def take(self, message: list[np.ndarray]) -> None:
+        """A token another rank posted here."""
         meta, arrays = message[0], message[1:]
         q, stage, visits_left, sender, sender_load, sender_pace = (int(v) for v in meta[:6])
-        load[sender] = sender_load
-        pace.heard(sender, sender_pace)
-        blk = ring.make_block(q, dict(zip(fields[stage], ring.from_wire(arrays), strict=True)))
-        arrive(_Token(blk, stage, meta[6:].copy(), visits_left))
+        self.load[sender] = sender_load
+        self.pace.heard(sender, sender_pace)
+        got = dict(zip(self.fields[stage], self.ring.from_wire(arrays), strict=True))
+        self.arrive(_Token(self.ring.make_block(q, got), stage, meta[6:].copy(), visits_left))
 
-    def send(token: _Token, dest: int) -> None:
+    def send(self, token: _Token, dest: int) -> None:
         blk = token.block
-        meta = [blk.q, token.stage, token.visits_left, me, len(queue), pace.own_ns(me),
-                *token.visits]  # fmt: skip
+        meta = [blk.q, token.stage, token.visits_left, self.me, len(self.queue),
+                self.pace.own_ns(self.me), *token.visits]  # fmt: skip
         arrays = [np.array(meta, dtype=np.int64)]
-        arrays += ring.to_wire([getattr(blk, f) for f in fields[token.stage]])
-        clock.timed("comm", comm.post, dest, arrays)
-        load[dest] += 1
+        arrays += self.ring.to_wire([getattr(blk, f) for f in self.fields[token.stage]])
+        self.clock.timed("comm", self.comm.post, dest, arrays)
+        self.load[dest] += 1
 
-    def work(token: _Token) -> _Token:
+    def work(self, token: _Token) -> _Token:
         """One visit; the token as it leaves (its next stage once this one is done)."""
-        blk, stage = token.block, token.stage
-        token.visits[me] += 1
+        epoch, blk, stage = self.epoch, token.block, token.stage
+        token.visits[self.me] += 1
         if stage == GRADIENT:
             epoch.gradient(blk)
             done = bool(token.visits.all())
@@ -338,69 +345,73 @@ def _token_epoch(epoch: Epoch, paces: Paces) -> None:
         elif stage == UPDATE:
             t0 = time.perf_counter()
             epoch.update(blk)
-            pace.record(me, time.perf_counter() - t0)
+            self.pace.record(self.me, time.perf_counter() - t0)
             token.visits_left -= 1
             done = token.visits_left == 0
         else:
             epoch.score(blk)
             done = bool(token.visits.all())
-        return enter(blk, stages[stages.index(stage) + 1]) if done else token
+        return self.enter(blk, self.stages[self.stages.index(stage) + 1]) if done else token
 
-    queue.extend(enter(blk, stages[0]) for blk in ring.group)
-    ring.group = []  # the blocks travel as tokens now: nothing else may keep them alive
+    def room(self) -> bool:
+        held = len(self.queue) + len(self.home) + self.comm.posts_in_flight()
+        return may_take_in(len(self.queue), held, self.ring.per_group, self.ring.n_blocks)
 
-    def room() -> bool:
-        held = len(queue) + len(home) + comm.posts_in_flight()
-        return may_take_in(len(queue), held, ring.per_group, ring.n_blocks)
-
-    def take_in(timeout: float) -> bool:
+    def take_in(self, timeout: float) -> bool:
         """Take in one token if one arrives within ``timeout`` seconds."""
-        message = clock.timed("comm", comm.poll, timeout)
+        message = self.clock.timed("comm", self.comm.poll, timeout)
         if message is not None:
-            take(message)
+            self.take(message)
         return message is not None
 
-    def visit_and_pass_on(token: _Token) -> None:
-        token = work(token)
+    def visit_and_pass_on(self, token: _Token) -> None:
+        token = self.work(token)
         if token.stage == HOME:
-            dest = token.block.q % size
+            dest = token.block.q % self.size
         else:
-            load[me] = len(queue)
+            self.load[self.me] = len(self.queue)
             once = token.stage != UPDATE
-            last = token.block.q % size if token.stage == SCORING else None
+            last = token.block.q % self.size if token.stage == SCORING else None
             dest = choose_destination(
-                me, token.visits, load, ring.per_group, once, paces.seconds(svrg), last
-            )
-        if dest == me:
-            arrive(token)
+                self.me, token.visits, self.load, self.ring.per_group, once,
+                self.paces.seconds(self.svrg), last,
+            )  # fmt: skip
+        if dest == self.me:
+            self.arrive(token)
         else:
-            send(token, dest)
+            self.send(token, dest)
 
-    # Helpers rather than loop variables hold each token and message, so that no
-    # reference outlives its use and keeps a block's memory (see HELD_BEYOND_GROUP).
-    while True:
-        while room() and take_in(0.0):
-            pass
-        if queue:
-            visit_and_pass_on(queue.popleft())
-            continue
-        if everyone_home is None and len(home) == ring.per_group:
-            everyone_home = comm.ibarrier()
-        if everyone_home is not None and clock.timed("comm", everyone_home.test):
-            break
-        if room():
-            take_in(_POLL_SECONDS)
-        else:  # holding over half the blocks: what it sent must be taken in first
-            clock.timed("comm", time.sleep, _POLL_SECONDS)
-    clock.timed("comm", comm.flush)
-    ring.group = sorted(home, key=lambda blk: blk.q)
-    if not scoring:
-        # Every rank has all its blocks home, but one that has not yet seen the barrier
-        # complete still serves this epoch: no rank may send it the next epoch's tokens
-        # before it has left (an epoch that scores ends with the objective's allreduce,
-        # which the class means ride; see dsmlr.engines.epochs.run_epochs).
-        clock.timed("comm", comm.barrier)
-        epoch.center()
+    def run(self) -> None:
+        ring, clock, comm = self.ring, self.clock, self.comm
+        self.queue.extend(self.enter(blk, self.stages[0]) for blk in ring.group)
+        ring.group = []  # the blocks travel as tokens now: nothing else may keep them alive
+        everyone_home = None
+        # Methods rather than loop variables hold each token and message, so that no
+        # reference outlives its use and keeps a block's memory (see HELD_BEYOND_GROUP).
+        while True:
+            while self.room() and self.take_in(0.0):
+                pass
+            if self.queue:
+                self.visit_and_pass_on(self.queue.popleft())
+                continue
+            if everyone_home is None and len(self.home) == ring.per_group:
+                everyone_home = comm.ibarrier()
+            if everyone_home is not None and clock.timed("comm", everyone_home.test):
+                break
+            if self.room():
+                self.take_in(_POLL_SECONDS)
+            else:  # holding over half the blocks: what it sent must be taken in first
+                clock.timed("comm", time.sleep, _POLL_SECONDS)
+        clock.timed("comm", comm.flush)
+        ring.group = sorted(self.home, key=lambda blk: blk.q)
+        if not self.scoring:
+            # Every rank has all its blocks home, but one that has not yet seen the
+            # barrier complete still serves this epoch: no rank may send it the next
+            # epoch's tokens before it has left (an epoch that scores ends with the
+            # objective's allreduce, which the class means ride; see
+            # dsmlr.engines.epochs.run_epochs).
+            clock.timed("comm", comm.barrier)
+            self.epoch.center()
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:

@@ -9,6 +9,9 @@ from typing import Protocol
 
 import numpy as np
 
+from dsmlr import defaults
+from dsmlr.engines.optimizers import UPDATE_RULES
+
 __all__ = [
     "OPTIMIZERS",
     "EngineConfig",
@@ -23,8 +26,8 @@ __all__ = [
     "peak_rss_bytes",
 ]
 
-#: Per-block update rules (see :class:`EngineConfig`).
-OPTIMIZERS = ("svrg", "adagrad", "sgd")
+#: Per-block update rules' names (see :mod:`dsmlr.engines.optimizers`).
+OPTIMIZERS = tuple(UPDATE_RULES)
 
 
 def peak_rss_bytes() -> int:
@@ -78,8 +81,8 @@ class EngineConfig:
         Where the kernel keeps blocks and rows: ``"cpu"``, or ``"cuda"`` / ``"cuda:N"``
         for the ``torch`` kernel (``"cuda"`` gives each rank of a host its own GPU).
     blocks_per_rank : int or None
-        Class blocks per rank, B / P; None for the engine's default (sync: 1, or 2 with
-        two ranks; async: 4, so tokens can flow around a slow rank).
+        Class blocks per rank, B / P; None for the engine's default (sync: 1; async: 4, so
+        tokens can flow around a slow rank, or 2 where 4 would make narrow tokens).
     eval_every : int
         Score the exact objective (a ring pass over all blocks) every this many epochs
         and after the last; stopping is decided at those epochs.
@@ -91,27 +94,37 @@ class EngineConfig:
         Test-only knob: make ``rank`` compute ``factor`` times slower (it sleeps after
         each kernel call: update, gradient and scoring passes), to measure how the
         engines cope with a slow machine.
+    centre_shared : bool
+        Take the class mean of the features many rows share out of the model every
+        epoch (:mod:`dsmlr.engines.centering`).  Off only to measure what it brings.
+    relax : {"columns", "intercept", "none"}
+        Which columns of SVRG's moves are relaxed where several ranks move blocks at
+        once (:mod:`dsmlr.engines.relaxation`): every column by its spread (the
+        default), the intercept alone, or none (whole moves).  The last two only to
+        measure what the relaxation brings.
     """
 
     n_samples: int
     n_features: int
     n_classes: int
     fit_intercept: bool = True
-    lam: float = 1e-4
-    max_epochs: int = 50
-    tol: float = 1e-4
-    n_iter_no_change: int = 2
-    eta: float = 0.5
-    batch_size: int = 32
-    optimizer: str = "svrg"
-    dtype: type = np.float64
+    lam: float = defaults.LAM
+    max_epochs: int = defaults.MAX_EPOCHS
+    tol: float = defaults.TOL
+    n_iter_no_change: int = defaults.N_ITER_NO_CHANGE
+    eta: float = defaults.ETA
+    batch_size: int = defaults.CPU_BATCH_SIZE
+    optimizer: str = defaults.OPTIMIZER
+    dtype: type = np.dtype(defaults.DTYPE).type
     seed: int = 0
     kernel: str = "numba"
     device: str = "cpu"
     blocks_per_rank: int | None = None
-    eval_every: int = 1
+    eval_every: int = defaults.EVAL_EVERY
     svrg_anchor: str = "auto"
     straggler: tuple[int, float] | None = None
+    centre_shared: bool = True
+    relax: str = "columns"
 
     @property
     def n_columns(self) -> int:

@@ -11,9 +11,8 @@ A block's steps do not: they move only its own classes, so every epoch of two or
 blocks adds to the mean of every feature its rows have, and nothing takes it out but
 the penalty, by ``1 - eta * lam`` a step -- the direction of adding the same vector to
 every class is flat for the loss.  On dense data, where every column is shared by every
-row, that drift held SVRG 1.7e-4 and 2.0e-4 above the optimum after 30 epochs where one
-block reached 1e-13 (6 classes, 50 features, one worker moving two or four blocks in
-turn); centred, they reach 1e-13 too (``benchmarks/results/svrg_layouts_dense.md``).
+row, that drift stalls SVRG with two or more blocks short of the optimum one block
+reaches, and centring removes the gap (``benchmarks/results/svrg_layouts_dense.md``).
 
 Only the features that at least :data:`SHARED_COLUMN_SHARE` of the rows have are
 centred (every feature of dense data; on sparse data the few frequent ones, whose
@@ -48,14 +47,12 @@ __all__ = [
     "shared_columns",
 ]
 
-#: Features at least this share of the training rows have are centred.  On
-#: ``bench_mpi.py``'s sparse K = 200 problem (50 non-zeros a row of 20000 features) that
-#: is 56 of the 20000.  Centring all 20000 there changed no objective in its first five
-#: digits but made epochs under MPI (P = 2, a rank slowed 2x) slower: async 0.44 s
-#: against 0.40 s, 8 interleaved pairs of runs, every pair slower; sync 0.56 s against
-#: 0.45 s (the cause was not found: in one process it cost nothing measurable, and the
-#: centring's own work and allreduce take 10-20 ms).  With the 56: async 0.38 s against
-#: 0.42 s, sync 0.43 s against 0.41 s (6 pairs each), within the noise.
+#: Features at least this share of the training rows have are centred: the frequent
+#: ones, whose drift is the largest (on ``bench_mpi.py``'s sparse K = 200 problem, 50
+#: non-zeros a row of 20000 features, 56 of the 20000).  Centring every feature lowers
+#: the objective no further there but lengthens MPI epochs with a slowed rank, which
+#: centring the frequent ones alone does not (``benchmarks/results/mpi.md``, *Class-mean
+#: centring*).
 SHARED_COLUMN_SHARE = 0.1
 
 

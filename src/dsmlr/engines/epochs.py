@@ -66,6 +66,9 @@ from dsmlr.engines.centering import (
     local_class_sums,
     shared_columns,
 )
+from dsmlr.engines.epoch_sums import EpochSums
+from dsmlr.engines.optimizers import update_rule
+from dsmlr.engines.policy import checkpoint_now, plan_epoch, step_backoff
 from dsmlr.engines.relaxation import RelaxedRows, column_spread, relaxed_rows
 from dsmlr.engines.ring import Block, Clock, Ring
 from dsmlr.engines.scoring_stage import (
@@ -193,7 +196,7 @@ class Epoch:
         one model-sized array beside the weights, and as many bytes on the gradient ring
         as the weights.  Its rounding in float32 is at the scale of the weights' own
         (the kernels sum the intercept column, which every row adds to, in float64);
-        the measured convergence did not change (``benchmarks/results/svrg_anchor.md``).
+        its effect on convergence is measured in ``benchmarks/results/svrg_anchor.md``.
         """
         blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, self.ring.dtype)
 
@@ -255,12 +258,13 @@ def run_epochs(
     checkpointed run where it stopped.  ``monitor.checkpoint`` is asked after each
     epoch with an exact objective.
     """
-    kernel = get_kernel(cfg.kernel, cfg.device, comm.rank)
+    kernel = get_kernel(cfg.kernel, cfg.device, comm.local_rank)
     clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
     ring = Ring(comm, cfg, clock, per_group, start, kernel)
     monitor = monitor or Monitor()
     visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
-    carry = ("acc",) if cfg.optimizer == "adagrad" else ()
+    rule = update_rule(cfg.optimizer)
+    carry = rule.carry
     if start is None:
         partials = initial_partials(rows.n_rows, ring.blocks)
         b = np.full(rows.n_rows, -np.log(cfg.n_classes))
@@ -291,12 +295,15 @@ def run_epochs(
     # A mini-batch's mean gradient takes a longer step where its rows overlap little
     # (the gain is exactly 1 for one-row batches).
     gain = batch_gain(comm, rows, cfg)
-    shared = shared_columns(comm, rows, cfg)  # the features centred every epoch
+    # The features centred every epoch.
+    shared = shared_columns(comm, rows, cfg) if cfg.centre_shared else np.zeros(0, np.int64)
     # SVRG's moves are relaxed only where two or more ranks move blocks at once.
-    relaxing = cfg.optimizer == "svrg" and comm.size > 1 and ring.n_blocks > 1
+    relaxing = rule.anchored and comm.size > 1 and ring.n_blocks > 1 and cfg.relax != "none"
     spread = column_spread(rows) if relaxing else None
+    if spread is not None and cfg.relax == "intercept":
+        spread[: cfg.n_features] = 0.0  # the features' moves kept whole
     itemsize = np.dtype(cfg.dtype).itemsize
-    held_as_tables = cfg.optimizer == "svrg" and uses_tables(
+    held_as_tables = rule.anchored and uses_tables(
         cfg.svrg_anchor, cfg.n_samples, cfg.n_classes, cfg.n_columns, itemsize,
         kernel.anchor_tables,
     )  # fmt: skip
@@ -317,40 +324,36 @@ def run_epochs(
     t_start = time.perf_counter() - elapsed
 
     bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
-    svrg, b_anchor = cfg.optimizer == "svrg", None
+    b_anchor = None
     b_exact = True  # b is exact at the start: -log K at zero weights, or scored there
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         if converged:
             break
         step = step_config(cfg, epoch, curvature, backoff, gain)
         ring.set_cycle(ring_cycle(comm.size, cfg.seed, epoch))
-        # SVRG's anchor gradient helps little far from the optimum: the first epoch is
-        # a plain stochastic pass, which gets there faster.  Its anchor needs the exact
-        # b at the anchor: an epoch right after a scoring stage (or a start, which
-        # scores) anchors at the current W; the others keep the last anchor.
-        anchoring = svrg and b_exact and (epoch > 1 or start is not None)
-        if anchoring:
+        plan = plan_epoch(
+            epoch, max_epochs=cfg.max_epochs, eval_every=cfg.eval_every,
+            anchored=rule.anchored, b_exact=b_exact, started=start is not None,
+        )  # fmt: skip
+        if plan.anchoring:
             b_anchor = b.copy()
         # Without scoring this epoch, b keeps the values the steps refreshed from the
         # cached partials, and the next record covers this epoch's time and bytes.
-        # SVRG scores its first plain epoch too, so that the second can anchor.
-        scoring = not (epoch % cfg.eval_every and epoch < cfg.max_epochs) or (
-            svrg and start is None and epoch == 1
-        )
-        train = Scorer(rows, ring.n_blocks) if scoring else None
+        train = Scorer(rows, ring.n_blocks) if plan.scoring else None
         test = None
-        if scoring and test_rows is not None:
+        if plan.scoring and test_rows is not None:
             test = HeldOutScorer(test_rows, cfg.n_classes)
         scorers = [s for s in (train, test) if s is not None]
         # Each stage brings every block to this rank once (the asynchronous engine's
         # update stage about once).
-        visits[:] = [epoch, 0, ring.n_blocks * (1 + anchoring + bool(scorers))]
+        visits[:] = [epoch, 0, ring.n_blocks * (1 + plan.anchoring + bool(scorers))]
         work = Epoch(
             ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None, anchoring, shared=shared, spread=spread, tables=tables,
+            b_anchor, scorers or None, plan.anchoring, shared=shared, spread=spread,
+            tables=tables,
         )  # fmt: skip
         epoch_phase(work)
-        b_exact = scoring
+        b_exact = plan.scoring
         if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
             uncounted += work.centred.mean.nbytes
         if train is None:
@@ -359,59 +362,35 @@ def run_epochs(
         t_eval = time.perf_counter()
         lse, loss, correct = train.sums()
         partials, b = train.partials, -lse
-        held_out = test.sums() if test is not None else np.zeros(4)
-        sent = float(comm.bytes_sent - bytes_before - uncounted)
+        sums = EpochSums(loss, correct, work.penalty,
+                         float(comm.bytes_sent - bytes_before - uncounted))  # fmt: skip
+        if test is not None:
+            sums.test_loss, sums.test_correct, sums.test_top, sums.test_known = test.sums()
         # An engine whose blocks are never all between two stages at once (the
         # asynchronous one) has the model it scored centred now, its class sums riding
         # with the objective's (see dsmlr.engines.centering).
         late = work.centred is None
-        class_sums = local_class_sums(kernel, ring.group, shared, cfg) if late else []
-        sums = np.array([loss, correct, work.penalty, sent, *held_out, *class_sums])
-        totals = clock.timed("comm", comm.allreduce_sum, sums)
         if late:
-            centred = ClassMean(totals[8:], shared, cfg)
+            sums.class_sums = local_class_sums(kernel, ring.group, shared, cfg)
+        totals = clock.timed("comm", sums.allreduce, comm)
+        if late:
+            centred = ClassMean(totals.class_sums, shared, cfg)
             centred.subtract(kernel, ring.group)
             centred.shift_normalisers(rows, partials, b)
-            totals[2] -= centred.penalty_drop  # scored before the centring
-        eval_seconds = clock.eval + time.perf_counter() - t_eval
-        objective = totals[0] / cfg.n_samples + totals[2]
-        if not np.isfinite(objective):
-            raise on_all_ranks(
-                NumericalError(
-                    f"objective became {objective} at epoch {epoch}: the step size eta={cfg.eta} "
-                    "is too large for this data (or the data holds huge values); lower --eta or "
-                    "rescale the features"
-                )
-            )
-        record = EpochRecord(
-            epoch=epoch,
-            time=time.perf_counter() - t_start,
-            objective=float(objective),
-            train_accuracy=float(totals[1] / cfg.n_samples),
-            compute_seconds=clock.compute,
-            comm_seconds=clock.comm,
-            wait_seconds=comm.wait_seconds - wait_before,
-            eval_seconds=eval_seconds,
-            bytes_sent=int(totals[3] / comm.size),
-            peak_rss=[int(v) for v in comm.allgather(peak_rss_bytes())],  # type: ignore[call-overload]
-        )
-        if test is not None and n_test > 0:
-            t_loss, t_correct, t_top, t_known = totals[4:8]
-            record.test_objective = float(t_loss / t_known + totals[2]) if t_known else None
-            record.test_accuracy = float(t_correct / n_test)
-            record.test_top5_accuracy = float(t_top / n_test)
+            totals.penalty -= centred.penalty_drop  # scored before the centring
+        record = _record(comm, cfg, epoch, totals, n_test if test is not None else 0,
+                         time.perf_counter() - t_start, clock,
+                         clock.eval + time.perf_counter() - t_eval,
+                         comm.wait_seconds - wait_before)  # fmt: skip
         history.append(record)
         clock.compute = clock.comm = clock.eval = 0.0
         bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
-        if len(history) > 1 and record.objective > history[-2].objective:
-            # A rising objective means the step is too long for this data; every rank
-            # sees the same allreduced objective, so all shorten it together.
-            backoff *= 0.5
+        previous = history[-2] if len(history) > 1 else None
+        backoff = step_backoff(backoff, record.objective, previous and previous.objective)
         converged = stopper.update(record.objective)
         saver = monitor.checkpoint
-        previous = history[-2].epoch if len(history) > 1 else 0
-        if saver is not None and (
-            converged or epoch == cfg.max_epochs or saver.due(epoch, previous)
+        if saver is not None and checkpoint_now(
+            epoch, cfg.max_epochs, converged, saver.due(epoch, previous.epoch if previous else 0)
         ):
             now = ResumeState(
                 epoch, list(history), backoff, stopper.best, stopper.quiet,
@@ -430,3 +409,45 @@ def run_epochs(
         history=history,
         converged=converged,
     )
+
+
+def _record(
+    comm: Communicator,
+    cfg: EngineConfig,
+    epoch: int,
+    totals: EpochSums,
+    n_test: int,
+    seconds: float,
+    clock: Clock,
+    eval_seconds: float,
+    wait_seconds: float,
+) -> EpochRecord:
+    """A scored epoch's record from the ranks' summed figures (``n_test``: held-out rows
+    scored, 0 for none); raises when the objective is not finite."""
+    objective = totals.loss / cfg.n_samples + totals.penalty
+    if not np.isfinite(objective):
+        raise on_all_ranks(
+            NumericalError(
+                f"objective became {objective} at epoch {epoch}: the step size eta={cfg.eta} "
+                "is too large for this data (or the data holds huge values); lower --eta or "
+                "rescale the features"
+            )
+        )
+    record = EpochRecord(
+        epoch=epoch,
+        time=seconds,
+        objective=float(objective),
+        train_accuracy=float(totals.correct / cfg.n_samples),
+        compute_seconds=clock.compute,
+        comm_seconds=clock.comm,
+        wait_seconds=wait_seconds,
+        eval_seconds=eval_seconds,
+        bytes_sent=int(totals.sent / comm.size),
+        peak_rss=[int(v) for v in comm.allgather(peak_rss_bytes())],  # type: ignore[call-overload]
+    )
+    if n_test > 0:
+        known = totals.test_known
+        record.test_objective = float(totals.test_loss / known + totals.penalty) if known else None
+        record.test_accuracy = float(totals.test_correct / n_test)
+        record.test_top5_accuracy = float(totals.test_top / n_test)
+    return record

@@ -14,17 +14,16 @@ overshoot.  A visit that settles only a share ``s`` overshoots by less: the erro
 multiplied by ``1 - keep * s * B / (B - 1)``, which ``keep = (1 - 1 / B) / s`` makes zero,
 and for ``s <= 1 - 1 / B`` the whole move (keep 1) overshoots nothing.  What differs
 between a block's classes moves mass only within the block, which one rank moves at a
-time: it is kept whole (relaxing it too, as an earlier rule did for the intercept, made
-convergence ten times slower on ``bench_mpi.py``'s sparse K = 200 problem).
+time: no other rank's move overshoots it, so it is kept whole (relaxing it too would only
+shorten the steps that converge the block's own classes).
 
 The share a visit settles along column ``j`` follows from its steps: each row ``i`` of
 the rank's pass contracts the error by ``eta / m * w_i * x_ij^2 * p (1 - p)`` (step ``eta``
 on a mini-batch of ``m`` rows of weights ``w_i``; ``p`` the block's probability on the row),
 so the visit settles ``s_j = 1 - exp(-eta / m * c_j)`` with ``c_j`` the sum over the
-rank's rows.  :func:`column_spread` takes ``p (1 - p)`` at its largest, 1/4 (with the
-blocks' measured probabilities instead, tried with an earlier form of the rule that
-relaxed whole moves, three and four ranks of one block crawled on dense data, 2e-9 above
-the optimum after 30 epochs where the bound reached 1e-13), and
+rank's rows.  :func:`column_spread` takes ``p (1 - p)`` at its largest, 1/4: an upper
+bound on ``s_j``, so that ``keep * s_j`` never exceeds ``1 - 1 / B`` and the relaxed move
+never overshoots, whatever the rows' probabilities; and it takes
 ``x_ij`` about the column's mean when there is an intercept: the intercept, every row's
 column, settles the part of a shift that all rows share, so that only what a column adds
 to it is coupled, and a column of non-negative values (a word's counts) is mostly that
@@ -35,15 +34,14 @@ shared part.
 * Sparse columns are shared by few rows and spread little about their mean: a visit
   settles a small share, mostly below ``1 - 1 / B``, and keeps its move whole.
 
-Where a rank holds several blocks, which it moves in turn, the same rule is a measured
-choice.  One rank moves its blocks one after the other, each seeing the others' moves (a
-Gauss-Seidel sweep): nothing to correct.  Plain and AdaGrad steps follow each rank's own
-rows' gradient, evaluated after the blocks that visited those rows before, and are left
-whole.  Results (``benchmarks/svrg_layouts.py``, in-process workers, gaps to the optimum
-after 30 epochs, ``benchmarks/results/svrg_layouts*.md``): on a generated text problem two
-workers of one block each reach 1.3e-13 (6e-4 with whole moves); on dense ones (3000 x 50
-and 1500 x 30, 6 classes) -2.5e-14 and 3.3e-10, where relaxing the intercept alone had
-left 4.1e-4 and 1.1e-4.
+Where a rank holds several blocks, which it moves in turn, the same rule applies, as a
+choice checked by measurement rather than derived: one rank moves its blocks one after
+the other, each seeing the others' moves (a Gauss-Seidel sweep), with nothing to correct
+between them.  Plain and AdaGrad steps follow each rank's own rows' gradient, evaluated
+after the blocks that visited those rows before, and are left whole.
+``benchmarks/results/svrg_layouts*.md`` (``benchmarks/svrg_layouts.py``) has the gaps to
+the optimum by layout with relaxed and with whole moves, on generated text and dense
+problems.
 
 The visit's cached partial normalisers of the block keep the whole move until the next
 scoring stage recomputes them: the relaxed part is a shift the steps of later visits

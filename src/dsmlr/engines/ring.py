@@ -267,8 +267,8 @@ class Ring:
         next one is visited: a round's communication hides behind its computation,
         except the last block's, which hides behind the next round's first visit.  The
         blocks visited, their order and the arrays each visit sees are the same either
-        way, so results are identical; only the ``comm`` clock, now the time spent
-        waiting for a block to arrive, shrinks.
+        way, so results are identical; only the ``comm`` clock, which then counts the
+        time spent waiting for a block to arrive, shrinks.
         """
         n_shifts = self.size if n_shifts is None else n_shifts
         if self.per_group < 2 or not getattr(self.comm, "overlaps_shifts", False):

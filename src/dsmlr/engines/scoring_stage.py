@@ -78,8 +78,10 @@ class HeldOutScorer:
         # The streaming top-k runs on the host, compiled and without the GIL (worker
         # threads score at the same time): a device block is copied once per scoring
         # ring, beside a pass that costs as much as a training epoch's.
+        st = self.state
         self._fold(self.rows.X, kernel.to_host(W_block), k0, self.rows.fit_intercept,
-                   self.rows.y, self.state)  # fmt: skip
+                   self.rows.y, st.top_classes, st.top_scores, st.log_norm,
+                   st.true_score)  # fmt: skip
 
     def sums(self) -> np.ndarray:
         """Summed log-loss, correct, correct in the top k, rows with a known label."""

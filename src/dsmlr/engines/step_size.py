@@ -11,6 +11,7 @@ import numpy as np
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig
+from dsmlr.engines.optimizers import update_rule
 from dsmlr.kernels import LocalRows, UpdateConfig
 
 __all__ = ["batch_gain", "step_config", "sum_sq_norms"]
@@ -70,15 +71,15 @@ def batch_gain(comm: Communicator, rows: LocalRows, cfg: EngineConfig) -> float:
     The kernels step on the mean of a mini-batch's ``m`` row gradients.  Where the rows
     touch mostly different features (sparse data: text, one-hot) each row's part of the
     mean is ``m`` times smaller than its own one-row step, so the step is ``m`` times
-    longer: on generated text-like data (20K rows, 5K features, 50 non-zeros a row)
-    batches of 64 and 256 rows then made the same progress per epoch as one-row steps,
-    where a step of the same length made 10-30 times less.  Denser data
+    longer, and a batch moves each row's features about as far as a one-row step would:
+    an epoch of batches makes about the progress of an epoch of one-row steps.  Denser data
     (more than :data:`SPARSE_DENSITY` of the entries) gets the cautious gain
     ``m / overlap``, the overlap being ``||sum x_i||^2 / sum ||x_i||^2`` over sampled
     batches (a Rayleigh quotient of the batch's Gram matrix: ``m`` for identical rows).
     The intercept, which every row shares, keeps one row's step
-    (:attr:`UpdateConfig.unpenalized_scale`): with it scaled too, batches of 64 rows
-    diverged in the first epoch.  All ranks agree on the result (one allreduce).
+    (:attr:`UpdateConfig.unpenalized_scale`): its overlap is ``m`` whatever the data, so
+    scaled by the gain its step would be ``m`` times too long and diverge.  All ranks agree
+    on the result (one allreduce).
     """
     m = cfg.batch_size
     if m <= 1:
@@ -100,15 +101,11 @@ def batch_gain(comm: Communicator, rows: LocalRows, cfg: EngineConfig) -> float:
 def step_config(
     cfg: EngineConfig, epoch: int, curvature: float, backoff: float, gain: float = 1.0
 ) -> UpdateConfig:
-    adaptive = cfg.optimizer == "adagrad"
-    if adaptive:
-        eta, gain = cfg.eta, 1.0  # AdaGrad scales its own steps.
-    elif cfg.optimizer == "svrg":
-        eta = cfg.eta / curvature  # Variance reduction converges with a constant step.
-    else:
-        eta = cfg.eta / curvature / np.sqrt(epoch)  # The paper's decaying-step SGD.
-    eta *= backoff * gain
+    rule = update_rule(cfg.optimizer)
+    if rule.adaptive:
+        gain = 1.0  # AdaGrad scales its own steps, for batches too.
+    eta = rule.step(cfg.eta, curvature, epoch) * backoff * gain
     return UpdateConfig(
         eta=float(eta), lam=cfg.lam, n_penalized=cfg.n_features, batch_size=cfg.batch_size,
-        adaptive=adaptive, unpenalized_scale=1.0 / gain,
+        adaptive=rule.adaptive, unpenalized_scale=1.0 / gain,
     )  # fmt: skip

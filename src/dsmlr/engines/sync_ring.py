@@ -48,11 +48,10 @@ def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
     One block a rank makes each visit as long as it can be, so a row's per-visit work
     (its normaliser, its exponentials) is spread over the most classes.  Two or more let
     a block travel while the next is visited (:meth:`~dsmlr.engines.ring.Ring.travel`):
-    on two cores' shared memory that came out even (SVRG at P = 2: 1.154 s an epoch with
-    one block a rank against 1.157 s with two, ``benchmarks/results/mpi_scaling.json``);
-    over a slower network it can pay.  SVRG's blocks moved at the same time by different
-    ranks are kept from over-correcting each other by :mod:`dsmlr.engines.relaxation`,
-    whatever their number.
+    over shared memory that gains nothing measurable (``benchmarks/results/mpi.md``, *One
+    block a rank for SVRG*); over a slower network it can pay.  SVRG's blocks moved at the
+    same time by different ranks are kept from over-correcting each other by
+    :mod:`dsmlr.engines.relaxation`, whatever their number.
     """
     return cfg.blocks_per_rank or 1
 

@@ -24,26 +24,26 @@ __all__ = [
 ]
 
 
-def _reference(device: str = "cpu", rank: int = 0) -> Kernel:
+def _reference(device: str = "cpu", local_rank: int = 0) -> Kernel:
     from dsmlr.kernels.reference import ReferenceKernel
 
     return ReferenceKernel()
 
 
-def _numba(device: str = "cpu", rank: int = 0) -> Kernel:
+def _numba(device: str = "cpu", local_rank: int = 0) -> Kernel:
     # Imported lazily: numba's import costs about a second and is not needed for I/O.
     from dsmlr.kernels.numba_cpu import NumbaKernel
 
     return NumbaKernel()
 
 
-def _torch(device: str = "cpu", rank: int = 0) -> Kernel:
+def _torch(device: str = "cpu", local_rank: int = 0) -> Kernel:
     try:
         from dsmlr.kernels.torch_kernel import TorchKernel, resolve_device
     except ImportError as missing:  # a usage problem, reported in one line
         raise ValueError(str(missing)) from None
 
-    return TorchKernel(resolve_device(device, rank))
+    return TorchKernel(resolve_device(device, local_rank))
 
 
 KERNELS: dict[str, Callable[..., Kernel]] = {
@@ -56,12 +56,12 @@ KERNELS: dict[str, Callable[..., Kernel]] = {
 HOST_KERNELS = ("reference", "numba")
 
 
-def get_kernel(name: str, device: str = "cpu", rank: int = 0) -> Kernel:
+def get_kernel(name: str, device: str = "cpu", local_rank: int = 0) -> Kernel:
     """Return a new instance of the kernel registered as ``name``, on ``device``.
 
     ``device`` is a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``); the host
-    kernels accept only ``"cpu"``.  ``rank`` picks the GPU for ``"cuda"`` when the
-    launcher names no local rank (workers inside one process).
+    kernels accept only ``"cpu"``.  ``local_rank`` (the worker's index among its
+    host's workers) picks the GPU for ``"cuda"``.
     """
     try:
         factory = KERNELS[name]
@@ -69,7 +69,7 @@ def get_kernel(name: str, device: str = "cpu", rank: int = 0) -> Kernel:
         raise ValueError(f"unknown kernel {name!r}; choose one of {sorted(KERNELS)}") from None
     if name in HOST_KERNELS and device != "cpu":
         raise ValueError(f"the {name} kernel runs on the CPU only, not on {device!r}")
-    return factory(device, rank)
+    return factory(device, local_rank)
 
 
 def gpu_count() -> int:

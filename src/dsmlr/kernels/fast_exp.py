@@ -10,8 +10,8 @@ exponential costs about 5 ns: at 1000 classes about a quarter of an SGD epoch.
 that ``r`` keeps its precision), ``exp(r)`` by a polynomial (float32) or a rational
 function (float64) with the coefficients of Moshier's Cephes library, and ``2**n`` put
 together from its bits.  A row's softmax over its scores (maximum, exponentials, sum
-with :func:`sum_float64`) then costs about 1 ns a class instead of 5;
-``benchmarks/bench_exp.py`` times the kernel passes with it and with the C library's.
+with :func:`sum_float64`) then costs about 1 ns a class instead of 5
+(``benchmarks/results/exp.md`` times the kernel passes with it and with the C library's).
 
 Accuracy: within 1 ulp of the exact value in float32 and 2 ulp in float64 over the
 normal range (``tests/test_fast_exp.py``).

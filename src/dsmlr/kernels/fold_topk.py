@@ -1,5 +1,5 @@
 """Compiled scoring of held-out rows against one class block, folded into a running
-top-k (:class:`dsmlr.scoring.BlockScores`).
+top-k (the arrays of :class:`dsmlr.scoring.BlockScores`).
 
 The training engines score the held-out rows every epoch while the blocks travel round
 the ring.  :func:`dsmlr.scoring.score_local_blocks` does it with a sparse product and
@@ -19,7 +19,6 @@ from numba import njit
 
 from dsmlr.kernels.fast_exp import fast_exp
 from dsmlr.kernels.numba_cpu import _row_scores_csr, _row_scores_dense
-from dsmlr.scoring import BlockScores
 
 __all__ = ["fold_block"]
 
@@ -105,8 +104,19 @@ def _fold_dense(X, W, fit_intercept, k0, y, top_c, top_s, log_norm, true_score):
         _fold_row(s, r, k0, y, top_c, top_s, log_norm, true_score)
 
 
-def fold_block(X, W: np.ndarray, k0: int, fit_intercept: bool, y, state: BlockScores) -> None:
-    """Score rows ``X`` against the host block ``W`` (classes ``k0..``) into ``state``.
+def fold_block(
+    X,
+    W: np.ndarray,
+    k0: int,
+    fit_intercept: bool,
+    y,
+    top_classes: np.ndarray,
+    top_scores: np.ndarray,
+    log_norm: np.ndarray,
+    true_score: np.ndarray | None = None,
+) -> None:
+    """Score rows ``X`` against the host block ``W`` (classes ``k0..``) into the running
+    top-k state (the last four arrays, updated in place).
 
     Parameters
     ----------
@@ -120,16 +130,20 @@ def fold_block(X, W: np.ndarray, k0: int, fit_intercept: bool, y, state: BlockSc
         Whether the last row of ``W`` is the intercept.
     y : ndarray of int64, shape (n,), or None
         Class indices (-1 for unknown) to record the true-class score.
-    state : BlockScores
-        Updated in place; its ``log_norm`` is normalised (not NaN from a ranking-only
-        call).
+    top_classes, top_scores : ndarray of shape (n, k)
+        Each row's best classes so far (-1 for an empty slot) and their scores,
+        sorted by score descending, then class ascending.
+    log_norm : ndarray of shape (n,)
+        Each row's log-sum-exp of the scores so far (``-inf`` before any block).
+    true_score : ndarray of shape (n,) or None
+        Each row's true-class score (filled where ``y`` names a class of this block).
     """
     if W.shape[1] == 0 or X.shape[0] == 0:
         return
-    truth = state.true_score if (y is not None and state.true_score is not None) else None
-    y_arr = np.asarray(y, dtype=np.int64) if truth is not None else np.zeros(0, np.int64)
-    truth_arr = truth if truth is not None else np.zeros(0)
-    out = (k0, y_arr, state.top_classes, state.top_scores, state.log_norm, truth_arr)
+    with_truth = y is not None and true_score is not None
+    y_arr = np.asarray(y, dtype=np.int64) if with_truth else np.zeros(0, np.int64)
+    truth_arr = true_score if with_truth else np.zeros(0)
+    out = (k0, y_arr, top_classes, top_scores, log_norm, truth_arr)
     if hasattr(X, "indptr"):
         _fold_csr(X.indptr, X.indices, X.data, W, fit_intercept, *out)
     else:

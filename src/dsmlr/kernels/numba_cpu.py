@@ -16,16 +16,13 @@ Sparse rows stepped one at a time (the CPU default) take dedicated sweeps
 per step instead of four times: they catch up its pending decay while scoring it and
 leave the step's own decay to the next catch-up.  Their loops stay in the block's type:
 a float64 scalar in a float32 loop would make LLVM widen every element to float64, which
-made these sweeps about twice as slow.
+makes these sweeps about twice as slow.
 
 The sparse loops ask for the block row of a non-zero ahead while they work on the
 current one (:mod:`dsmlr.kernels.prefetch`): a narrow block's rows are too short for the
-hardware prefetcher.  On one core the SGD, gradient and scoring passes over blocks of
-125-250 classes took 0.75-0.85 of their time without it, SVRG's 0.87-1.10
-(``benchmarks/bench_prefetch.py``).  The update sweeps ask two non-zeros ahead; the
-scoring and gradient passes eight for rows of at most 832 bytes
-(:func:`~dsmlr.kernels.prefetch.prefetch_distance`), which took them 0.53-0.97 of the
-time of two ahead on blocks of 25-200 classes.
+hardware prefetcher.  The update sweeps ask two non-zeros ahead, the scoring and
+gradient passes as far as :func:`~dsmlr.kernels.prefetch.prefetch_distance` says
+(``benchmarks/results/prefetch*.md`` has what the hints save).
 """
 
 from __future__ import annotations
@@ -346,7 +343,7 @@ def _update_csr_single(
     decay = _decay_table(n_steps, eta, lam)
     deferred = eta / decay[1]
     icpt = n_cols - 1
-    ahead = NEAR  # see prefetch_distance: a farther one made no measurable difference here
+    ahead = NEAR  # see prefetch_distance: a farther one makes no measurable difference here
     for t in range(n_steps):
         r = order[t]
         _init_scores(s, W, icpt, fit_intercept)
@@ -604,7 +601,7 @@ def _svrg_csr_single(
     penalized = eta * lam > 0.0
     deferred = eta / (1.0 - eta * lam)
     icpt = n_cols - 1
-    ahead = NEAR  # see prefetch_distance: a farther one made no measurable difference here
+    ahead = NEAR  # see prefetch_distance: a farther one makes no measurable difference here
     for t in range(n_steps):
         r = order[t]
         _init_scores(s, W, icpt, fit_intercept)

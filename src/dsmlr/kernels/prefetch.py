@@ -9,8 +9,8 @@ few ahead while they work on the current one: the scoring and gradient passes
 wait behind), the one-row update sweeps :data:`NEAR` ahead.
 
 A prefetch is a hint: it never faults and never changes a result, so asking for lines
-past the end of an array is harmless.  ``benchmarks/bench_prefetch.py`` measures what
-the hints save.
+past the end of an array is harmless.  ``benchmarks/results/prefetch.md`` has what the
+hints save.
 """
 
 from __future__ import annotations
@@ -82,14 +82,10 @@ def prefetch_row(A, i):
 def prefetch_distance(row_bytes):
     """How many non-zeros ahead a scoring or gradient pass asks for rows of ``row_bytes``.
 
-    ``bench_prefetch.py --against 2`` (both copies compiled in one process, run
-    alternately, medians of 9; ``benchmarks/results/prefetch_distance*.md``): at K = 200
-    the gradient passes took 0.74-0.97 and the scoring passes 0.53-0.95 of the time with 2
-    ahead (blocks of 25-200 float32 classes; 0.67-0.87 and 0.78-0.91 in an earlier run),
-    at K = 1000 0.81 and 0.80 on blocks of 125.  Rows of 250 classes and more (1 KB) keep
-    2: there 4 or 8 ahead measured 1.08 for scoring in an earlier run, rows asked for too
-    early pushing out the ones in use.  The update sweeps keep 2 at every width: 4 or 8
-    ahead made no difference beyond the runs' noise (copies with the same code differed
-    by up to 16%).
+    Short rows hold little work per non-zero to hide a memory wait behind, so those
+    passes ask :data:`FAR` ahead for rows of at most :data:`FAR_ROW_BYTES`; longer rows
+    keep :data:`NEAR`, since asking further ahead pushes out the rows in use
+    (``benchmarks/results/prefetch_distance*.md``).  The update sweeps keep
+    :data:`NEAR` at every width: further ahead makes no difference there.
     """
     return FAR if row_bytes <= FAR_ROW_BYTES else NEAR

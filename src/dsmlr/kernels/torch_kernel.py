@@ -62,15 +62,13 @@ def _row_index(rows, device):
     return rows if isinstance(rows, slice) else torch.as_tensor(rows, device=device)
 
 
-def resolve_device(device: str, rank: int = 0) -> torch.device:
-    """The torch device for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``) on a rank.
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """The torch device for ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``) on a worker.
 
-    ``"cuda"`` without an index gives each rank of a host its own GPU: the launcher's
-    local rank (MPICH's ``MPI_LOCALRANKID``, Open MPI's ``OMPI_COMM_WORLD_LOCAL_RANK``,
-    Slurm's ``SLURM_LOCALID``), else ``rank``, modulo the number of visible GPUs.
+    ``"cuda"`` without an index gives each worker of a host its own GPU: its
+    ``local_rank`` among the host's workers (the communicator's ``local_rank``) modulo
+    the number of visible GPUs.
     """
-    import os
-
     dev = torch.device(device)
     if dev.type != "cuda":
         return dev
@@ -81,12 +79,7 @@ def resolve_device(device: str, rank: int = 0) -> torch.device:
         )
     if dev.index is not None:
         return dev
-    local = rank
-    for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
-        if os.environ.get(var, "").isdigit():
-            local = int(os.environ[var])
-            break
-    return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 @dataclass

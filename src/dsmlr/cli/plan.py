@@ -25,11 +25,12 @@ import re
 
 import numpy as np
 
+from dsmlr import defaults
+from dsmlr.cli.common import Command, nonnegative_float
+from dsmlr.engines.optimizers import UPDATE_RULES
 from dsmlr.plan import DEFAULT_LATENCY, TrainingPlan, calibrate, plan_training
 
-__all__ = ["add_parser", "configure_plan", "parse_bandwidth", "parse_ranks", "run", "run_plan"]
-
-HELP = "predict memory, compute and communication per rank"
+__all__ = ["COMMAND", "format_plans", "parse_bandwidth", "parse_ranks"]
 
 #: Default network: 10 Gb/s Ethernet (1.25e9 bytes per second).
 DEFAULT_BANDWIDTH = "10Gb/s"
@@ -97,24 +98,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a valid number: {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def configure_plan(p: argparse.ArgumentParser) -> None:
-    """Add ``plan``'s arguments to ``p`` (the :data:`dsmlr.cli.COMMANDS` hook)."""
+def configure(p: argparse.ArgumentParser) -> None:
+    """Add ``plan``'s arguments to ``p``."""
     for flag, meta, text in [("--samples", "N", "training rows (1e6 style accepted)"),
                              ("--features", "D", "features"),
                              ("--classes", "K", "classes")]:  # fmt: skip
         p.add_argument(flag, type=_positive_int, required=True, metavar=meta, help=text)
     nnz = p.add_mutually_exclusive_group(required=True)
-    nnz.add_argument("--nnz-per-row", type=_nonnegative_float, metavar="Z",
+    nnz.add_argument("--nnz-per-row", type=nonnegative_float, metavar="Z",
                      help="mean stored non-zeros a row")  # fmt: skip
     nnz.add_argument("--nnz", type=_positive_int, metavar="NNZ",
                      help="stored non-zeros of the whole training set")  # fmt: skip
@@ -123,9 +114,9 @@ def configure_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bandwidth", type=parse_bandwidth, default=DEFAULT_BANDWIDTH,
                    metavar="BW", help="bytes/s a rank sends, or 10Gb/s, 10GB/s, inf "
                    f"(in-process workers) ({DEFAULT_BANDWIDTH})")  # fmt: skip
-    p.add_argument("--latency", type=_nonnegative_float, default=DEFAULT_LATENCY,
+    p.add_argument("--latency", type=nonnegative_float, default=DEFAULT_LATENCY,
                    metavar="S", help=f"seconds per message ({DEFAULT_LATENCY:g})")  # fmt: skip
-    p.add_argument("--optimizer", choices=("svrg", "adagrad", "sgd"), default="svrg",
+    p.add_argument("--optimizer", choices=tuple(UPDATE_RULES), default=defaults.OPTIMIZER,
                    help="update rule (svrg)")  # fmt: skip
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="weights and data type (float32)")  # fmt: skip
@@ -143,13 +134,6 @@ def configure_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ranks-per-host", type=_positive_int, default=1, metavar="R",
                    help="with --calibrate: ranks sharing one host's cores (1)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per P")
-
-
-def add_parser(subparsers) -> None:
-    """Add the ``plan`` subcommand to an ``argparse`` subparsers object."""
-    child = subparsers.add_parser("plan", help=HELP, description=HELP)
-    configure_plan(child)
-    child.set_defaults(run=run_plan)
 
 
 def _plans(args: argparse.Namespace) -> list[TrainingPlan]:
@@ -236,7 +220,7 @@ def format_plans(plans: list[TrainingPlan], epochs: int | None = None) -> str:
     return "\n".join([*header, *lines, "", note])
 
 
-def run_plan(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Print the plan for every P in ``--ranks``; return the exit status (0)."""
     plans = _plans(args)
     if args.json:
@@ -253,5 +237,4 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The names the subcommand registry expects (``run``), kept beside the longer ones.
-run = run_plan
+COMMAND = Command("predict memory, compute and communication per rank", configure, run)
