@@ -290,8 +290,11 @@ def main() -> None:
                              "directory), interleaved")  # fmt: skip
     parser.add_argument("--out", default=str(HERE / "results" / "mpi"))
     args = parser.parse_args()
+    import environment  # beside this script
+
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "environment": environment.describe(),
     }
     for name in args.only or sorted(EXPERIMENTS):
         print(f"running {name} ...", flush=True)

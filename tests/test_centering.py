@@ -12,7 +12,7 @@ from sklearn.datasets import make_classification
 
 from dsmlr.comm import run_workers
 from dsmlr.engines.base import EngineConfig
-from dsmlr.engines.centering import ClassMean, center_classes, shared_columns
+from dsmlr.engines.centering import ClassMean, centre_classes, shared_columns
 from dsmlr.engines.ring import Block, Clock
 from dsmlr.kernels import LocalRows, get_kernel
 from dsmlr.objective import add_intercept_column, plain_objective
@@ -50,7 +50,7 @@ def test_centring_lowers_only_the_penalty_and_keeps_the_probabilities(kernel_nam
             lo, hi = bounds[q], bounds[q + 1]
             block = kernel.from_host(W[lo:hi].T.copy())  # not a view of W
             blocks.append(Block(q, (lo, hi), block, None))
-        mean = center_classes(comm, kernel, blocks, columns, cfg, Clock())
+        mean = centre_classes(comm, kernel, blocks, columns, cfg, Clock())
         return mean, [kernel.to_host(blk.W).T.copy() for blk in blocks]
 
     results = run_workers(size, body)

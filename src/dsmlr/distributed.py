@@ -43,7 +43,7 @@ from dsmlr.io.sharded import global_classes
 from dsmlr.kernels import LocalRows
 from dsmlr.kernels.base import training_layout
 from dsmlr.memory import count_nonzeros
-from dsmlr.objective import squared_norm
+from dsmlr.objective import l2_penalty, squared_norm
 from dsmlr.row_exchange import exchange_rows
 from dsmlr.scoring import encode_labels
 
@@ -143,7 +143,7 @@ class ShardedModel:
             np.array([*summarise(s, y_idx, k), sq, len(y_idx)], dtype=np.float64)
         )
         lam = float(self.params.get("lam", 0.0))
-        return evaluation_report(int(totals[5]), tuple(totals[:4]), 0.5 * lam * totals[4], k)
+        return evaluation_report(int(totals[5]), tuple(totals[:4]), l2_penalty(lam, totals[4]), k)
 
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> None:
         """Write the model directory: each rank its own block files, rank 0 the manifest.

@@ -34,7 +34,7 @@ from dsmlr.io.model_files import ModelData, epochs_run, read_model, write_model
 from dsmlr.kernels import HOST_KERNELS, KERNELS, gpu_count
 from dsmlr.kernels.base import training_layout
 from dsmlr.memory import count_nonzeros
-from dsmlr.objective import squared_norm
+from dsmlr.objective import l2_penalty, squared_norm
 from dsmlr.scoring import BlockScores, dense_scores, encode_labels, model_scores, summarise
 from dsmlr.training import train_embedded
 
@@ -570,7 +570,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         y_idx = encode_labels(y, self.classes_)
         s = self._block_scores(X, k=1, y=y_idx)
         loss, _, _, n_known = summarise(s, y_idx, 1)
-        penalty = 0.5 * self.lam * squared_norm(self.coef_)
+        penalty = l2_penalty(self.lam, squared_norm(self.coef_))
         return loss / n_known + penalty if n_known else float("nan")
 
     # Prediction streams over class blocks and chunks of rows (dsmlr.scoring): the

@@ -48,6 +48,7 @@ __all__ = [
     "closed_form_b",
     "ds_gradient",
     "ds_objective",
+    "l2_penalty",
     "plain_gradient",
     "plain_objective",
     "softmax_proba",
@@ -69,9 +70,15 @@ def _scores(W: np.ndarray, X) -> np.ndarray:
     return np.asarray(S, dtype=np.result_type(W.dtype, np.float64))
 
 
+def l2_penalty(lam: float, sq_norm: float) -> float:
+    """The objective's penalty ``lam / 2 * ||W||^2`` from ``sq_norm = ||W||^2`` (of the
+    penalised columns: the intercept is not)."""
+    return 0.5 * lam * sq_norm
+
+
 def _penalty(W: np.ndarray, lam: float, n_penalized: int | None) -> float:
     Wp = W if n_penalized is None else W[:, :n_penalized]
-    return 0.5 * lam * float(np.sum(Wp.astype(np.float64) ** 2))
+    return l2_penalty(lam, float(np.sum(Wp.astype(np.float64) ** 2)))
 
 
 def closed_form_b(W: np.ndarray, X) -> np.ndarray:

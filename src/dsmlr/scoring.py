@@ -39,8 +39,8 @@ from dsmlr.partition import class_blocks
 
 __all__ = [
     "MEMORY_BYTES",
-    "Block",
     "BlockScores",
+    "ModelBlock",
     "dense_scores",
     "encode_labels",
     "evaluation_report",
@@ -56,8 +56,9 @@ __all__ = [
 #: one block's classes, as float64).  ``memory_bytes=None`` reads this at call time.
 MEMORY_BYTES = 256 * 2**20
 
-#: A class block: its class range ``(k0, k1)`` and its feature-major weights.
-Block = tuple[tuple[int, int], np.ndarray]
+#: A trained class block: its class range ``(k0, k1)`` and its feature-major weights (the
+#: engines train :class:`dsmlr.engines.ring.Block`, which carries its optimiser state).
+ModelBlock = tuple[tuple[int, int], np.ndarray]
 
 # Sort key of an unfilled top-k slot (class -1): after every real class on a tie, so a
 # real class scoring -inf still displaces a placeholder.
@@ -229,7 +230,7 @@ def _as_rows(X):
     return np.ascontiguousarray(X)
 
 
-def _check_blocks(blocks: list[Block], n_features: int, fit_intercept: bool) -> None:
+def _check_blocks(blocks: list[ModelBlock], n_features: int, fit_intercept: bool) -> None:
     d_fit = n_features + int(fit_intercept)
     for (k0, k1), W in blocks:
         if W.ndim != 2 or W.shape != (d_fit, k1 - k0):
@@ -239,7 +240,7 @@ def _check_blocks(blocks: list[Block], n_features: int, fit_intercept: bool) -> 
             )
 
 
-def _chunk_rows(blocks: list[Block], memory_bytes: int | None) -> int:
+def _chunk_rows(blocks: list[ModelBlock], memory_bytes: int | None) -> int:
     """Rows per chunk so one block's float64 scores fit ``memory_bytes`` (>= 1 row).
 
     Folding a chunk needs a few more arrays of the same size (the product before
@@ -268,7 +269,7 @@ def _start(
 def _fold(
     state: BlockScores,
     X,
-    blocks: list[Block],
+    blocks: list[ModelBlock],
     fit_intercept: bool,
     y,
     chunk: int,
@@ -289,7 +290,7 @@ def _fold(
 
 def score_local_blocks(
     X,
-    blocks: list[Block],
+    blocks: list[ModelBlock],
     *,
     fit_intercept: bool,
     k: int = 1,
@@ -348,7 +349,7 @@ score_blocks = score_local_blocks
 def ring_scores(
     comm,
     X_local,
-    blocks: list[Block],
+    blocks: list[ModelBlock],
     *,
     n_classes: int,
     fit_intercept: bool,
@@ -484,7 +485,7 @@ def model_blocks(
     *,
     fit_intercept: bool,
     memory_bytes: int | None = None,
-) -> Iterator[Block]:
+) -> Iterator[ModelBlock]:
     """Cut a ``(K, D)`` model into feature-major blocks, built one at a time.
 
     Each block is a ``(D + fit_intercept, K_q)`` copy of ``coef[k0:k1].T`` (plus the

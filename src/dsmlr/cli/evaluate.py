@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         if comm.rank == 0:
             print_report(report, args.json)
         return 0
-    from dsmlr.objective import squared_norm
+    from dsmlr.objective import l2_penalty, squared_norm
     from dsmlr.scoring import encode_labels, evaluation_report, model_scores, summarise
 
     model, X, y = load_model_and_data(args)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     y_idx = encode_labels(y, model.classes_)
     scores = model_scores(X, model.coef_, model.intercept_, fit_intercept=model.fit_intercept,
                           k=k, y=y_idx)  # fmt: skip
-    penalty = 0.5 * model.lam * squared_norm(model.coef_)
+    penalty = l2_penalty(model.lam, squared_norm(model.coef_))
     report = evaluation_report(X.shape[0], summarise(scores, y_idx, k), penalty, args.top_k)
     print_report(report, args.json)
     return 0

@@ -411,7 +411,7 @@ class _TokenEpoch:
             # objective's allreduce, which the class means ride; see
             # dsmlr.engines.epochs.run_epochs).
             clock.timed("comm", comm.barrier)
-            self.epoch.center()
+            self.epoch.centre()
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:

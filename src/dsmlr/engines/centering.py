@@ -24,7 +24,7 @@ values as features selected (not counted in ``bytes_sent``, like the objective's
 can only lower the objective.
 
 The synchronous engine centres between its update and scoring rings
-(:meth:`dsmlr.engines.epochs.Epoch.center`), so it scores the centred model.  The
+(:meth:`dsmlr.engines.epochs.Epoch.centre`), so it scores the centred model.  The
 asynchronous one, whose blocks are never all between two stages at once, centres after
 every epoch: in one that scores its sums ride with the objective's allreduce and it takes
 the penalty's drop off the objective it scored.  The intercept (unpenalised: the loss alone
@@ -42,7 +42,7 @@ from dsmlr.kernels import Kernel, LocalRows
 __all__ = [
     "SHARED_COLUMN_SHARE",
     "ClassMean",
-    "center_classes",
+    "centre_classes",
     "local_class_sums",
     "shared_columns",
 ]
@@ -127,7 +127,7 @@ def local_class_sums(
     return sums
 
 
-def center_classes(
+def centre_classes(
     comm: Communicator, kernel: Kernel, blocks: list, columns: np.ndarray, cfg: EngineConfig,
     clock,
 ) -> ClassMean:  # fmt: skip

@@ -45,7 +45,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,7 +62,7 @@ from dsmlr.engines.base import (
 )
 from dsmlr.engines.centering import (
     ClassMean,
-    center_classes,
+    centre_classes,
     local_class_sums,
     shared_columns,
 )
@@ -85,7 +85,24 @@ from dsmlr.kernels.anchor_table import KEEP, AnchorTable, uses_tables
 from dsmlr.kernels.base import Snapshot
 from dsmlr.partition import ring_cycle
 
-__all__ = ["Epoch", "EpochPhase", "run_epochs"]
+__all__ = ["Epoch", "EpochPhase", "RunConstants", "run_epochs"]
+
+
+@dataclass(frozen=True, eq=False)
+class RunConstants:
+    """What every epoch of one rank's run shares."""
+
+    ring: Ring
+    kernel: Kernel
+    rows: LocalRows
+    cfg: EngineConfig
+    carry: tuple[str, ...]  # a block's arrays besides W that travel (the update rule's)
+    # The features centre() centres (see dsmlr.engines.centering.shared_columns).
+    shared: np.ndarray
+    # column_spread of this rank's rows (None: SVRG's moves are kept whole).
+    spread: np.ndarray | None
+    # SVRG's anchor as this rank's probability tables, by block (None: anchor weights).
+    tables: dict[int, AnchorTable] | None
 
 
 @dataclass(eq=False)  # holds arrays: two epochs are equal only if they are one
@@ -101,28 +118,30 @@ class Epoch:
       the anchor of an earlier epoch, which their update visits carry);
     * ``update``: visits making stochastic passes (the sync ring: one to every rank);
     * ``scoring`` (where ``scorers`` is set): one visit to every rank.
+
+    ``ring``, ``kernel``, ``rows``, ``cfg``, ``carry``, ``shared``, ``spread`` and
+    ``tables`` are the run's (:class:`RunConstants`).
     """
 
-    ring: Ring
-    kernel: Kernel
-    rows: LocalRows
-    cfg: EngineConfig
+    run: RunConstants
     partials: np.ndarray
     b: np.ndarray
     step: UpdateConfig
-    carry: tuple[str, ...]
     order: np.ndarray  # the row order of this epoch's stochastic passes
     b_anchor: np.ndarray | None = None  # exact b at the blocks' anchor (SVRG)
     scorers: list | None = None
     anchoring: bool = False  # a gradient stage (re)anchors the blocks at b_anchor
     penalty: float = 0.0  # this rank's share of the penalty, summed by score()
-    # The features center() centres (see dsmlr.engines.centering.shared_columns).
-    shared: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    centred: ClassMean | None = None  # set by center()
-    # column_spread of this rank's rows (None: SVRG's moves are kept whole).
-    spread: np.ndarray | None = None
-    # SVRG's anchor as this rank's probability tables, by block (None: anchor weights).
-    tables: dict[int, AnchorTable] | None = None
+    centred: ClassMean | None = None  # set by centre()
+
+    ring = property(lambda self: self.run.ring)
+    kernel = property(lambda self: self.run.kernel)
+    rows = property(lambda self: self.run.rows)
+    cfg = property(lambda self: self.run.cfg)
+    carry = property(lambda self: self.run.carry)
+    shared = property(lambda self: self.run.shared)
+    spread = property(lambda self: self.run.spread)
+    tables = property(lambda self: self.run.tables)
 
     @functools.cached_property
     def relaxed(self) -> RelaxedRows | None:
@@ -173,7 +192,7 @@ class Epoch:
             relaxed.apply(kernel, blk.W, sums_before)
         ring.visited()
 
-    def center(self) -> None:
+    def centre(self) -> None:
         """Take the class mean of the ``shared`` features out of the model (see
         :mod:`dsmlr.engines.centering`), ``b`` and the cached partials along with it.
 
@@ -182,7 +201,7 @@ class Epoch:
         the scoring recomputes them.
         """
         ring = self.ring
-        self.centred = center_classes(
+        self.centred = centre_classes(
             ring.comm, self.kernel, ring.group, self.shared, self.cfg, ring.clock
         )
         if self.scorers is None:
@@ -280,47 +299,21 @@ def run_epochs(
             monitor.on_visit(visits[0], min(visits[1], visits[2]), visits[2])
 
         ring.on_visit = count_visit
-    rng = np.random.default_rng([cfg.seed, comm.rank])
-    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
-    with np.errstate(over="ignore"):
-        total_sq = comm.allreduce_sum(np.array([sum_sq_norms(rows)]))[0]
-    if not np.isfinite(total_sq):
-        raise on_all_ranks(
-            NumericalError(
-                "feature values too large: the squared row norms overflow float64 (values "
-                "above about 1e154); rescale the features"
-            )
-        )
-    curvature = max(float(total_sq) / cfg.n_samples, 1e-12)
+    curvature = _curvature(comm, rows, cfg)
     # A mini-batch's mean gradient takes a longer step where its rows overlap little
     # (the gain is exactly 1 for one-row batches).
     gain = batch_gain(comm, rows, cfg)
-    # The features centred every epoch.
-    shared = shared_columns(comm, rows, cfg) if cfg.centre_shared else np.zeros(0, np.int64)
-    # SVRG's moves are relaxed only where two or more ranks move blocks at once.
-    relaxing = rule.anchored and comm.size > 1 and ring.n_blocks > 1 and cfg.relax != "none"
-    spread = column_spread(rows) if relaxing else None
-    if spread is not None and cfg.relax == "intercept":
-        spread[: cfg.n_features] = 0.0  # the features' moves kept whole
-    itemsize = np.dtype(cfg.dtype).itemsize
-    held_as_tables = rule.anchored and uses_tables(
-        cfg.svrg_anchor, cfg.n_samples, cfg.n_classes, cfg.n_columns, itemsize,
-        kernel.anchor_tables,
-    )  # fmt: skip
-    tables: dict[int, AnchorTable] | None = {} if held_as_tables else None
-    history: list[EpochRecord] = []
-    converged = False
-    backoff = 1.0
-    first_epoch, elapsed = 1, 0.0
+    shared, spread, tables = _run_constants(comm, rows, cfg, ring, kernel)
+    run = RunConstants(ring, kernel, rows, cfg, carry, shared, spread, tables)
+    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     state = start.state if start is not None else None
-    if state is not None:
+    rng = _row_orders(comm, cfg, state)
+    history: list[EpochRecord] = []
+    converged, backoff, first_epoch, elapsed = False, 1.0, 1, 0.0
+    if state is not None:  # a checkpointed run, continued where it stopped
         history, backoff, converged = list(state.history), state.backoff, state.converged
         stopper.restore(state.best, state.quiet)
         first_epoch, elapsed = state.epoch + 1, state.elapsed
-        if state.rng is not None and len(state.rng) == comm.size:
-            rng.bit_generator.state = state.rng[comm.rank]
-        else:  # another number of ranks: fresh streams, still reproducible
-            rng = np.random.default_rng([cfg.seed, comm.rank, state.epoch])
     t_start = time.perf_counter() - elapsed
 
     bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
@@ -348,9 +341,8 @@ def run_epochs(
         # update stage about once).
         visits[:] = [epoch, 0, ring.n_blocks * (1 + plan.anchoring + bool(scorers))]
         work = Epoch(
-            ring, kernel, rows, cfg, partials, b, step, carry, rng.permutation(rows.n_rows),
-            b_anchor, scorers or None, plan.anchoring, shared=shared, spread=spread,
-            tables=tables,
+            run, partials, b, step, rng.permutation(rows.n_rows), b_anchor, scorers or None,
+            plan.anchoring,
         )  # fmt: skip
         epoch_phase(work)
         b_exact = plan.scoring
@@ -360,24 +352,10 @@ def run_epochs(
             continue
 
         t_eval = time.perf_counter()
-        lse, loss, correct = train.sums()
-        partials, b = train.partials, -lse
-        sums = EpochSums(loss, correct, work.penalty,
-                         float(comm.bytes_sent - bytes_before - uncounted))  # fmt: skip
-        if test is not None:
-            sums.test_loss, sums.test_correct, sums.test_top, sums.test_known = test.sums()
-        # An engine whose blocks are never all between two stages at once (the
-        # asynchronous one) has the model it scored centred now, its class sums riding
-        # with the objective's (see dsmlr.engines.centering).
-        late = work.centred is None
-        if late:
-            sums.class_sums = local_class_sums(kernel, ring.group, shared, cfg)
-        totals = clock.timed("comm", sums.allreduce, comm)
-        if late:
-            centred = ClassMean(totals.class_sums, shared, cfg)
-            centred.subtract(kernel, ring.group)
-            centred.shift_normalisers(rows, partials, b)
-            totals.penalty -= centred.penalty_drop  # scored before the centring
+        partials, b, totals = _score_totals(
+            comm, kernel, ring, rows, cfg, work, train, test,
+            float(comm.bytes_sent - bytes_before - uncounted), shared,
+        )  # fmt: skip
         record = _record(comm, cfg, epoch, totals, n_test if test is not None else 0,
                          time.perf_counter() - t_start, clock,
                          clock.eval + time.perf_counter() - t_eval,
@@ -451,3 +429,85 @@ def _record(
         record.test_accuracy = float(totals.test_correct / n_test)
         record.test_top5_accuracy = float(totals.test_top / n_test)
     return record
+
+
+def _curvature(comm: Communicator, rows: LocalRows, cfg: EngineConfig) -> float:
+    """The mean squared row norm over all ranks' rows: the unit of SVRG's and SGD's step."""
+    with np.errstate(over="ignore"):
+        total_sq = comm.allreduce_sum(np.array([sum_sq_norms(rows)]))[0]
+    if not np.isfinite(total_sq):
+        raise on_all_ranks(
+            NumericalError(
+                "feature values too large: the squared row norms overflow float64 (values "
+                "above about 1e154); rescale the features"
+            )
+        )
+    return max(float(total_sq) / cfg.n_samples, 1e-12)
+
+
+def _run_constants(
+    comm: Communicator, rows: LocalRows, cfg: EngineConfig, ring: Ring, kernel: Kernel
+) -> tuple[np.ndarray, np.ndarray | None, dict[int, AnchorTable] | None]:
+    """What every epoch of a run reuses: the features centred every epoch, the column
+    spread SVRG's relaxation reads (None: moves kept whole), and an empty dict for the
+    anchor tables where SVRG holds its anchor as tables (else None)."""
+    rule = update_rule(cfg.optimizer)
+    shared = shared_columns(comm, rows, cfg) if cfg.centre_shared else np.zeros(0, np.int64)
+    # SVRG's moves are relaxed only where two or more ranks move blocks at once.
+    relaxing = rule.anchored and comm.size > 1 and ring.n_blocks > 1 and cfg.relax != "none"
+    spread = column_spread(rows) if relaxing else None
+    if spread is not None and cfg.relax == "intercept":
+        spread[: cfg.n_features] = 0.0  # the features' moves kept whole
+    held_as_tables = rule.anchored and uses_tables(
+        cfg.svrg_anchor, cfg.n_samples, cfg.n_classes, cfg.n_columns,
+        np.dtype(cfg.dtype).itemsize, kernel.anchor_tables,
+    )  # fmt: skip
+    return shared, spread, ({} if held_as_tables else None)
+
+
+def _score_totals(
+    comm: Communicator,
+    kernel: Kernel,
+    ring: Ring,
+    rows: LocalRows,
+    cfg: EngineConfig,
+    work: Epoch,
+    train: Scorer,
+    test: HeldOutScorer | None,
+    sent: float,
+    shared: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, EpochSums]:
+    """After a scoring stage: the rows' new partials and exact ``b``, and the epoch's
+    sums over all ranks (collective).
+
+    An engine whose blocks are never all between two stages at once (the asynchronous
+    one) has the model it scored centred here, its class sums riding with the
+    objective's (see :mod:`dsmlr.engines.centering`).
+    """
+    lse, loss, correct = train.sums()
+    partials, b = train.partials, -lse
+    sums = EpochSums(loss, correct, work.penalty, sent)
+    if test is not None:
+        sums.test_loss, sums.test_correct, sums.test_top, sums.test_known = test.sums()
+    late = work.centred is None
+    if late:
+        sums.class_sums = local_class_sums(kernel, ring.group, shared, cfg)
+    totals = ring.clock.timed("comm", sums.allreduce, comm)
+    if late:
+        centred = ClassMean(totals.class_sums, shared, cfg)
+        centred.subtract(kernel, ring.group)
+        centred.shift_normalisers(rows, partials, b)
+        totals.penalty -= centred.penalty_drop  # scored before the centring
+    return partials, b, totals
+
+
+def _row_orders(comm: Communicator, cfg: EngineConfig, state: ResumeState | None):
+    """This rank's random stream of row orders: its own seed's, or a checkpointed run's
+    as it stopped (fresh streams, still reproducible, on another number of ranks)."""
+    if state is None:
+        return np.random.default_rng([cfg.seed, comm.rank])
+    if state.rng is not None and len(state.rng) == comm.size:
+        rng = np.random.default_rng([cfg.seed, comm.rank])
+        rng.bit_generator.state = state.rng[comm.rank]
+        return rng
+    return np.random.default_rng([cfg.seed, comm.rank, state.epoch])

@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 
 from dsmlr.engines.ring import Block, Ring
 from dsmlr.kernels import Kernel, LocalRows
+from dsmlr.objective import l2_penalty
 from dsmlr.scoring import BlockScores, summarise
 
 #: Top-k accuracy reported on a held-out set each epoch.
@@ -95,7 +96,7 @@ def score_block(kernel: Kernel, scorers: list, blk: Block, cfg, home: bool) -> f
         scorer.visit(kernel, blk.W, blk.k0, blk.q)
     if not home:
         return 0.0
-    return 0.5 * cfg.lam * float(kernel.squared_norm(blk.W[: cfg.n_features]))
+    return l2_penalty(cfg.lam, float(kernel.squared_norm(blk.W[: cfg.n_features])))
 
 
 def scoring_ring(

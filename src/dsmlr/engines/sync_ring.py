@@ -82,7 +82,7 @@ def ring_epoch(epoch: Epoch) -> None:
     ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), *next(legs))
     # Before the scoring ring, which then scores (and makes b exact for) the model the
     # epoch ends with.
-    epoch.center()
+    epoch.centre()
     if scoring:
         epoch.penalty = scoring_ring(
             ring, epoch.kernel, epoch.scorers, epoch.cfg, epoch.carry, *next(legs)
