@@ -16,7 +16,7 @@ compares, per rank and epoch (medians over epochs 2..E of a run, then over
 
 with :func:`dsmlr.plan.plan_training`'s prediction.  The prediction uses
 
-* kernel rates from :func:`dsmlr.plan.calibrate`, measured right before each run with
+* kernel rates from :func:`dsmlr.calibration.calibrate`, measured right before each run with
   the run's block width (``K / B`` classes) and D, so that both see the same machine
   load (this development machine has 2 cores shared with other jobs);
 * for MPI, the bandwidth and per-message latency of this host's loopback, measured with
@@ -142,7 +142,7 @@ def child_main(args: argparse.Namespace) -> None:
     elif args.probe_inprocess:
         print(json.dumps(probe_inprocess()))
     elif args.calibrate_json:
-        from dsmlr.plan import calibrate
+        from dsmlr.calibration import calibrate
 
         print(json.dumps(calibrate(**json.loads(args.calibrate_json)).__dict__))
     elif args.stats:
@@ -385,7 +385,7 @@ def markdown(out: dict) -> str:
         f"{pr['epochs']} of a run, then the median of {n_runs} runs, on this project's "
         f"{out['cpu_count']}-core development machine, shared with other jobs (1-minute load "
         f"average before the runs: {min(loads):.1f} to {max(loads):.1f}). Predictions: "
-        "`dsmlr.plan.plan_training` with kernel rates calibrated (`dsmlr.plan.calibrate`, "
+        "`dsmlr.plan.plan_training` with kernel rates calibrated (`dsmlr.calibration.calibrate`, "
         "as many at once as the run has ranks) and the loopback measured with the "
         "communicators' own ring shift, both right before each run:",
         "",

@@ -34,3 +34,15 @@ def test_dsmlr_train_defaults_as_the_estimator_does():
     params = DSMLRClassifier().get_params()
     for option, param in OPTION_PARAMS.items():
         assert getattr(args, option) == params[param], option
+
+
+def test_settings_hold_every_parameter_with_its_default():
+    """dsmlr.settings.Settings resolves the estimator's parameters for fit and fit_sharded:
+    one field each, with the signature's default."""
+    from dsmlr.settings import Settings
+
+    bare = Settings()
+    params = DSMLRClassifier().get_params()
+    assert {f.name for f in dataclasses.fields(Settings)} == set(params)
+    for name, value in params.items():
+        assert getattr(bare, name) == value, name

@@ -28,12 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = [
     "dsmlr",
     "dsmlr.defaults",
+    "dsmlr.settings",
     "dsmlr.io",
     "dsmlr.distributed",
     "dsmlr.comm",
     "dsmlr.comm.launcher",
     "dsmlr.comm.mpi",
     "dsmlr.plan",
+    "dsmlr.calibration",
     "dsmlr.memory",
     "dsmlr.cli",
 ]

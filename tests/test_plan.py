@@ -10,13 +10,14 @@ import math
 import numpy as np
 import pytest
 
+from dsmlr.calibration import calibrate
 from dsmlr.cli import build_parser
 from dsmlr.cli.plan import parse_bandwidth, parse_ranks
 from dsmlr.engines import n_class_blocks
 from dsmlr.engines.base import EngineConfig
 from dsmlr.kernels.anchor_table import uses_tables
 from dsmlr.memory import plan_memory
-from dsmlr.plan import Throughput, TrainingPlan, calibrate, default_throughput, plan_training
+from dsmlr.plan import Throughput, TrainingPlan, default_throughput, plan_training
 
 # A model far larger than its rows, as at scale (memory then shrinks with P).
 BIG = {"n_samples": 1_000_000, "n_features": 200_000, "n_classes": 5000, "nnz": 50_000_000}

@@ -125,7 +125,7 @@ def test_cuda_defaults_use_mini_batches_and_reach_the_optimum():
     lam = 1e-3
     clf = DSMLRClassifier(lam, device="cuda", max_epochs=300, tol=1e-9, random_state=0)
     clf.fit(X, y)
-    assert clf._resolved_batch_size() == 256
+    assert clf._settings().resolved_batch_size() == 256
     assert clf.history_[-1]["objective"] <= reference_optimum(X, y, lam) * (1 + 1e-3)
 
 

@@ -228,12 +228,11 @@ def fit_sharded(
     -------
     ShardedModel
     """
-    from dsmlr.estimator import DSMLRClassifier  # scikit-learn: only when training
+    from dsmlr.settings import Settings  # scikit-learn: only when training
 
     params.pop("n_workers", None)
-    clf = DSMLRClassifier(**params)
-    clf._validate_params()
-    dtype = np.dtype(clf.dtype)
+    settings = Settings.checked(params, "fit_sharded")
+    dtype = np.dtype(settings.dtype)
     if n_features is None:
         n_features = max(int(d) for d in comm.allgather(int(np.shape(X_local)[1])))
     n_features = int(n_features)
@@ -259,10 +258,10 @@ def fit_sharded(
     agreed(comm, check_labels)
     n_samples = int(comm.allreduce_sum(np.array([len(y_idx)], dtype=np.int64))[0])
     # One seed for all ranks (each derives its own stream from it and its rank).
-    seed = int(comm.allgather(clf._seed())[0])  # type: ignore[call-overload]
-    cfg = clf._engine_config(n_samples, n_features, len(classes), seed)
+    seed = int(comm.allgather(settings.seed())[0])  # type: ignore[call-overload]
+    cfg = settings.engine_config(n_samples, n_features, len(classes), seed)
     cfg = dataclasses.replace(cfg, straggler=straggler)
-    weight = _row_weights(comm, clf, sample_weight, y_idx, classes, n_samples)
+    weight = _row_weights(comm, settings, sample_weight, y_idx, classes, n_samples)
     test_rows, n_test = None, 0
     if X_val is not None and y_val is not None:
         y_test = encode_labels(y_val, classes)
@@ -273,31 +272,30 @@ def fit_sharded(
         X_mine.shape[0] + (0 if test_rows is None else test_rows.n_rows),
         count_nonzeros(X_mine) + (0 if test_rows is None else count_nonzeros(test_rows.X)),
     ], dtype=np.int64))  # fmt: skip
-    clf._check_memory(comm, cfg, int(totals[0]), int(totals[1]), 1)
-    clf.classes_ = classes  # the labels a checkpoint records
-    cfg, start, saver = clf._checkpointing(comm, cfg, None)
+    settings.check_memory(comm, cfg, int(totals[0]), int(totals[1]), 1)
+    cfg, start, saver = settings.checkpointing(comm, cfg, None, classes)
     # After the checkpoint is read: a resumed run draws its rows' ranks from its own seed.
-    if clf.shuffle_rows:  # every rank trains on a random sample of all rows
+    if settings.shuffle_rows:  # every rank trains on a random sample of all rows
         X_mine, y_idx, weight = exchange_rows(comm, X_mine, y_idx, weight, cfg.seed)
     rows = LocalRows(X_mine, y_idx, cfg.fit_intercept, weight)
-    monitor = clf._monitor(callback, every_rank, checkpoint=saver)
-    result = get_engine(clf.engine)(comm, rows, cfg, test_rows, n_test, monitor, start)
+    monitor = settings.monitor(callback, every_rank, checkpoint=saver)
+    result = get_engine(settings.engine)(comm, rows, cfg, test_rows, n_test, monitor, start)
     blocks = result.blocks
     if cfg.fit_intercept:
         centre_intercepts(comm, blocks, len(classes))
     return ShardedModel(
         comm=comm, blocks=blocks, classes_=classes, n_features_in_=n_features,
         fit_intercept=cfg.fit_intercept,
-        params=clf.json_params(),
+        params=settings.json_params(),
         history_=[r.as_dict() for r in result.history], converged_=result.converged,
     )  # fmt: skip
 
 
-def _row_weights(comm, clf, sample_weight, y_idx, classes, n_samples) -> np.ndarray | None:
+def _row_weights(comm, settings, sample_weight, y_idx, classes, n_samples) -> np.ndarray | None:
     """This rank's normalised row weights, or None when nothing is weighted (collective)."""
-    from dsmlr.estimator import class_weights, normalised_weights
+    from dsmlr.settings import class_weights, normalised_weights
 
-    if sample_weight is None and clf.class_weight is None:
+    if sample_weight is None and settings.class_weight is None:
         return None
 
     def local_weights() -> np.ndarray:
@@ -313,7 +311,7 @@ def _row_weights(comm, clf, sample_weight, y_idx, classes, n_samples) -> np.ndar
 
     weight = agreed(comm, local_weights)
     counts = comm.allreduce_sum(np.bincount(y_idx, minlength=len(classes)).astype(np.float64))
-    per_class = agreed(comm, lambda: class_weights(clf.class_weight, classes, counts))
+    per_class = agreed(comm, lambda: class_weights(settings.class_weight, classes, counts))
     weight = weight * per_class[y_idx]
     total = float(comm.allreduce_sum(np.array([weight.sum()]))[0])
     return agreed(comm, lambda: normalised_weights(weight, total, n_samples))

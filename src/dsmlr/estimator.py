@@ -2,40 +2,34 @@
 
 from __future__ import annotations
 
-import copy
 import os
-import re
 from collections.abc import Callable
-from dataclasses import replace
-from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from dsmlr import defaults
 from dsmlr.comm import run_workers
 from dsmlr.engines import (
-    ENGINES,
-    OPTIMIZERS,
     EngineConfig,
-    EpochRecord,
-    Monitor,
     Start,
-    format_epoch,
-    n_class_blocks,
 )
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, epochs_run, read_model, write_model
-from dsmlr.kernels import HOST_KERNELS, KERNELS, gpu_count
+from dsmlr.kernels import gpu_count
 from dsmlr.kernels.base import training_layout
 from dsmlr.memory import count_nonzeros
 from dsmlr.objective import l2_penalty, squared_norm
 from dsmlr.scoring import BlockScores, dense_scores, encode_labels, model_scores, summarise
+from dsmlr.settings import (
+    PARAMETER_CONSTRAINTS,
+    Settings,
+    class_weights,
+    normalised_weights,
+)
 from dsmlr.training import train_embedded
 
 __all__ = ["CLASSES_PER_WORKER", "DSMLRClassifier", "load_model"]
@@ -184,31 +178,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         ``{"zero_based": False}`` for a one-based LIBSVM file).
     """
 
-    _parameter_constraints: ClassVar[dict] = {
-        "lam": [Interval(Real, 0, None, closed="left")],
-        "fit_intercept": ["boolean"],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, None, None, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "n_workers": [Interval(Integral, 1, None, closed="left"), None],
-        "engine": [StrOptions(set(ENGINES))],
-        "optimizer": [StrOptions(set(OPTIMIZERS))],
-        "eta": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "dtype": [StrOptions({"float64", "float32"})],
-        "blocks_per_rank": [Interval(Integral, 1, None, closed="left"), None],
-        "eval_every": [Interval(Integral, 1, None, closed="left")],
-        "kernel": [StrOptions({*KERNELS, "auto"})],
-        "device": [str],
-        "class_weight": [dict, StrOptions({"balanced"}), None],
-        "warm_start": ["boolean"],
-        "checkpoint_dir": [str, os.PathLike, None],
-        "checkpoint_every": [Interval(Integral, 1, None, closed="left")],
-        "resume": ["boolean"],
-        "shuffle_rows": ["boolean"],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-    }
+    _parameter_constraints: ClassVar[dict] = PARAMETER_CONSTRAINTS
 
     def __init__(
         self,
@@ -280,10 +250,9 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     def _layout(self, X):
         return training_layout(X, getattr(self, "dtype", "float32"))
 
-    def _seed(self) -> int:
-        if isinstance(self.random_state, (int, np.integer)):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+    def _settings(self) -> Settings:
+        """The parameters as :class:`dsmlr.settings.Settings` (what they mean for a run)."""
+        return Settings(**self.get_params())
 
     def _resolved_workers(self, n_samples: int, n_classes: int) -> int:
         workers = self.n_workers
@@ -292,24 +261,6 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         if workers is None:
             workers = min(os.cpu_count() or 1, n_classes // CLASSES_PER_WORKER)
         return max(1, min(workers, n_samples))
-
-    def _resolved_kernel(self) -> str:
-        """The kernel name ``kernel`` and ``device`` mean (checked to fit together)."""
-        if re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is None:
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', not {self.device!r}")
-        if self.kernel == "auto":
-            return "numba" if self.device == "cpu" else "torch"
-        if self.device != "cpu" and self.kernel in HOST_KERNELS:
-            raise ValueError(
-                f"kernel={self.kernel!r} runs on the CPU only; use kernel='torch' (or "
-                f"'auto') with device={self.device!r}"
-            )
-        return self.kernel
-
-    def _resolved_batch_size(self) -> int:
-        if self.batch_size is not None:
-            return int(self.batch_size)
-        return defaults.GPU_BATCH_SIZE if self.device != "cpu" else defaults.CPU_BATCH_SIZE
 
     # -- training ---------------------------------------------------------------------
 
@@ -384,18 +335,19 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
             X_test = self._prepare(X_val, reset=False)
             y_test = encode_labels(y_val, self.classes_)
 
-        cfg = self._engine_config(X.shape[0], X.shape[1], n_classes, self._seed())
+        settings = self._settings()
+        cfg = self._engine_config(X.shape[0], X.shape[1], n_classes, settings.seed())
         start = None if W0 is None else Start(weights=lambda k0, k1: W0[k0:k1])
         n_workers = self._resolved_workers(X.shape[0], n_classes)
         nnz = count_nonzeros(X) + (0 if X_test is None else count_nonzeros(X_test))
         n_rows = X.shape[0] + (0 if X_test is None else X_test.shape[0])
 
         def prepare(comm):  # the checks and loads a distributed run makes collectively
-            self._check_memory(comm, cfg, n_rows, nnz, n_workers)
-            return self._checkpointing(comm, cfg, start)
+            settings.check_memory(comm, cfg, n_rows, nnz, n_workers)
+            return settings.checkpointing(comm, cfg, start, self.classes_)
 
         cfg, start, saver = run_workers(1, prepare)[0]
-        monitor = self._monitor(callback, checkpoint=saver)
+        monitor = settings.monitor(callback, checkpoint=saver)
         result = train_embedded(
             X, y_idx, cfg, n_workers, self.engine, X_test, y_test, monitor, weight, start,
             shuffle_rows=bool(self.shuffle_rows),
@@ -410,44 +362,6 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         # not describe this one, and export_npz would write it as if it did.
         vars(self).pop("metadata_", None)
         return self
-
-    def _check_memory(self, comm, cfg: EngineConfig, n_rows: int, nnz: int, workers: int) -> None:
-        """Refuse (collectively) a run that would not fit in memory (:mod:`dsmlr.memory`).
-
-        ``n_rows`` and ``nnz`` count all ranks' training and held-out rows; ``workers``
-        is the number of workers sharing one process (the embedded run)."""
-        from dsmlr.memory import check_memory, plan_memory
-
-        def plan_for(n_ranks: int):
-            return plan_memory(
-                n_rows=-(-n_rows // n_ranks), nnz=-(-nnz // n_ranks), n_features=cfg.n_features,
-                n_classes=cfg.n_classes, n_ranks=n_ranks,
-                n_blocks=n_class_blocks(self.engine, cfg, max(n_ranks, workers)),
-                itemsize=np.dtype(cfg.dtype).itemsize, optimizer=cfg.optimizer,
-                fit_intercept=cfg.fit_intercept, engine=self.engine, n_samples=cfg.n_samples,
-                anchor_tables=cfg.kernel in HOST_KERNELS,  # HostBlocks.anchor_tables
-            )  # fmt: skip
-
-        check_memory(comm, plan_for)
-
-    def _checkpointing(self, comm, cfg: EngineConfig, start: Start | None):
-        """``(cfg, start, checkpointer)`` with checkpoints as the parameters ask: the
-        newest checkpoint's start (and seed) when resuming from one (collective)."""
-        if self.checkpoint_dir is None:
-            return cfg, start, None
-        from dsmlr.checkpoint import Checkpointer, checkpoint_settings, resume_start
-
-        if self.resume:
-            found = resume_start(self.checkpoint_dir, comm, cfg, self.classes_)
-            if found is not None:
-                start, seed, _ = found
-                cfg = replace(cfg, seed=seed)
-        saver = Checkpointer(
-            self.checkpoint_dir, self.checkpoint_every, classes=self.classes_,
-            fit_intercept=bool(self.fit_intercept), params=self.json_params(),
-            settings=checkpoint_settings(cfg),
-        )  # fmt: skip
-        return cfg, start, saver
 
     def _sample_weight(self, sample_weight, X, y_idx: np.ndarray) -> np.ndarray | None:
         """Row weights from ``sample_weight`` and ``class_weight`` (new arrays); None when
@@ -490,42 +404,7 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         self, n_samples: int, n_features: int, n_classes: int, seed: int
     ) -> EngineConfig:
         """The engine settings these parameters mean for a problem of this size."""
-        return EngineConfig(
-            n_samples=n_samples,
-            n_features=n_features,
-            n_classes=n_classes,
-            fit_intercept=bool(self.fit_intercept),
-            lam=float(self.lam),
-            max_epochs=int(self.max_epochs),
-            tol=float(self.tol),
-            n_iter_no_change=int(self.n_iter_no_change),
-            eta=float(self.eta),
-            batch_size=self._resolved_batch_size(),
-            optimizer=self.optimizer,
-            dtype=np.dtype(self.dtype).type,
-            seed=seed,
-            kernel=self._resolved_kernel(),
-            device=self.device,
-            eval_every=int(self.eval_every),
-            blocks_per_rank=None if self.blocks_per_rank is None else int(self.blocks_per_rank),
-        )
-
-    def _monitor(
-        self, callback: Callable[[dict], None] | None, every_rank: bool = False, checkpoint=None
-    ) -> Monitor:
-        """The progress hooks: a line per epoch when verbose, and the user's callback
-        (with its ``progress`` method, if it has one, called after each block visit)."""
-
-        def on_epoch(record: EpochRecord) -> None:
-            # The caller's own copy: a callback that edits its entry (its peak_rss
-            # list included) must not edit history_, which is built from the records.
-            entry = copy.deepcopy(record.as_dict())
-            if self.verbose:
-                print(format_epoch(entry), flush=True)
-            if callback is not None:
-                callback(entry)
-
-        return Monitor(on_epoch, getattr(callback, "progress", None), every_rank, checkpoint)
+        return self._settings().engine_config(n_samples, n_features, n_classes, seed)
 
     def _set_weights(self, W: np.ndarray) -> None:
         n_features = W.shape[1] - int(self.fit_intercept)
@@ -616,60 +495,13 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def json_params(self) -> dict:
-        """The parameters a model file records: those with plain JSON values.
-
-        A ``class_weight`` dict is left out (its keys may be any labels); it shaped
-        training but plays no part in prediction.  So are ``checkpoint_dir`` and
-        ``resume``, which concern one run.
-        """
-        # Where and whether to checkpoint is about one run, not about the model.
-        skip = ("checkpoint_dir", "resume")
-        return {k: v for k, v in self.get_params().items() if _jsonable(v) and k not in skip}
+        """The parameters a model file records (:meth:`dsmlr.settings.Settings.json_params`)."""
+        return self._settings().json_params()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-def class_weights(class_weight, classes: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Weight per class index for ``class_weight`` (None, ``"balanced"`` or a dict).
-
-    ``counts`` are the rows per class over all the training data (over all ranks), so
-    ``"balanced"`` (``n_samples / (n_classes * count)``, scikit-learn's definition, over
-    the classes present) is the same wherever the rows live.
-    """
-    weights = np.ones(len(classes))
-    if class_weight is None:
-        return weights
-    if isinstance(class_weight, str):  # "balanced", validated by the parameter checks
-        present = counts > 0
-        weights[present] = counts.sum() / (np.count_nonzero(present) * counts[present])
-        return weights
-    index = {label: k for k, label in enumerate(classes.tolist())}
-    unknown = [label for label in class_weight if label not in index]
-    if unknown:
-        raise ValueError(f"class_weight names labels that are not classes of y: {unknown[:5]}")
-    for label, value in class_weight.items():
-        weights[index[label]] = float(value)
-    return weights
-
-
-def normalised_weights(weight: np.ndarray, total: float, n_total: int) -> np.ndarray:
-    """Row weights scaled to mean 1 over all ``n_total`` rows (``total`` is their sum).
-
-    The engine minimises ``(1/N) sum_i w_i loss_i``; with mean-1 weights that is the
-    weighted mean loss ``(1/S) sum_i s_i loss_i`` (so integer weights act as repeated
-    rows), and a row's stochastic step is ``w_i`` times an unweighted one, so the step
-    size calibrated on unweighted rows still fits.
-    """
-    if not total > 0:
-        raise ValueError("sample_weight (times class_weight) is zero for every row")
-    return np.ascontiguousarray(weight * (n_total / total), dtype=np.float64)
-
-
-def _jsonable(value) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _fitted_attribute(name: str) -> bool:

@@ -2,10 +2,11 @@
 
 :func:`plan_training` predicts, for N examples, D features, K classes, ``nnz`` stored
 non-zeros, P ranks and a network of a given bandwidth and latency, what one rank of the
-synchronous ring (:mod:`dsmlr.engines.sync_ring`) needs per epoch.  :func:`calibrate`
-measures the kernel rates it uses on this machine; ``dsmlr plan`` prints the prediction
-(:mod:`dsmlr.cli.plan`).  ``docs/cost-model.md`` shows the model checked against measured
-runs (``benchmarks/validate_plan.py``) and a projection to the DS-MLR paper's Reddit-Full.
+synchronous ring (:mod:`dsmlr.engines.sync_ring`) needs per epoch.
+:func:`dsmlr.calibration.calibrate` measures the kernel rates it uses on this machine;
+``dsmlr plan`` prints the prediction (:mod:`dsmlr.cli.plan`). ``docs/cost-model.md``
+shows the model checked against measured runs (``benchmarks/validate_plan.py``) and a
+projection to the DS-MLR paper's Reddit-Full.
 
 The model
 ---------
@@ -30,9 +31,9 @@ proportional to ::
     U = (Z_p + N_p) * K          # "units": one (non-zero or row) x class each
 
 (a row's scores cost one multiply-add per non-zero and class, its softmax one exp per
-class).  A pass of kind ``k`` takes ``U / r_k`` seconds, with rates ``r_k`` in units
-per second from :class:`Throughput` (:func:`calibrate` measures them).  Per epoch, in
-the steady state (from the second epoch on):
+class). A pass of kind ``k`` takes ``U / r_k`` seconds, with rates ``r_k`` in units per
+second from :class:`Throughput` (:func:`dsmlr.calibration.calibrate` measures them). Per
+epoch, in the steady state (from the second epoch on):
 
 * update pass: 1, at ``r_update`` of the optimiser (SGD, SVRG or AdaGrad steps);
 * gradient pass: ``1 / eval_every`` for SVRG (its anchor, in the epoch after each
@@ -112,15 +113,12 @@ the latency of a thread barrier (about 15 µs per message on the development mac
 from __future__ import annotations
 
 import math
-import os
-import platform
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from dsmlr.engines.optimizers import update_rule
-from dsmlr.kernels.anchor_table import KEEP, uses_tables
+from dsmlr.kernels.anchor_table import uses_tables
 from dsmlr.memory import MemoryPlan, plan_memory
 from dsmlr.partition import ring_legs
 
@@ -130,7 +128,7 @@ __all__ = [
     "MEASURED_THROUGHPUT",
     "Throughput",
     "TrainingPlan",
-    "calibrate",
+    "check_dtype",
     "default_throughput",
     "plan_training",
 ]
@@ -191,12 +189,13 @@ class Throughput:
 
 _SOURCE = "calibrate() defaults, median of 3, 2-core development machine, 2026-12-06"
 
-#: Rates of the numba kernels measured with :func:`calibrate` at its defaults (5000 rows,
-#: 20000 features, 50 non-zeros a row, one block of 500 classes, one rank), the median
-#: of 3 calibrations on 2026-12-06, on this project's 2-core development machine (Intel
-#: Xeon, a VM shared with other jobs, whose single calibrations vary: hence the median).
-#: They are *that machine's* figures, kept so that ``dsmlr plan`` answers at once: run
-#: ``dsmlr plan --calibrate`` (or pass ``calibrate()``'s result) to plan for another one.
+#: Rates of the numba kernels measured with :func:`dsmlr.calibration.calibrate` at its
+#: defaults (5000 rows, 20000 features, 50 non-zeros a row, one block of 500 classes,
+#: one rank), the median of 3 calibrations on 2026-12-06, on this project's 2-core
+#: development machine (Intel Xeon, a VM shared with other jobs, whose single
+#: calibrations vary: hence the median). They are *that machine's* figures, kept so that
+#: ``dsmlr plan`` answers at once: run ``dsmlr plan --calibrate`` (or pass
+#: ``calibrate()``'s result) to plan for another one.
 MEASURED_THROUGHPUT: dict[str, Throughput] = {
     "float64": Throughput(
         update_sgd=1.21e9,
@@ -224,10 +223,12 @@ MEASURED_THROUGHPUT: dict[str, Throughput] = {
 def default_throughput(dtype: str = "float32") -> Throughput:
     """The rates measured on the development machine for ``dtype``
     (:data:`MEASURED_THROUGHPUT`)."""
-    return MEASURED_THROUGHPUT[_check_dtype(dtype)]
+    return MEASURED_THROUGHPUT[check_dtype(dtype)]
 
 
-def _check_dtype(dtype: str) -> str:
+def check_dtype(dtype: str) -> str:
+    """The name of ``dtype``, one the cost model knows (float32 or float64); else a
+    ValueError."""
     name = np.dtype(dtype).name
     if name not in _ITEMSIZE:
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
@@ -380,7 +381,7 @@ def plan_training(
         A per-class intercept (one more column of the model).
     throughput : Throughput, optional
         Kernel rates; default :func:`default_throughput` (this project's development
-        machine), or :func:`calibrate`'s for the machine at hand.
+        machine), or :func:`dsmlr.calibration.calibrate`'s for the machine at hand.
 
     Returns
     -------
@@ -405,7 +406,7 @@ def plan_training(
         raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
     if not (latency >= 0 and math.isfinite(latency)):
         raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
-    dtype = _check_dtype(dtype)
+    dtype = check_dtype(dtype)
     rates = throughput if throughput is not None else default_throughput(dtype)
     s = _ITEMSIZE[dtype]
     P, K = int(n_ranks), int(n_classes)
@@ -493,150 +494,3 @@ def _n_blocks(engine: str, n_ranks: int, blocks_per_rank: int | None, n_samples:
     cfg = EngineConfig(n_samples=n_samples, n_features=n_features, n_classes=n_classes,
                        fit_intercept=fit_intercept, blocks_per_rank=blocks_per_rank)  # fmt: skip
     return int(n_class_blocks(engine, cfg, n_ranks))
-
-
-# -- calibration -------------------------------------------------------------------------
-
-
-def calibrate(
-    *,
-    n_rows: int = 5000,
-    n_features: int = 20000,
-    block_classes: int = 500,
-    nnz_per_row: int = 50,
-    dtype: str = "float32",
-    ranks_per_host: int = 1,
-    repeats: int = 3,
-    seed: int = 0,
-) -> Throughput:
-    """Measure the numba kernels' rates on this machine.
-
-    Generates a small text-like problem (:func:`dsmlr.datagen.make_extreme_multiclass`)
-    and times each kernel pass of one class block of ``block_classes`` classes over its
-    ``n_rows`` rows, as one rank runs them in an epoch.  With ``ranks_per_host`` > 1 as
-    many threads run the same passes at the same time, each on its own copy (the numba
-    kernels release the GIL), so the rates are those of one of that many ranks sharing
-    the host's cores, caches and memory bandwidth.  Each pass's rate is
-    ``(nnz + n_rows) * block_classes / seconds``, with the best of ``repeats`` timings
-    of each thread (the least disturbed by other jobs), the median over threads.  A first
-    untimed call compiles the kernels (numba caches the compiled code on disk, so this is
-    slow only once).
-
-    Choose ``block_classes`` near ``K / B`` of the problem to plan (``dsmlr plan
-    --calibrate`` does) and ``n_features`` large enough that the block,
-    ``(n_features + 1) * block_classes * itemsize`` bytes, is far larger than the CPU
-    caches, as a real model's blocks are.
-
-    Returns
-    -------
-    Throughput
-    """
-    import threading
-
-    from dsmlr.datagen import make_extreme_multiclass
-
-    dtype = _check_dtype(dtype)
-    problem = make_extreme_multiclass(n_rows, n_features, block_classes,
-                                      nnz_per_row=nnz_per_row, random_state=seed)  # fmt: skip
-    X = problem.X.astype(dtype)
-    X.sort_indices()
-    units = float(X.nnz + n_rows) * block_classes
-    y = np.asarray(problem.y, dtype=np.int64)
-    n_threads = max(1, int(ranks_per_host))
-    benches = [_KernelBench(X.copy(), y, block_classes, dtype, seed) for _ in range(n_threads)]
-    names = list(benches[0].passes)
-    best = np.full((n_threads, len(names)), np.inf)
-    start = threading.Barrier(n_threads)
-    errors: list[BaseException] = []
-
-    def body(t: int) -> None:
-        try:
-            for j, name in enumerate(names):
-                run = benches[t].passes[name]
-                start.wait()
-                run()  # compile (or load from numba's cache) and warm the caches
-                for _ in range(max(1, repeats)):
-                    start.wait()  # the threads' passes run at the same time
-                    t0 = time.perf_counter()
-                    run()
-                    best[t, j] = min(best[t, j], time.perf_counter() - t0)
-        except BaseException as exc:
-            errors.append(exc)
-            start.abort()
-
-    threads = [threading.Thread(target=body, args=(t,)) for t in range(1, n_threads)]
-    for th in threads:
-        th.start()
-    body(0)
-    for th in threads:
-        th.join()
-    if errors:
-        raise errors[0]
-    rates = {name: units / float(np.median(best[:, j])) for j, name in enumerate(names)}
-    where = f"{platform.machine()} {os.cpu_count()} cores"
-    return Throughput(**rates, source=(
-        f"calibrate(n_rows={n_rows}, n_features={n_features}, block_classes={block_classes}, "
-        f"nnz_per_row={nnz_per_row}, dtype={dtype}, ranks_per_host={n_threads}) on {where}"
-    ))  # fmt: skip
-
-
-class _KernelBench:
-    """One rank's block, rows and state, and its kernel passes (for :func:`calibrate`)."""
-
-    def __init__(self, X, y: np.ndarray, n_classes: int, dtype: str, seed: int) -> None:
-        from dsmlr.kernels import LocalRows, UpdateConfig, get_kernel
-        from dsmlr.kernels.base import Snapshot
-
-        n, d = X.shape
-        rows = LocalRows(X, y, True)
-        kernel = get_kernel("numba")
-        W = np.zeros((d + 1, n_classes), dtype=dtype)
-        mean_grad = np.zeros((d + 1, n_classes), dtype=dtype)  # as the engines hold it
-        acc = np.zeros(d + 1)
-        b = np.full(n, -np.log(n_classes))
-        partials = np.full((n, 1), np.log(n_classes))
-        order = np.random.default_rng(seed).permutation(n)
-        # The engines' step: eta over the mean squared row norm (intercept included).
-        curvature = float(np.mean(np.asarray(X.multiply(X).sum(axis=1)).ravel() + 1.0))
-        anchor: list[Snapshot] = []
-
-        def step(adaptive: bool) -> UpdateConfig:
-            return UpdateConfig(eta=0.5 / curvature, lam=1e-4, n_penalized=d, batch_size=1,
-                                adaptive=adaptive)  # fmt: skip
-
-        def update(adaptive: bool) -> None:
-            kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(adaptive))
-
-        def gradient() -> None:
-            mean_grad[...] = 0.0
-            kernel.gradient_pass(rows, W, 0, b, 1.0 / n, mean_grad)
-
-        def svrg() -> None:
-            if not anchor:  # anchored at the weights the gradient pass saw
-                anchor.append(Snapshot(W.copy(), mean_grad.copy(), b.copy()))
-            kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(False), anchor[0])
-
-        def gradient_tables() -> None:
-            mean_grad[...] = 0.0
-            table[:] = [kernel.gradient_pass(rows, W, 0, b, 1.0 / n, mean_grad, keep=KEEP)]
-
-        def svrg_tables() -> None:
-            snapshot = Snapshot(None, mean_grad, b.copy(), table[0])
-            kernel.update_pass(rows, W, 0, acc, partials, 0, b, order, step(False), snapshot)
-
-        table: list = []
-
-        def score() -> None:
-            kernel.score_pass(rows, W, 0, np.empty((n, 1)), 0, np.zeros(n),
-                              np.full(n, -np.inf), np.full(n, -1, np.int64))  # fmt: skip
-
-        # Dict order is run order: the SVRG pass needs the gradient pass's anchor.
-        self.passes = {
-            "update_sgd": lambda: update(False),
-            "update_adagrad": lambda: update(True),
-            "gradient": gradient,
-            "update_svrg": svrg,
-            "gradient_tables": gradient_tables,
-            "update_svrg_tables": svrg_tables,
-            "score": score,
-        }

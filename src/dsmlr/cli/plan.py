@@ -26,9 +26,10 @@ import re
 import numpy as np
 
 from dsmlr import defaults
+from dsmlr.calibration import calibrate
 from dsmlr.cli.common import Command, nonnegative_float
 from dsmlr.engines.optimizers import UPDATE_RULES
-from dsmlr.plan import DEFAULT_LATENCY, TrainingPlan, calibrate, plan_training
+from dsmlr.plan import DEFAULT_LATENCY, TrainingPlan, plan_training
 
 __all__ = ["COMMAND", "format_plans", "parse_bandwidth", "parse_ranks"]
 
