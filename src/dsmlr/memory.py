@@ -63,6 +63,9 @@ class MemoryPlan:
     row_state: int
     blocks: int
     base: int = BASE_BYTES
+    #: Whether SVRG holds its anchor as the rows' probability tables (counted in
+    #: ``row_state``) rather than as anchor weights (in ``blocks``).
+    anchor_tables: bool = False
 
     @property
     def total(self) -> int:
@@ -124,7 +127,7 @@ def plan_memory(
         row_state += table_bytes_bound(n_rows, n_classes, n_blocks, itemsize)
     blocks = per_rank * rule.model_arrays(tables) * itemsize
     blocks += rule.carried_bytes(n_features + 1) * held
-    return MemoryPlan(int(rows), int(row_state), int(blocks))
+    return MemoryPlan(int(rows), int(row_state), int(blocks), anchor_tables=bool(tables))
 
 
 def available_bytes() -> int | None:

@@ -118,7 +118,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from dsmlr.engines.optimizers import update_rule
-from dsmlr.kernels.anchor_table import uses_tables
 from dsmlr.memory import MemoryPlan, plan_memory
 from dsmlr.partition import ring_legs
 
@@ -392,20 +391,9 @@ def plan_training(
     ValueError
         A size that is not positive, an unknown optimiser, dtype or engine.
     """
-    sizes = {"n_samples": n_samples, "n_features": n_features, "n_classes": n_classes,
-             "n_ranks": n_ranks, "eval_every": eval_every}  # fmt: skip
-    for name, value in sizes.items():
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if nnz < 0:
-        raise ValueError(f"nnz must be >= 0, got {nnz!r}")
+    _check_problem(n_samples, n_features, n_classes, nnz, n_ranks, eval_every, engine,
+                   bandwidth, latency)  # fmt: skip
     rule = update_rule(optimizer)
-    if engine not in _ENGINES:
-        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
-    if not bandwidth > 0:
-        raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
-    if not (latency >= 0 and math.isfinite(latency)):
-        raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
     dtype = check_dtype(dtype)
     rates = throughput if throughput is not None else default_throughput(dtype)
     s = _ITEMSIZE[dtype]
@@ -419,7 +407,7 @@ def plan_training(
         n_blocks=n_blocks, itemsize=s, optimizer=optimizer, fit_intercept=fit_intercept,
         engine=engine, n_samples=int(n_samples),
     )  # fmt: skip
-    tables = rule.anchored and uses_tables("auto", int(n_samples), K, d_fit, s, True)
+    tables = memory.anchor_tables
 
     units = float(nnz_p + rows_p) * K
     svrg = rule.anchored
@@ -435,43 +423,14 @@ def plan_training(
     first_update = M + carried  # SVRG's first epoch: plain steps, weights only
     gradient_bytes = 2 * M if svrg else 0  # weights and gradient, in the weights' dtype
     scoring_bytes = M + carried
-    allreduce_msgs = 2 * math.ceil(math.log2(P)) if P > 1 else 0
-
-    def epoch_traffic(rings: list[int], anchored: bool, scoring: bool) -> tuple[float, int]:
-        """Bytes and messages of an epoch's rings (the sizes of the arrays each moves
-        round the ring), with the shifts the engine makes in them: each shift moves 1/P."""
-        legs, home = ring_legs(anchored, scoring, P)
-        shifts = [n for _, n in legs]
-        shifts[-1] += home  # the shift home moves what the last ring moves
-        sent = sum(size * n / P for size, n in zip(rings, shifts, strict=True))
-        msgs = sum(_ring_messages(n, size / P) for size, n in zip(rings, shifts, strict=True))
-        return sent, msgs
-
-    def averaged(update: int, anchored: bool) -> tuple[float, float]:
-        """Traffic per epoch over ``eval_every`` epochs, the first of which anchors (where
-        ``anchored``) and the last of which scores."""
-        e = eval_every
-        epochs = [
-            epoch_traffic(
-                [gradient_bytes] * (anchored and i == 0)
-                + [update]
-                + [scoring_bytes] * (i == e - 1),
-                anchored and i == 0,
-                i == e - 1,
-            )
-            for i in range(e)
-        ]
-        sent = sum(bytes_ for bytes_, _ in epochs) / e
-        return sent, (sum(msgs for _, msgs in epochs) + allreduce_msgs) / e
-
     if P == 1:
-        steady = first = 0.0
-        msgs = first_msgs = 0.0
+        steady = first = msgs = first_msgs = 0.0
     else:
-        steady, msgs = averaged(update_bytes, svrg)
+        steady, msgs = _averaged_traffic(P, eval_every, svrg, gradient_bytes, update_bytes,
+                                         scoring_bytes)  # fmt: skip
         if svrg:  # its first epoch: plain steps, scored whatever eval_every is
-            first, first_msgs = epoch_traffic([first_update, scoring_bytes], False, True)
-            first_msgs += allreduce_msgs
+            first, first_msgs = _epoch_traffic(P, [first_update, scoring_bytes], False, True)
+            first_msgs += _allreduce_messages(P)
         else:
             first, first_msgs = steady, msgs
     return TrainingPlan(
@@ -483,6 +442,63 @@ def plan_training(
         first_epoch_bytes=round(first), messages=math.ceil(msgs),
         first_epoch_messages=math.ceil(first_msgs), throughput=rates,
     )  # fmt: skip
+
+
+def _check_problem(n_samples, n_features, n_classes, nnz, n_ranks, eval_every, engine,
+                   bandwidth, latency) -> None:  # fmt: skip
+    """ValueError for a size, engine or network :func:`plan_training` cannot plan for."""
+    sizes = {"n_samples": n_samples, "n_features": n_features, "n_classes": n_classes,
+             "n_ranks": n_ranks, "eval_every": eval_every}  # fmt: skip
+    for name, value in sizes.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if nnz < 0:
+        raise ValueError(f"nnz must be >= 0, got {nnz!r}")
+    if engine not in _ENGINES:
+        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
+    if not (latency >= 0 and math.isfinite(latency)):
+        raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
+
+
+def _allreduce_messages(n_ranks: int) -> int:
+    """Messages of one small allreduce (a scored epoch's sums): 2 log2 P."""
+    return 2 * math.ceil(math.log2(n_ranks)) if n_ranks > 1 else 0
+
+
+def _epoch_traffic(
+    n_ranks: int, rings: list[float], anchored: bool, scoring: bool
+) -> tuple[float, int]:
+    """Bytes and messages of an epoch's rings (the sizes of the arrays each moves round
+    the ring), with the shifts the engine makes in them: each shift moves 1/P."""
+    legs, home = ring_legs(anchored, scoring, n_ranks)
+    shifts = [n for _, n in legs]
+    shifts[-1] += home  # the shift home moves what the last ring moves
+    pairs = list(zip(rings, shifts, strict=True))
+    sent = sum(size * n / n_ranks for size, n in pairs)
+    return sent, sum(_ring_messages(n, size / n_ranks) for size, n in pairs)
+
+
+def _averaged_traffic(
+    n_ranks: int, eval_every: int, anchored: bool, gradient_bytes: float, update_bytes: float,
+    scoring_bytes: float,
+) -> tuple[float, float]:  # fmt: skip
+    """Bytes and messages per epoch over ``eval_every`` epochs, the first of which
+    anchors (where ``anchored``) and the last of which scores."""
+    e = eval_every
+    epochs = [
+        _epoch_traffic(
+            n_ranks,
+            [gradient_bytes] * (anchored and i == 0) + [update_bytes]
+            + [scoring_bytes] * (i == e - 1),
+            anchored and i == 0,
+            i == e - 1,
+        )
+        for i in range(e)
+    ]  # fmt: skip
+    sent = sum(bytes_ for bytes_, _ in epochs) / e
+    return sent, (sum(msgs for _, msgs in epochs) + _allreduce_messages(n_ranks)) / e
 
 
 def _n_blocks(engine: str, n_ranks: int, blocks_per_rank: int | None, n_samples: int,
