@@ -138,3 +138,11 @@ def test_two_workers_converge_on_dense_data(engine):
 
 def test_relaxing_the_intercept_alone_stalls_on_dense_data():
     assert _dense_gap(columns=False) > 1e-6
+
+
+def test_an_unknown_relaxation_is_refused():
+    X, y = make_classification(n_samples=60, n_features=5, n_classes=3, n_informative=3,
+                               random_state=0)  # fmt: skip
+    clf = classifier_with_engine(relax="colums")(n_workers=2, max_epochs=2, random_state=0)
+    with pytest.raises(ValueError, match="relax must be one of"):
+        clf.fit(X, y)

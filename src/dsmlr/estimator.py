@@ -13,10 +13,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from dsmlr import defaults
 from dsmlr.comm import run_workers
-from dsmlr.engines import (
-    EngineConfig,
-    Start,
-)
+from dsmlr.engines import EngineConfig, Start
 from dsmlr.errors import DataError
 from dsmlr.io.model_files import ModelData, epochs_run, read_model, write_model
 from dsmlr.kernels import gpu_count
@@ -77,9 +74,8 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
         Step size in units of ``1 / mean_i ||x_i||^2`` (for AdaGrad: its raw scale).
         It is halved automatically whenever an epoch raises the objective.
     batch_size : int or None, default=None
-        Rows per stochastic step.  None: 1 on the CPU, 256 on a GPU
-        (:mod:`dsmlr.defaults`),
-        where one-row steps would leave it idle.  Steps on a mini-batch's mean gradient
+        Rows per stochastic step.  None: 1 on the CPU, 256 on a GPU, where one-row
+        steps would leave it idle (:mod:`dsmlr.defaults`).  Steps on a mini-batch's mean gradient
         are scaled up to keep the per-epoch progress of one-row steps (see
         :func:`dsmlr.engines.step_size.batch_gain`).
     dtype : {"float32", "float64"}, default="float32"

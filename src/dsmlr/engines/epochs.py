@@ -85,7 +85,10 @@ from dsmlr.kernels.anchor_table import KEEP, AnchorTable, uses_tables
 from dsmlr.kernels.base import Snapshot
 from dsmlr.partition import ring_cycle
 
-__all__ = ["Epoch", "EpochPhase", "RunConstants", "run_epochs"]
+__all__ = ["RELAX_CHOICES", "Epoch", "EpochPhase", "RunConstants", "run_epochs"]
+
+#: The values of :attr:`dsmlr.engines.base.EngineConfig.relax`.
+RELAX_CHOICES = ("columns", "intercept", "none")
 
 
 @dataclass(frozen=True, eq=False)
@@ -452,6 +455,8 @@ def _run_constants(
     spread SVRG's relaxation reads (None: moves kept whole), and an empty dict for the
     anchor tables where SVRG holds its anchor as tables (else None)."""
     rule = update_rule(cfg.optimizer)
+    if cfg.relax not in RELAX_CHOICES:
+        raise ValueError(f"relax must be one of {RELAX_CHOICES}, got {cfg.relax!r}")
     shared = shared_columns(comm, rows, cfg) if cfg.centre_shared else np.zeros(0, np.int64)
     # SVRG's moves are relaxed only where two or more ranks move blocks at once.
     relaxing = rule.anchored and comm.size > 1 and ring.n_blocks > 1 and cfg.relax != "none"
