@@ -49,6 +49,9 @@ sys.path.insert(0, str(HERE))
 
 from environment import describe, summary  # noqa: E402
 
+#: The mode of the MPI runs whose ranks copy the blocks at every shift (``--mpi-copy``).
+COPIED = "mpi, blocks copied"
+
 #: The relative gaps whose epochs and seconds the tables give.
 TARGETS = (1e-2, 1e-3, 1e-4)
 
@@ -109,10 +112,14 @@ def _run_child(spec: dict, src: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _run_mpi(problem, spec: dict, ranks: int, straggler: str | None = None) -> dict:
+def _run_mpi(
+    problem, spec: dict, ranks: int, straggler: str | None = None, copy: bool = False
+) -> dict:
     """``mpiexec -n ranks dsmlr train`` on the problem's training file; its metrics.
 
-    ``straggler`` (``RANK:FACTOR``) slows one rank down (``dsmlr train --straggler``)."""
+    ``straggler`` (``RANK:FACTOR``) slows one rank down (``dsmlr train --straggler``);
+    ``copy`` has the ranks copy the blocks at every shift rather than share them
+    (``DSMLR_SHARED_MEMORY=0``, see :mod:`dsmlr.comm.shared_memory`)."""
     from problems import DATA_DIR
 
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
@@ -128,7 +135,8 @@ def _run_mpi(problem, spec: dict, ranks: int, straggler: str | None = None) -> d
         ] + ([] if problem.fit_intercept else ["--no-intercept"])  # fmt: skip
         if straggler:
             cmd += ["--straggler", straggler]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        env = {**os.environ, **({"DSMLR_SHARED_MEMORY": "0"} if copy else {})}
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
         lines = metrics.read_text().splitlines()
@@ -161,6 +169,11 @@ def summarise(run: dict, optimum: float) -> dict:
     return out
 
 
+def _base_mode(mode: str) -> str:
+    """The run whose P = 1 seconds a row of this mode is compared with."""
+    return "mpi" if mode.startswith("mpi") else mode
+
+
 def _median(values: list) -> float | None:
     kept = [v for v in values if v is not None]
     return statistics.median(kept) if len(kept) == len(values) and kept else None
@@ -186,8 +199,10 @@ def report(result: dict, out: Path) -> None:
         "optimum; a run stops within 1e-5 or after the epoch limit.  'in process': "
         "P worker threads sharing this machine's cores (their seconds only mean "
         "something up to the core count); 'mpi': `mpiexec -n P dsmlr train` on the "
-        "data file.  Times: medians over the repeats; 'vs P=1': the seconds to 0.1% "
-        "against those of the same engine and package at P = 1.",
+        "data file (the synchronous engine's ranks share the blocks' memory), 'mpi, blocks "
+        "copied': the same with `DSMLR_SHARED_MEMORY=0`.  Times: medians over the "
+        "repeats; 'vs P=1': the seconds to 0.1% against those of the same engine and "
+        "package at P = 1 (for every MPI run, the 'mpi' one).",
         "",
     ]
     for name, prob in result["problems"].items():
@@ -209,11 +224,11 @@ def report(result: dict, out: Path) -> None:
         ]
         base: dict = {}
         for row in prob["rows"]:
-            key = (row["package"], row["mode"], row["engine"])
+            key = (row["package"], _base_mode(row["mode"]), row["engine"])
             if row["workers"] == 1 and (key not in base or not row["default"]):
                 base[key] = row["seconds_0.001"]  # an explicit P = 1 before the default's
         for row in prob["rows"]:
-            key = (row["package"], row["mode"], row["engine"])
+            key = (row["package"], _base_mode(row["mode"]), row["engine"])
             ratio = None
             if row["seconds_0.001"] is not None and base.get(key):
                 ratio = row["seconds_0.001"] / base[key]
@@ -282,6 +297,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mpi-ranks", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--mpi-straggler", metavar="RANK:FACTOR",
                         help="the MPI runs again, this rank slowed down (P > 1)")  # fmt: skip
+    parser.add_argument("--mpi-copy", action="store_true",
+                        help="the MPI runs again, blocks copied at each shift (P > 1)")  # fmt: skip
     parser.add_argument("--baseline", metavar="SRC", help="also run the package in SRC")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=str(HERE / "results" / "parallel_convergence"))
@@ -319,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
             configs = [("in process", w) for w in args.workers]
             if args.mpi and name.startswith("debian-"):
                 configs += [("mpi", str(r)) for r in args.mpi_ranks]
+                if args.mpi_copy:
+                    configs += [(COPIED, str(r)) for r in args.mpi_ranks if r > 1]
                 if args.mpi_straggler:
                     slow = f"mpi, rank {args.mpi_straggler.replace(':', ' slowed ')}x"
                     configs += [(slow, str(r)) for r in args.mpi_ranks if r > 1]
@@ -334,8 +353,8 @@ def main(argv: list[str] | None = None) -> None:
                             "seed": args.seed, "optimum": f_star, "stop_gap": args.stop_gap,
                         }  # fmt: skip
                         if mode.startswith("mpi"):
-                            slow = args.mpi_straggler if mode != "mpi" else None
-                            run = _run_mpi(problem, spec, int(w), slow)
+                            slow = args.mpi_straggler if mode not in ("mpi", COPIED) else None
+                            run = _run_mpi(problem, spec, int(w), slow, copy=mode == COPIED)
                         else:
                             run = _run_child(spec, src)
                         run.update(problem=name, engine=engine, mode=mode, package=package,

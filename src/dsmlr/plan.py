@@ -105,9 +105,11 @@ those runs the figure is an upper bound.  ``first_epoch_seconds`` is the first e
 (SVRG: no gradient pass or ring; the update ring moves the weights only), and
 :meth:`TrainingPlan.total_seconds` adds up E epochs.
 
-In-process workers (``--workers P``) hand blocks over by reference: pass
-``bandwidth=math.inf`` (the bytes are still counted, as the engines count them) and
-the latency of a thread barrier (about 15 µs per message on the development machine).
+In-process workers (``--workers P``) hand blocks over by reference, and the synchronous
+engine's MPI ranks on one host through memory they share
+(:mod:`dsmlr.engines.shared_blocks`): pass ``bandwidth=math.inf`` (the bytes are still
+counted, as the engines count them) and the latency of a barrier (about 15 µs per
+message on the development machine).
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ asynchronous engine passes class blocks as tokens with them).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dsmlr.comm.shared_memory import SharedWindow
 
 __all__ = ["BarrierRequest", "Communicator"]
 
@@ -38,7 +41,8 @@ class Communicator(Protocol):
         This worker's index among the group's workers on its host (which of the host's
         GPUs it takes).
     bytes_sent : int
-        Payload bytes this rank has sent so far (for metrics).
+        Payload bytes this rank has sent so far (for metrics), including arrays handed
+        on by reference (in process) or in shared memory (:meth:`share`).
     wait_seconds : float
         Seconds this rank has spent inside communication calls waiting for other ranks
         rather than moving data (for metrics; a part of the time the calls took): in a
@@ -97,6 +101,13 @@ class Communicator(Protocol):
 
     def barrier(self) -> None:
         """Wait until every rank has arrived."""
+        ...
+
+    def share(self, nbytes: int) -> SharedWindow | None:
+        """``nbytes`` per rank of memory that every rank maps, handed between ranks
+        without copies (collective); None where the ranks cannot share memory, or need
+        not (in process, where a shift already passes references).  See
+        :mod:`dsmlr.comm.shared_memory`."""
         ...
 
     def ibarrier(self) -> BarrierRequest:

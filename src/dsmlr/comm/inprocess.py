@@ -120,6 +120,9 @@ class InProcessComm:
         if self.size > 1:
             self._wait()
 
+    def share(self, nbytes: int) -> None:
+        return None  # a shift hands references over already
+
     def ibarrier(self) -> _InProcessBarrier:
         g = self._group
         with g.lock:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from dsmlr.comm.launcher import launched_by_mpi, launcher_local_rank
+from dsmlr.comm.shared_memory import SharedWindow, node_window
 
 __all__ = [
     "MPIComm",
@@ -295,6 +296,11 @@ class MPIComm:
 
     def ibarrier(self) -> _MPIBarrier:
         return _MPIBarrier(self._comm.Ibarrier())
+
+    def share(self, nbytes: int) -> SharedWindow | None:
+        """``nbytes`` per rank of memory every rank maps, where the ranks share one host
+        (collective; None elsewhere, see :mod:`dsmlr.comm.shared_memory`)."""
+        return node_window(self._MPI, self._comm, nbytes, self)
 
     # -- point to point -----------------------------------------------------------------
 

@@ -220,7 +220,7 @@ class Epoch:
         (the kernels sum the intercept column, which every row adds to, in float64);
         its effect on convergence is measured in ``benchmarks/results/svrg_anchor.md``.
         """
-        blk.mean_grad = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, self.ring.dtype)
+        blk.mean_grad = self.ring.zeros(blk.q, "mean_grad")
 
     def gradient(self, blk: Block) -> None:
         """Add this rank's rows' part of ``blk``'s full data gradient (at ``b_anchor``);
@@ -240,7 +240,7 @@ class Epoch:
         if self.tables is not None:
             blk.W_anchor = None
             return
-        blk.W_anchor = self.kernel.zeros_block(*blk.W.shape, self.ring.capacity, self.ring.dtype)
+        blk.W_anchor = self.ring.zeros(blk.q, "W_anchor")
         blk.W_anchor[...] = blk.W
 
     def score(self, blk: Block) -> None:
@@ -270,8 +270,13 @@ def run_epochs(
     per_group: int,
     epoch_phase: EpochPhase,
     start: Start | None = None,
+    share_blocks: bool = False,
 ) -> WorkerResult:
     """The epoch loop every engine runs; the engine supplies ``epoch_phase``.
+
+    ``share_blocks``: keep the blocks in memory the ranks share where the communicator
+    offers some (:mod:`dsmlr.engines.shared_blocks`), for an engine whose blocks move
+    only by the ring's shifts.
 
     With ``start`` weights (warm start, checkpoint) a scoring ring first makes ``b`` and
     the cached partials exact at those weights (bit for bit what the interrupted run
@@ -282,10 +287,12 @@ def run_epochs(
     """
     kernel = get_kernel(cfg.kernel, cfg.device, comm.local_rank)
     clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
-    ring = Ring(comm, cfg, clock, per_group, start, kernel)
+    rule = update_rule(cfg.optimizer)
+    tables = _anchor_as_tables(cfg, kernel)
+    held = rule.block_arrays(tables) if share_blocks else ()
+    ring = Ring(comm, cfg, clock, per_group, start, kernel, shared_arrays=held)
     monitor = monitor or Monitor()
     visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
-    rule = update_rule(cfg.optimizer)
     carry = rule.carry
     if start is None:
         partials = initial_partials(rows.n_rows, ring.blocks)
@@ -306,8 +313,8 @@ def run_epochs(
     # A mini-batch's mean gradient takes a longer step where its rows overlap little
     # (the gain is exactly 1 for one-row batches).
     gain = batch_gain(comm, rows, cfg)
-    shared, spread, tables = _run_constants(comm, rows, cfg, ring, kernel)
-    run = RunConstants(ring, kernel, rows, cfg, carry, shared, spread, tables)
+    shared, spread = _run_constants(comm, rows, cfg, ring)
+    run = RunConstants(ring, kernel, rows, cfg, carry, shared, spread, {} if tables else None)
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     state = start.state if start is not None else None
     rng = _row_orders(comm, cfg, state)
@@ -386,7 +393,7 @@ def run_epochs(
 
     return WorkerResult(
         rank=comm.rank,
-        blocks=[(blk.classes, kernel.to_host(blk.W)) for blk in ring.group],
+        blocks=ring.release(),
         history=history,
         converged=converged,
     )
@@ -448,12 +455,20 @@ def _curvature(comm: Communicator, rows: LocalRows, cfg: EngineConfig) -> float:
     return max(float(total_sq) / cfg.n_samples, 1e-12)
 
 
+def _anchor_as_tables(cfg: EngineConfig, kernel: Kernel) -> bool:
+    """Whether SVRG holds its anchor as the ranks' probability tables rather than as
+    anchor weights travelling with the blocks (:mod:`dsmlr.kernels.anchor_table`)."""
+    return update_rule(cfg.optimizer).anchored and uses_tables(
+        cfg.svrg_anchor, cfg.n_samples, cfg.n_classes, cfg.n_columns,
+        np.dtype(cfg.dtype).itemsize, kernel.anchor_tables,
+    )  # fmt: skip
+
+
 def _run_constants(
-    comm: Communicator, rows: LocalRows, cfg: EngineConfig, ring: Ring, kernel: Kernel
-) -> tuple[np.ndarray, np.ndarray | None, dict[int, AnchorTable] | None]:
-    """What every epoch of a run reuses: the features centred every epoch, the column
-    spread SVRG's relaxation reads (None: moves kept whole), and an empty dict for the
-    anchor tables where SVRG holds its anchor as tables (else None)."""
+    comm: Communicator, rows: LocalRows, cfg: EngineConfig, ring: Ring
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """What every epoch of a run reuses: the features centred every epoch and the
+    column spread SVRG's relaxation reads (None: moves kept whole)."""
     rule = update_rule(cfg.optimizer)
     if cfg.relax not in RELAX_CHOICES:
         raise ValueError(f"relax must be one of {RELAX_CHOICES}, got {cfg.relax!r}")
@@ -463,11 +478,7 @@ def _run_constants(
     spread = column_spread(rows) if relaxing else None
     if spread is not None and cfg.relax == "intercept":
         spread[: cfg.n_features] = 0.0  # the features' moves kept whole
-    held_as_tables = rule.anchored and uses_tables(
-        cfg.svrg_anchor, cfg.n_samples, cfg.n_classes, cfg.n_columns,
-        np.dtype(cfg.dtype).itemsize, kernel.anchor_tables,
-    )  # fmt: skip
-    return shared, spread, ({} if held_as_tables else None)
+    return shared, spread
 
 
 def _score_totals(

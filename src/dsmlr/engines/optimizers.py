@@ -58,11 +58,17 @@ class UpdateRule:
         step = eta / curvature
         return step / math.sqrt(epoch) if self.decaying else step
 
+    def block_arrays(self, tables: bool) -> tuple[str, ...]:
+        """The arrays a block holds, by their :class:`~dsmlr.engines.ring.Block` names:
+        the weights, for SVRG the anchor gradient and, unless the anchor is held as
+        ``tables``, the anchor weights, and what is carried."""
+        anchor = ("mean_grad",) + (() if tables else ("W_anchor",)) if self.anchored else ()
+        return ("W", *anchor, *self.carry)
+
     def model_arrays(self, tables: bool) -> int:
-        """Model-sized arrays a block holds (in the weights' dtype): the weights, and for
-        SVRG the anchor gradient and, unless the anchor is held as ``tables``, the anchor
-        weights."""
-        return (2 if tables else 3) if self.anchored else 1
+        """Model-sized arrays a block holds (in the weights' dtype): its
+        :meth:`block_arrays` but what is carried."""
+        return len(self.block_arrays(tables)) - len(self.carry)
 
     def carried_bytes(self, n_columns: int) -> int:
         """Bytes a block carries besides model-sized arrays (AdaGrad's float64 ``acc``)."""

@@ -6,8 +6,10 @@ round the ranks in a cyclic order that changes from epoch to epoch
 (:func:`dsmlr.partition.ring_cycle`).  A :class:`Ring` is one rank's view: its group,
 the shifts that hand it to a neighbour in that order (overlapped with the next visit
 where the communicator can), and the staging of device blocks through host memory for
-the communicator.  :class:`Clock` splits a rank's wall time into
-compute, communication and scoring, and carries the test-only straggler knob.
+the communicator.  Where the ranks share a host, the blocks stay in memory they all map
+and a shift copies nothing (:mod:`dsmlr.engines.shared_blocks`).  :class:`Clock` splits a
+rank's wall time into compute, communication and scoring, and carries the test-only
+straggler knob.
 
 The epoch loop that moves the blocks through an epoch's stages is
 :mod:`dsmlr.engines.epochs`.
@@ -24,6 +26,7 @@ import numpy as np
 
 from dsmlr.comm.base import Communicator
 from dsmlr.engines.base import EngineConfig, Start
+from dsmlr.engines.shared_blocks import SharedBlocks
 from dsmlr.kernels import HostBlocks, Kernel, get_kernel
 from dsmlr.partition import class_blocks
 
@@ -156,6 +159,7 @@ class Ring:
         per_group: int,
         start: Start | None = None,
         kernel: Kernel | None = None,
+        shared_arrays: tuple[str, ...] = (),
     ):
         self.comm = comm
         self.clock = clock
@@ -173,11 +177,17 @@ class Ring:
         self.scratch_acc = self.kernel.zeros(cfg.n_columns)  # optimisers without AdaGrad
         self.on_visit: Callable[[], None] | None = None  # progress hook (rank 0)
         self.capacity = max(hi - lo for lo, hi in self.blocks)
+        self.n_columns = cfg.n_columns
+        # Host blocks of a group that shares memory stay put; a shift hands them on.
+        self.store = None
+        if shared_arrays and not self.staged and comm.size > 1:
+            self.store = SharedBlocks.create(
+                comm, shared_arrays, cfg.n_columns, self.capacity, cfg.dtype, per_group
+            )
         self.group = []
         for q in _group_blocks(self.gid, self.size, self.per_group):
             lo, hi = self.blocks[q]
-            W = self.kernel.zeros_block(cfg.n_columns, hi - lo, self.capacity, cfg.dtype)
-            acc = self.kernel.zeros(cfg.n_columns)
+            W, acc = self.zeros(q, "W"), self.zeros(q, "acc")
             if start is not None:
                 W[...] = self.kernel.from_host(np.asarray(start.weights(lo, hi), cfg.dtype).T)
                 saved = start.acc(q, lo, hi) if start.acc is not None else None
@@ -188,6 +198,27 @@ class Ring:
     @property
     def n_blocks(self) -> int:
         return len(self.blocks)
+
+    def zeros(self, q: int, name: str) -> np.ndarray:
+        """A zeroed array ``name`` of block ``q`` (see :class:`Block`): in the shared
+        store where the ranks share one, else newly allocated by the kernel."""
+        lo, hi = self.blocks[q]
+        if self.store is not None and name in self.store.names:
+            return self.store.zeros(q, name, hi - lo, self.size)
+        if name == "acc":
+            return self.kernel.zeros(self.n_columns)
+        return self.kernel.zeros_block(self.n_columns, hi - lo, self.capacity, self.dtype)
+
+    def release(self) -> list[tuple[tuple[int, int], np.ndarray]]:
+        """The held blocks' class ranges and host weights, this rank's result at the end
+        of training; a shared store is unmapped (collective), its weights copied first."""
+        out = [(blk.classes, self.kernel.to_host(blk.W)) for blk in self.group]
+        if self.store is not None:
+            out = [(classes, W.copy()) for classes, W in out]
+            self.group = []
+            self.store.free()
+            self.store = None
+        return out
 
     def set_cycle(self, order: np.ndarray) -> None:
         """Pass groups round the ranks in this cyclic ``order`` (a permutation of the
@@ -235,6 +266,15 @@ class Ring:
     def shift(self, fields: tuple[str, ...], reverse: bool = False) -> None:
         """Hand the held group, with the named arrays of each block, to the rank before this
         one in the cycle (after it if ``reverse``)."""
+        if self.store is not None:
+            nbytes = sum(getattr(blk, f).nbytes for blk in self.group for f in fields)
+            self.clock.timed("comm", self.store.handoff, *self._neighbours(reverse), nbytes)
+            self.gid = self._step(self.gid, reverse)
+            self.group = [
+                self.make_block(q, {f: self._view(q, f) for f in fields})
+                for q in _group_blocks(self.gid, self.size, self.per_group)
+            ]
+            return
         sent = self.to_wire([getattr(blk, f) for blk in self.group for f in fields])
         dest, source = self._neighbours(reverse)
         got = iter(self.from_wire(self.clock.timed("comm", self.comm.sendrecv, sent, dest, source)))
@@ -246,6 +286,10 @@ class Ring:
             self.make_block(q, {f: next(got) for f in fields})
             for q in _group_blocks(self.gid, self.size, self.per_group)
         ]
+
+    def _view(self, q: int, name: str) -> np.ndarray:
+        lo, hi = self.blocks[q]
+        return self.store.array(q, name, hi - lo, self.size)
 
     def travel(
         self,
@@ -271,7 +315,9 @@ class Ring:
         time spent waiting for a block to arrive, shrinks.
         """
         n_shifts = self.size if n_shifts is None else n_shifts
-        if self.per_group < 2 or not getattr(self.comm, "overlaps_shifts", False):
+        # A shift of shared blocks copies nothing: nothing to overlap.
+        overlap = getattr(self.comm, "overlaps_shifts", False) and self.store is None
+        if self.per_group < 2 or not overlap:
             for r in range(self.size):
                 for blk in self.group:
                     visit(blk, r)

@@ -28,6 +28,12 @@ So a plain epoch that scores moves ``2 M (P - 1) / P`` per rank (``M`` at P = 2)
 that does not ``M``; an SVRG epoch that scores ``6 M (P - 1) / P + M / P``
 (``5 M (P - 1) / P + M / P`` with anchor tables).
 ``b`` and the rows never move.
+
+These are the bytes the ring hands on (``bytes_sent`` in the epochs' records).  Where the
+ranks share a host, MPI's included, the blocks live in memory every rank maps
+(:mod:`dsmlr.engines.shared_blocks`) and a shift copies none of them: it only tells the
+neighbours that the blocks are theirs to use, as the in-process workers pass references.
+Between hosts they are copied.
 """
 
 from __future__ import annotations
@@ -126,4 +132,7 @@ def sync_ring_worker(
         history.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, ring_epoch, start)
+    return run_epochs(
+        comm, rows, cfg, test_rows, n_test, monitor, per_group, ring_epoch, start,
+        share_blocks=True,
+    )  # fmt: skip

@@ -1,0 +1,119 @@
+"""Memory that every rank of a one-host MPI job maps: ring shifts that move no bytes.
+
+Where the ranks of a job share one host, a class block need not be copied from one
+rank's memory to the next: each rank maps every rank's part of one MPI-3 shared window
+(``MPI_Win_allocate_shared``), the blocks live there, and a ring shift only tells the
+neighbours that a block is free to use (:meth:`SharedWindow.handoff`).  On a host with
+two cores a copying shift of the model took about as long as the epoch's computing
+(``benchmarks/results/parallel_timing.md``); shared, it takes microseconds.
+
+The window is used only where it cannot fail late: every rank of the group is on one
+host (MPI's ``COMM_TYPE_SHARED`` split says so), the host's shared-memory file system
+has room for the whole window (a tmpfs that runs out kills the process touching the
+page with SIGBUS, long after the allocation succeeded), and ``DSMLR_SHARED_MEMORY=0``
+is not set in the environment.  Otherwise the ranks copy (see
+:meth:`dsmlr.comm.mpi.MPIComm.sendrecv`), as they always do between hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SharedWindow", "shared_memory_enabled"]
+
+#: Where MPICH (and Open MPI) keep shared segments on Linux.
+_SHM_DIR = "/dev/shm"
+#: Room kept free beyond the window on that file system (the MPI library's own
+#: segments live there too).
+_SHM_SPARE = 64 * 2**20
+_TAG_HANDOFF = 31
+_TOKEN = np.zeros(1, dtype=np.int8)
+
+
+def shared_memory_enabled() -> bool:
+    """False where ``DSMLR_SHARED_MEMORY=0`` asks every shift to copy."""
+    return os.environ.get("DSMLR_SHARED_MEMORY", "1") != "0"
+
+
+def _room_for(nbytes: int) -> bool:
+    """Whether the shared-memory file system can hold ``nbytes`` more (True where the
+    platform has none to ask: the MPI library then allocates otherwise)."""
+    try:
+        st = os.statvfs(_SHM_DIR)
+    except OSError:
+        return True
+    return st.f_bavail * st.f_frsize >= nbytes + _SHM_SPARE
+
+
+class SharedWindow:
+    """``nbytes`` of memory per rank, which every rank of the group maps.
+
+    Made by :meth:`dsmlr.comm.mpi.MPIComm.share` (collective); :meth:`segment` is rank
+    ``r``'s part as bytes.  Ranks coordinate who writes where themselves, passing
+    parts on with :meth:`handoff`.  :meth:`free` (collective) unmaps the memory: no
+    view of it may be used afterwards.
+    """
+
+    def __init__(self, mpi: Any, comm: Any, nbytes: int, counters: Any):
+        self._MPI = mpi
+        self._comm = comm
+        self._counters = counters  # the MPIComm whose wait_seconds a handoff adds to
+        self._win = mpi.Win.Allocate_shared(max(int(nbytes), 1), 1, comm=comm)
+        self._segments = []
+        for r in range(comm.Get_size()):
+            buf, _ = self._win.Shared_query(r)
+            self._segments.append(np.frombuffer(buf, dtype=np.uint8)[:nbytes])
+        # One passive epoch for the window's life: Sync then orders a rank's loads and
+        # stores against the messages that hand the memory on (the unified model's
+        # rule for shared windows).
+        self._win.Lock_all(mpi.MODE_NOCHECK)
+        self.nbytes = int(nbytes)
+
+    def segment(self, rank: int) -> np.ndarray:
+        """Rank ``rank``'s part of the window, as uint8."""
+        return self._segments[rank]
+
+    def handoff(self, dest: int, source: int, nbytes: int = 0) -> None:
+        """Tell ``dest`` that what this rank wrote for it is done, and wait until
+        ``source`` says the same to this rank (a ring shift of shared blocks).
+
+        ``nbytes``, the arrays handed on, count as sent (``bytes_sent``), as the
+        in-process communicator counts the arrays whose references it hands on: the
+        figure is the ring's payload whatever carries it.
+        """
+        if dest == source == self._comm.Get_rank():
+            return
+        self._counters.bytes_sent += int(nbytes)
+        t0 = time.perf_counter()
+        self._win.Sync()
+        self._comm.Sendrecv(
+            _TOKEN, dest=dest, sendtag=_TAG_HANDOFF,
+            recvbuf=np.empty_like(_TOKEN), source=source, recvtag=_TAG_HANDOFF,
+        )  # fmt: skip
+        self._win.Sync()
+        self._counters.wait_seconds += time.perf_counter() - t0
+
+    def free(self) -> None:
+        """Unmap the window on every rank (collective)."""
+        self._segments = []
+        self._win.Unlock_all()
+        self._win.Free()
+
+
+def node_window(mpi: Any, comm: Any, nbytes: int, counters: Any) -> SharedWindow | None:
+    """A :class:`SharedWindow` of ``nbytes`` per rank, or None where the group cannot
+    share one (see module docstring); collective, every rank gets the same answer."""
+    if comm.Get_size() < 2:
+        return None
+    node = comm.Split_type(mpi.COMM_TYPE_SHARED)
+    one_host = node.Get_size() == comm.Get_size()
+    node.Free()
+    ok = one_host and shared_memory_enabled() and _room_for(nbytes * comm.Get_size())
+    # Every rank must take the same road: the allocation is collective.
+    if not comm.allreduce(int(ok), op=mpi.MIN):
+        return None
+    return SharedWindow(mpi, comm, nbytes, counters)

@@ -1,0 +1,101 @@
+"""Class blocks in memory every rank maps, so that a ring shift copies nothing.
+
+Where the communicator can share memory among its ranks (MPI ranks on one host, see
+:mod:`dsmlr.comm.shared_memory`), the synchronous engine keeps every block's arrays
+in one window: block ``q`` always in the part of rank ``q % P`` (the rank its group
+starts and ends every epoch on), at slot ``q // P``, each of its arrays at a fixed
+offset there.  A block never moves: a shift hands the right to use its memory to the
+next rank (:meth:`~dsmlr.comm.shared_memory.SharedWindow.handoff`), and that rank
+makes views of the arrays a stage passes on.  Arrays a stage does not pass are dropped
+by the receiver as after a copying shift, so the epochs compute exactly what they
+compute when the blocks are copied.
+
+Each rank's part holds its group's arrays, as many bytes as a private group (one
+model-sized array per name in :meth:`~dsmlr.engines.optimizers.UpdateRule.block_arrays`,
+each with room for the widest block, and AdaGrad's float64 ``acc``): memory per rank
+still falls as ``1 / P``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dsmlr.comm.base import Communicator
+
+__all__ = ["SharedBlocks"]
+
+#: Arrays start on cache-line boundaries (and vector loads are aligned).
+_ALIGN = 64
+
+
+def _aligned(nbytes: int) -> int:
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+class SharedBlocks:
+    """The arrays of every block, in a window every rank maps (see module docstring).
+
+    Parameters
+    ----------
+    comm : Communicator
+        The ring's group; :meth:`create` asks it for the window.
+    names : tuple of str
+        The arrays a block holds (``"acc"`` is float64, one a column; every other one
+        ``(n_columns, width)`` in ``dtype``).
+    n_columns, capacity : int
+        Columns of the model and classes of the widest block.
+    dtype : numpy dtype
+        The weights' dtype.
+    per_group : int
+        Blocks of a group (slots of a rank's part).
+    """
+
+    def __init__(self, window, names, n_columns: int, capacity: int, dtype, per_group: int):
+        self.window = window
+        self.names = tuple(names)
+        self.n_columns, self.dtype = n_columns, np.dtype(dtype)
+        self._offsets, offset = {}, 0
+        for name in names:
+            self._offsets[name] = offset
+            offset += _aligned(self._nbytes(name, n_columns, capacity, self.dtype))
+        self._slot = offset
+
+    @staticmethod
+    def _nbytes(name: str, n_columns: int, capacity: int, dtype: np.dtype) -> int:
+        return n_columns * 8 if name == "acc" else n_columns * capacity * dtype.itemsize
+
+    @classmethod
+    def create(
+        cls, comm: Communicator, names, n_columns: int, capacity: int, dtype, per_group: int
+    ) -> SharedBlocks | None:
+        """The store on a window ``comm`` shares (collective); None where it shares none."""
+        layout = cls(None, names, n_columns, capacity, dtype, per_group)
+        window = comm.share(layout._slot * per_group)
+        if window is None:
+            return None
+        return cls(window, names, n_columns, capacity, dtype, per_group)
+
+    def array(self, q: int, name: str, width: int, n_ranks: int) -> np.ndarray:
+        """Block ``q``'s array ``name`` (``width`` classes wide), a view into the window;
+        its values are whatever was last written there."""
+        start = (q // n_ranks) * self._slot + self._offsets[name]
+        part = self.window.segment(q % n_ranks)
+        if name == "acc":
+            return part[start : start + self.n_columns * 8].view(np.float64)
+        count = self.n_columns * width * self.dtype.itemsize
+        return part[start : start + count].view(self.dtype).reshape(self.n_columns, width)
+
+    def zeros(self, q: int, name: str, width: int, n_ranks: int) -> np.ndarray:
+        """:meth:`array`, set to zero."""
+        out = self.array(q, name, width, n_ranks)
+        out.fill(0)
+        return out
+
+    def handoff(self, dest: int, source: int, nbytes: int) -> None:
+        """A ring shift: the held blocks (``nbytes`` of arrays passed on) to ``dest``,
+        ``source``'s to this rank."""
+        self.window.handoff(dest, source, nbytes)
+
+    def free(self) -> None:
+        """Unmap the window (collective); no view of it may be used afterwards."""
+        self.window.free()
