@@ -77,6 +77,17 @@ class SharedWindow:
         """Rank ``rank``'s part of the window, as uint8."""
         return self._segments[rank]
 
+    def fence(self) -> None:
+        """Order this rank's loads and stores of the window against the messages it
+        sends and receives next: before a message that hands memory on, and after one
+        that hands memory here (as :meth:`handoff` does around its own)."""
+        self._win.Sync()
+
+    def count(self, nbytes: int) -> None:
+        """Count ``nbytes`` of arrays handed on by another message as sent (see
+        :meth:`handoff`)."""
+        self._counters.bytes_sent += int(nbytes)
+
     def handoff(self, dest: int, source: int, nbytes: int = 0) -> None:
         """Tell ``dest`` that what this rank wrote for it is done, and wait until
         ``source`` says the same to this rank (a ring shift of shared blocks).
@@ -87,7 +98,7 @@ class SharedWindow:
         """
         if dest == source == self._comm.Get_rank():
             return
-        self._counters.bytes_sent += int(nbytes)
+        self.count(nbytes)
         t0 = time.perf_counter()
         self._win.Sync()
         self._comm.Sendrecv(

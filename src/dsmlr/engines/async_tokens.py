@@ -67,7 +67,9 @@ trip home follows it (an epoch that does not score sends a token home after its 
 update visit if that was elsewhere, with what the update stage carries, so that SVRG
 keeps its anchor for the next epoch).  On average per rank an epoch moves about what the
 synchronous engine's rings do (see :mod:`dsmlr.engines.sync_ring`;
-``benchmarks/results/mpi.md``, *Bytes per epoch*, compares the two).
+``benchmarks/results/mpi.md``, *Bytes per epoch*, compares the two).  Where the ranks
+share a host, the blocks stay in memory they all map (:mod:`dsmlr.engines.shared_blocks`)
+and a token's message is its header alone; its arrays count as sent all the same.
 """
 
 from __future__ import annotations
@@ -321,15 +323,14 @@ class _TokenEpoch:
         q, stage, visits_left, sender, sender_load, sender_pace = (int(v) for v in meta[:6])
         self.load[sender] = sender_load
         self.pace.heard(sender, sender_pace)
-        got = dict(zip(self.fields[stage], self.ring.from_wire(arrays), strict=True))
-        self.arrive(_Token(self.ring.make_block(q, got), stage, meta[6:].copy(), visits_left))
+        block = self.ring.unpack(q, self.fields[stage], arrays)
+        self.arrive(_Token(block, stage, meta[6:].copy(), visits_left))
 
     def send(self, token: _Token, dest: int) -> None:
         blk = token.block
         meta = [blk.q, token.stage, token.visits_left, self.me, len(self.queue),
                 self.pace.own_ns(self.me), *token.visits]  # fmt: skip
-        arrays = [np.array(meta, dtype=np.int64)]
-        arrays += self.ring.to_wire([getattr(blk, f) for f in self.fields[token.stage]])
+        arrays = [np.array(meta, dtype=np.int64), *self.ring.pack(blk, self.fields[token.stage])]
         self.clock.timed("comm", self.comm.post, dest, arrays)
         self.load[dest] += 1
 

@@ -270,13 +270,11 @@ def run_epochs(
     per_group: int,
     epoch_phase: EpochPhase,
     start: Start | None = None,
-    share_blocks: bool = False,
 ) -> WorkerResult:
     """The epoch loop every engine runs; the engine supplies ``epoch_phase``.
 
-    ``share_blocks``: keep the blocks in memory the ranks share where the communicator
-    offers some (:mod:`dsmlr.engines.shared_blocks`), for an engine whose blocks move
-    only by the ring's shifts.
+    The blocks live in memory the ranks share where the communicator offers some
+    (:mod:`dsmlr.engines.shared_blocks`).
 
     With ``start`` weights (warm start, checkpoint) a scoring ring first makes ``b`` and
     the cached partials exact at those weights (bit for bit what the interrupted run
@@ -289,8 +287,7 @@ def run_epochs(
     clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
     rule = update_rule(cfg.optimizer)
     tables = _anchor_as_tables(cfg, kernel)
-    held = rule.block_arrays(tables) if share_blocks else ()
-    ring = Ring(comm, cfg, clock, per_group, start, kernel, shared_arrays=held)
+    ring = Ring(comm, cfg, clock, per_group, start, kernel, rule.block_arrays(tables))
     monitor = monitor or Monitor()
     visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
     carry = rule.carry

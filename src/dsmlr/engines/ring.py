@@ -149,6 +149,10 @@ class Ring:
         Blocks per group, so ``B = P * per_group`` blocks in all.
     start : Start, optional
         Starting weights (and AdaGrad state) of each class range; None starts from zero.
+    shared_arrays : tuple of str
+        The arrays a block holds (:meth:`~dsmlr.engines.optimizers.UpdateRule.block_arrays`),
+        kept in memory every rank maps where the communicator shares some
+        (:mod:`dsmlr.engines.shared_blocks`); empty: never.
     """
 
     def __init__(
@@ -249,6 +253,23 @@ class Ring:
     def make_block(self, q: int, arrays: dict[str, np.ndarray]) -> Block:
         """A block rebuilt from arrays that arrived (the scratch AdaGrad state if none)."""
         return Block(q, self.blocks[q], **{"acc": self.scratch_acc, **arrays})
+
+    def pack(self, blk: Block, fields: tuple[str, ...]) -> list[np.ndarray]:
+        """What a message handing ``blk`` on carries of its ``fields``: the arrays as
+        the communicator sends them, or none where the blocks are shared (the receiver
+        makes views of them, :meth:`unpack`)."""
+        arrays = [getattr(blk, f) for f in fields]
+        if self.store is not None:
+            self.store.sending(sum(a.nbytes for a in arrays))
+            return []
+        return self.to_wire(arrays)
+
+    def unpack(self, q: int, fields: tuple[str, ...], arrays: list[np.ndarray]) -> Block:
+        """Block ``q`` from a message that :meth:`pack` made of its ``fields``."""
+        if self.store is not None:
+            self.store.received()
+            return self.make_block(q, {f: self._view(q, f) for f in fields})
+        return self.make_block(q, dict(zip(fields, self.from_wire(arrays), strict=True)))
 
     def to_wire(self, arrays: list) -> list[np.ndarray]:
         """Arrays as the communicator sends them (device blocks copied to the host)."""

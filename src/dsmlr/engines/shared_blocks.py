@@ -1,14 +1,14 @@
-"""Class blocks in memory every rank maps, so that a ring shift copies nothing.
+"""Class blocks in memory every rank maps, so that passing one on copies nothing.
 
 Where the communicator can share memory among its ranks (MPI ranks on one host, see
-:mod:`dsmlr.comm.shared_memory`), the synchronous engine keeps every block's arrays
-in one window: block ``q`` always in the part of rank ``q % P`` (the rank its group
-starts and ends every epoch on), at slot ``q // P``, each of its arrays at a fixed
-offset there.  A block never moves: a shift hands the right to use its memory to the
-next rank (:meth:`~dsmlr.comm.shared_memory.SharedWindow.handoff`), and that rank
-makes views of the arrays a stage passes on.  Arrays a stage does not pass are dropped
-by the receiver as after a copying shift, so the epochs compute exactly what they
-compute when the blocks are copied.
+:mod:`dsmlr.comm.shared_memory`), the engines keep every block's arrays in one window:
+block ``q`` always in the part of rank ``q % P`` (the rank its group starts and ends
+every epoch on), at slot ``q // P``, each of its arrays at a fixed offset there.  A
+block never moves: a ring shift hands the right to use its memory to the next rank
+(:meth:`~dsmlr.comm.shared_memory.SharedWindow.handoff`), as does an asynchronous
+token's message, then its header alone, and that rank makes views of the arrays the
+stage passes on.  Arrays a stage does not pass are dropped by the receiver as after a
+copy, so the epochs compute exactly what they compute when the blocks are copied.
 
 Each rank's part holds its group's arrays, as many bytes as a private group (one
 model-sized array per name in :meth:`~dsmlr.engines.optimizers.UpdateRule.block_arrays`,
@@ -95,6 +95,17 @@ class SharedBlocks:
         """A ring shift: the held blocks (``nbytes`` of arrays passed on) to ``dest``,
         ``source``'s to this rank."""
         self.window.handoff(dest, source, nbytes)
+
+    def sending(self, nbytes: int) -> None:
+        """Before a message that hands a block (``nbytes`` of its arrays) to another
+        rank: this rank's writes to it come first, and the bytes count as sent."""
+        self.window.fence()
+        self.window.count(nbytes)
+
+    def received(self) -> None:
+        """After a message that handed a block to this rank: the sender's writes to it
+        come first."""
+        self.window.fence()
 
     def free(self) -> None:
         """Unmap the window (collective); no view of it may be used afterwards."""

@@ -132,7 +132,4 @@ def sync_ring_worker(
         history.
     """
     per_group = blocks_per_group(cfg, comm.size)
-    return run_epochs(
-        comm, rows, cfg, test_rows, n_test, monitor, per_group, ring_epoch, start,
-        share_blocks=True,
-    )  # fmt: skip
+    return run_epochs(comm, rows, cfg, test_rows, n_test, monitor, per_group, ring_epoch, start)
