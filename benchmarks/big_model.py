@@ -58,6 +58,7 @@ RESULTS = HERE / "results"
 SAMPLES, FEATURES, CLASSES, TEST_FRACTION = 250_000, 1_000_000, 2200, 0.2
 LAM = 1e-4  # dsmlr train's default, used for the peers too
 MEMORY_BAR, TIME_BAR = 0.15, 0.25
+PSS_EVERY = 0.5  # seconds between samples of a rank's proportional set size
 PEERS = ("sklearn-lbfgs", "torch-adam", "spark-lbfgs")
 
 
@@ -80,25 +81,57 @@ def _data(samples: int, features: int, classes: int) -> tuple[Path, Path]:
 # -- running ranks -----------------------------------------------------------------------
 
 
+def _pss(pid: int) -> int:
+    """A process's proportional set size in bytes (0 where Linux does not say): its
+    private pages and its share of each page it shares with others."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def rss_wrap_main(out_dir: str, cmd: list[str]) -> None:
-    """Under mpiexec: run ``cmd`` and write its peak RSS and wall time for this rank."""
+    """Under mpiexec: run ``cmd`` and write its peak RSS, peak PSS (sampled every
+    :data:`PSS_EVERY` seconds) and wall time for this rank.
+
+    Where the ranks share the blocks' memory, a rank's RSS counts every page of the
+    shared window it touched, other ranks' blocks included; its PSS counts each such
+    page over the ranks that map it, so the ranks' PSS add up to the host's memory.
+    """
     rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
     t0 = time.perf_counter()
     # The MPI launcher's descriptors must reach the child, which is the MPI process.
-    code = subprocess.run(cmd, close_fds=False).returncode
+    child = subprocess.Popen(cmd, close_fds=False)
+    peak_pss = 0
+    while child.poll() is None:
+        peak_pss = max(peak_pss, _pss(child.pid))
+        time.sleep(PSS_EVERY)
+    code = child.returncode
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    record = {"rank": int(rank), "peak_rss": peak, "wall": time.perf_counter() - t0}
+    record = {"rank": int(rank), "peak_rss": peak, "peak_pss": peak_pss,
+              "wall": time.perf_counter() - t0}  # fmt: skip
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record))
     sys.exit(code)
 
 
-def _mpi(p: int, args: list[str], timeout: float = 3600) -> dict:
-    """``mpiexec -n p python -m dsmlr ARGS``: stdout, wall and every rank's peak RSS."""
+def _env(copy: bool) -> dict:
+    """The environment of the ranks: ``copy`` has them copy the blocks at every shift
+    rather than share them (``DSMLR_SHARED_MEMORY=0``)."""
+    return {**os.environ, **({"DSMLR_SHARED_MEMORY": "0"} if copy else {})}
+
+
+def _mpi(p: int, args: list[str], copy: bool, timeout: float = 3600) -> dict:
+    """``mpiexec -n p python -m dsmlr ARGS``: stdout, wall and every rank's peak RSS
+    and PSS."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [MPIEXEC, "-n", str(p), PY, __file__, "--rss-wrap", tmp, "--",
                PY, "-m", "dsmlr", *args]  # fmt: skip
         t0 = time.perf_counter()
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(copy))
         wall = time.perf_counter() - t0
         if run.returncode != 0:
             raise RuntimeError(f"{' '.join(args[:1])} failed: {run.stderr.strip()[-2000:]}")
@@ -106,7 +139,10 @@ def _mpi(p: int, args: list[str], timeout: float = 3600) -> dict:
             (json.loads(f.read_text()) for f in Path(tmp).glob("rank*.json")),
             key=lambda r: r["rank"],
         )
-    return {"stdout": run.stdout, "wall": wall, "peak_rss": [r["peak_rss"] for r in ranks]}
+    return {
+        "stdout": run.stdout, "wall": wall, "peak_rss": [r["peak_rss"] for r in ranks],
+        "peak_pss": [r["peak_pss"] for r in ranks],
+    }  # fmt: skip
 
 
 def read_model_main(path: str) -> None:
@@ -128,11 +164,14 @@ def read_model_main(path: str) -> None:
 # -- one P -------------------------------------------------------------------------------
 
 
-def _plan(p: int, stats: dict, loopback: dict, epochs: int) -> dict:
+def _plan(p: int, stats: dict, loopback: dict, epochs: int, copy: bool) -> dict:
+    """``dsmlr plan`` for P ranks on this host: blocks copied over the loopback, or
+    handed on in shared memory (no bytes copied: ``--bandwidth inf``)."""
+    bandwidth = loopback["bandwidth"] if copy else "inf"
     cmd = [PY, "-m", "dsmlr", "plan", "--samples", str(stats["n_samples"]),
            "--features", str(stats["n_features"]), "--classes", str(stats["n_classes"]),
            "--nnz", str(stats["nnz"]), "--ranks", str(p), "--calibrate",
-           "--ranks-per-host", str(p), "--bandwidth", str(loopback["bandwidth"]),
+           "--ranks-per-host", str(p), "--bandwidth", str(bandwidth),
            "--latency", str(loopback["latency"]), "--epochs", str(epochs), "--json"]  # fmt: skip
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)[0]
 
@@ -150,20 +189,20 @@ def _epoch_seconds(records: list[dict]) -> list[float]:
 
 
 def run_ranks(p: int, train: Path, test: Path, stats: dict, loopback: dict, epochs: int,
-              work: Path) -> dict:  # fmt: skip
-    plan = _plan(p, stats, loopback, epochs)
+              work: Path, copy: bool) -> dict:  # fmt: skip
+    plan = _plan(p, stats, loopback, epochs, copy)
     model, ckpt, metrics = work / f"model-p{p}", work / f"ckpt-p{p}", work / f"m-p{p}.jsonl"
     for old in (model, ckpt, metrics):
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     common = ["--quiet", "--seed", "0", "--checkpoint-dir", str(ckpt)]
     trained = _mpi(p, ["train", str(train), "--epochs", str(epochs), "--model", str(model),
-                       "--metrics", str(metrics), *common])  # fmt: skip
+                       "--metrics", str(metrics), *common], copy)  # fmt: skip
     records = _records(metrics)
     steady = _epoch_seconds(records)
     last_ckpt = sorted(ckpt.glob("epoch-*"))[-1]
     read = subprocess.run(
         [MPIEXEC, "-n", str(p), PY, __file__, "--read-model", str(last_ckpt)],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=_env(copy),
     )  # fmt: skip
     reads = json.loads(read.stdout.strip().splitlines()[-1])
     resumed_metrics = work / f"m-p{p}-resumed.jsonl"
@@ -172,17 +211,19 @@ def run_ranks(p: int, train: Path, test: Path, stats: dict, loopback: dict, epoc
         p,
         ["train", str(train), "--epochs", str(epochs + 1), "--resume", "--model", str(model),
          "--metrics", str(resumed_metrics), *common],
+        copy,
     )  # fmt: skip
     resumed_records = _records(resumed_metrics)
-    evaluated = _mpi(p, ["evaluate", "--model", str(model), str(test)])
+    evaluated = _mpi(p, ["evaluate", "--model", str(model), str(test)], copy)
     predictions = work / f"pred-p{p}.tsv"
     predicted = _mpi(p, ["predict", "--model", str(model), "--top-k", "5",
-                         "--out", str(predictions), str(test)])  # fmt: skip
+                         "--out", str(predictions), str(test)], copy)  # fmt: skip
     with open(predictions) as f:
         n_predicted = sum(1 for _ in f)
     block_files = sorted(model.glob("block_*.npy"))
     out = {
         "ranks": p,
+        "blocks": "copied" if copy else "shared",
         "plan": {
             "memory": plan["memory"]["total"],
             "epoch_seconds": plan["epoch_seconds"],
@@ -192,6 +233,7 @@ def run_ranks(p: int, train: Path, test: Path, stats: dict, loopback: dict, epoc
         "train": {
             "wall": trained["wall"],
             "peak_rss": trained["peak_rss"],
+            "peak_pss": trained["peak_pss"],
             "training_peak_rss": records[-1]["peak_rss"],
             "epoch_seconds": steady,
             "epoch_seconds_median": statistics.median(steady),
@@ -208,15 +250,18 @@ def run_ranks(p: int, train: Path, test: Path, stats: dict, loopback: dict, epoc
             "epochs": [r["epoch"] for r in resumed_records],
             "objective": [r["objective"] for r in resumed_records],
             "peak_rss": resumed["peak_rss"],
+            "peak_pss": resumed["peak_pss"],
         },
         "evaluate": {
             "wall": evaluated["wall"],
             "peak_rss": evaluated["peak_rss"],
+            "peak_pss": evaluated["peak_pss"],
             "output": evaluated["stdout"].strip(),
         },
         "predict": {
             "wall": predicted["wall"],
             "peak_rss": predicted["peak_rss"],
+            "peak_pss": predicted["peak_pss"],
             "rows_written": n_predicted,
         },
     }
@@ -298,6 +343,12 @@ def _err(measured: float, predicted: float) -> str:
     return f"{(predicted - measured) / measured:+.0%}"
 
 
+def _peaks(r: dict, part: dict) -> list[int]:
+    """Every rank's peak memory in a run's ``part``: its PSS where the ranks share the
+    blocks (its RSS counts the other ranks' blocks it read), else its RSS."""
+    return part["peak_pss"] if r.get("blocks") == "shared" else part["peak_rss"]
+
+
 def markdown(results: dict) -> str:
     s = results["problem"]
     lines = [
@@ -312,24 +363,33 @@ def markdown(results: dict) -> str:
         f"default (SVRG, float32, sync engine, lam = {LAM}), {results['epochs']} epochs, a "
         "checkpoint every epoch. Loopback measured by the communicator's own ring shift: "
         f"{results['loopback']['bandwidth'] / 1e9:.2f} GB/s, "
-        f"{results['loopback']['latency'] * 1e6:.0f} us a message. Predictions: `dsmlr plan "
-        "--calibrate --ranks-per-host P` with that loopback. Error = (predicted - measured) "
-        f"/ measured; bars {MEMORY_BAR:.0%} (memory) and {TIME_BAR:.0%} (epoch).",
+        f"{results['loopback']['latency'] * 1e6:.0f} us a message. Blocks 'shared': the "
+        "ranks keep them in a shared-memory window and a shift copies nothing (the "
+        "default on one host); 'copied': `DSMLR_SHARED_MEMORY=0`. Predictions: `dsmlr "
+        "plan --calibrate --ranks-per-host P` with that loopback where the blocks are "
+        "copied, `--bandwidth inf` where they are shared. Measured memory: each rank's "
+        "peak resident set (RSS) where the blocks are copied; where they are shared, its "
+        "peak proportional set (PSS, sampled every "
+        f"{PSS_EVERY:g} s), which counts a page of the window over the ranks that map it "
+        "(the RSS counts every page of other ranks' blocks a rank read). Error = "
+        f"(predicted - measured) / measured; bars {MEMORY_BAR:.0%} (memory) and "
+        f"{TIME_BAR:.0%} (epoch).",
         "",
-        "| P | peak memory a rank (measured, largest) | plan | error | epoch (s, median of "
-        "2..E) | plan | error | objective by epoch | checkpoint write (s) | checkpoint "
-        "read (s, slowest rank) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| P | blocks | peak memory a rank (measured, largest) | plan | error | peak RSS "
+        "(largest) | epoch (s, median of 2..E) | plan | error | objective by epoch | "
+        "checkpoint write (s) | checkpoint read (s, slowest rank) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["runs"]:
         t, plan = r["train"], r["plan"]
-        peak = max(t["peak_rss"])
+        peak = max(_peaks(r, t))
         ckpt = [round(c, 1) for c in t["checkpoint_seconds"] if c is not None]
         read = max(x["seconds"] for x in r["checkpoint_read"])
         epoch = t["epoch_seconds_median"]
         lines.append(
-            f"| {r['ranks']} | {_gib(peak)} | {_gib(plan['memory'])} | "
-            f"{_err(peak, plan['memory'])} | {epoch:.1f} | "
+            f"| {r['ranks']} | {r.get('blocks', 'copied')} | {_gib(peak)} | "
+            f"{_gib(plan['memory'])} | {_err(peak, plan['memory'])} | "
+            f"{_gib(max(t['peak_rss']))} | {epoch:.1f} | "
             f"{plan['epoch_seconds']:.1f} | {_err(epoch, plan['epoch_seconds'])}"
             f" | {', '.join(f'{v:.4f}' for v in t['objective'])} | "
             f"{', '.join(map(str, ckpt))} | {read:.1f} |"
@@ -338,8 +398,8 @@ def markdown(results: dict) -> str:
         "",
         "After training, under the same `mpiexec -n P`: the model directory, resuming from "
         "the last checkpoint for one more epoch, `dsmlr evaluate` and `dsmlr predict "
-        "--top-k 5` on the held-out rows. Peak memory is every rank's, in rank order; the "
-        "whole model is "
+        "--top-k 5` on the held-out rows. Peak memory is every rank's, in rank order (PSS "
+        "where the blocks are shared); the whole model is "
         f"{_gib(results['runs'][0]['plan']['model_bytes']) if results['runs'] else '-'}.",
         "",
         "| P | model files (GB each) | resume: epochs run, objective | resume peak memory | "
@@ -351,9 +411,9 @@ def markdown(results: dict) -> str:
         res, ev, pr = r["resume"], r["evaluate"], r["predict"]
         lines.append(
             f"| {r['ranks']} | {len(r['model_files'])}: {files} | {res['epochs']}, "
-            f"{', '.join(f'{v:.4f}' for v in res['objective'])} | {_mem(res['peak_rss'])} | "
-            f"{ev['wall']:.0f}, {_mem(ev['peak_rss'])} | {pr['wall']:.0f}, "
-            f"{pr['rows_written']}, {_mem(pr['peak_rss'])} |"
+            f"{', '.join(f'{v:.4f}' for v in res['objective'])} | {_mem(_peaks(r, res))} | "
+            f"{ev['wall']:.0f}, {_mem(_peaks(r, ev))} | {pr['wall']:.0f}, "
+            f"{pr['rows_written']}, {_mem(_peaks(r, pr))} |"
         )
     if results["runs"]:
         lines += ["", "`dsmlr evaluate` printed (P = " + str(results["runs"][0]["ranks"]) + "):",
@@ -397,6 +457,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--peers-only", action="store_true", help="run the peers, no dsmlr")
     ap.add_argument("--peer-seconds", type=float, default=600.0)
     ap.add_argument("--peer-memory", type=float, default=20.0, metavar="GIB")
+    ap.add_argument(
+        "--copy",
+        action="store_true",
+        help="the ranks copy the blocks at every shift (DSMLR_SHARED_MEMORY=0)",
+    )
     ap.add_argument("--work", default=str(CACHE / "runs"), help="model and checkpoint dir")
     # helpers run by this script in child processes
     ap.add_argument("--rss-wrap", help=argparse.SUPPRESS)
@@ -430,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
         for p in args.ranks:
             print(f"P = {p} ...", flush=True)
             results["runs"].append(run_ranks(p, train, test, stats, results["loopback"],
-                                             args.epochs, work))  # fmt: skip
+                                             args.epochs, work, args.copy))  # fmt: skip
             print(json.dumps(results["runs"][-1]["train"], indent=1), flush=True)
     if args.peers or args.peers_only:
         for method in PEERS:

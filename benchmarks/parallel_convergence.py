@@ -199,7 +199,7 @@ def report(result: dict, out: Path) -> None:
         "optimum; a run stops within 1e-5 or after the epoch limit.  'in process': "
         "P worker threads sharing this machine's cores (their seconds only mean "
         "something up to the core count); 'mpi': `mpiexec -n P dsmlr train` on the "
-        "data file (the synchronous engine's ranks share the blocks' memory), 'mpi, blocks "
+        "data file (the ranks share the blocks' memory), 'mpi, blocks "
         "copied': the same with `DSMLR_SHARED_MEMORY=0`.  Times: medians over the "
         "repeats; 'vs P=1': the seconds to 0.1% against those of the same engine and "
         "package at P = 1 (for every MPI run, the 'mpi' one).",

@@ -28,7 +28,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr.comm.base import Communicator
-from dsmlr.engines import centre_intercepts, get_engine
 from dsmlr.errors import DataError, agreed, on_all_ranks
 from dsmlr.io.model_files import (
     ModelData,
@@ -46,6 +45,7 @@ from dsmlr.memory import count_nonzeros
 from dsmlr.objective import l2_penalty, squared_norm
 from dsmlr.row_exchange import exchange_rows
 from dsmlr.scoring import encode_labels
+from dsmlr.training import train
 
 __all__ = ["ShardedModel", "agreed", "fit_sharded", "load_sharded"]
 
@@ -279,12 +279,9 @@ def fit_sharded(
         X_mine, y_idx, weight = exchange_rows(comm, X_mine, y_idx, weight, cfg.seed)
     rows = LocalRows(X_mine, y_idx, cfg.fit_intercept, weight)
     monitor = settings.monitor(callback, every_rank, checkpoint=saver)
-    result = get_engine(settings.engine)(comm, rows, cfg, test_rows, n_test, monitor, start)
-    blocks = result.blocks
-    if cfg.fit_intercept:
-        centre_intercepts(comm, blocks, len(classes))
+    result = train(comm, rows, cfg, settings.engine, test_rows, n_test, monitor, start)
     return ShardedModel(
-        comm=comm, blocks=blocks, classes_=classes, n_features_in_=n_features,
+        comm=comm, blocks=result.blocks, classes_=classes, n_features_in_=n_features,
         fit_intercept=cfg.fit_intercept,
         params=settings.json_params(),
         history_=[r.as_dict() for r in result.history], converged_=result.converged,

@@ -1,4 +1,5 @@
-"""Embedded training: shard the rows, run the engine on in-process workers, assemble W.
+"""The one training entry (:func:`train`, on every rank of any communicator) and the
+embedded front door: shard the rows, run it on in-process workers, assemble W.
 
 This is the single-process default.  The full ``(K, D_fit)`` model is assembled only
 here, at the end, because in one process it fits by construction.
@@ -12,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dsmlr.comm import run_workers
+from dsmlr.comm.base import Communicator
 from dsmlr.engines import (
     EngineConfig,
     EpochRecord,
@@ -24,7 +26,7 @@ from dsmlr.engines import (
 from dsmlr.kernels import LocalRows
 from dsmlr.partition import row_owners, row_shards
 
-__all__ = ["TrainingResult", "shard_rows", "train_embedded"]
+__all__ = ["TrainingResult", "shard_rows", "train", "train_embedded"]
 
 
 @dataclass
@@ -96,6 +98,46 @@ def shard_rows(
     ]
 
 
+def train(
+    comm: Communicator,
+    rows: LocalRows,
+    cfg: EngineConfig,
+    engine: str = "sync",
+    test_rows: LocalRows | None = None,
+    n_test: int = 0,
+    monitor: Monitor | None = None,
+    start: Start | None = None,
+) -> WorkerResult:
+    """Train on this rank's rows with the engine named ``engine`` (collective: every rank
+    of ``comm`` calls it, in process or under MPI).
+
+    Every front door ends here (:func:`train_embedded` on in-process workers,
+    :func:`dsmlr.distributed.fit_sharded` on MPI ranks); the result's blocks have their
+    intercepts centred over the classes (:func:`~dsmlr.engines.centre_intercepts`).
+
+    Parameters
+    ----------
+    comm : Communicator
+        The group.
+    rows : LocalRows
+        The training rows this rank owns.
+    cfg : EngineConfig
+        Settings, identical on every rank.
+    engine : str
+        Name in :data:`dsmlr.engines.ENGINES`.
+    test_rows : LocalRows, optional
+        This rank's share of held-out rows, scored every epoch; ``n_test`` of them in all.
+    monitor : Monitor, optional
+        Progress hooks.
+    start : Start, optional
+        Starting weights (warm start) or a checkpointed run to continue.
+    """
+    result = get_engine(engine)(comm, rows, cfg, test_rows, n_test, monitor, start)
+    if cfg.fit_intercept:
+        centre_intercepts(comm, result.blocks, cfg.n_classes)
+    return result
+
+
 def train_embedded(
     X,
     y: np.ndarray,
@@ -135,7 +177,7 @@ def train_embedded(
         Give each worker a random sample of the rows (drawn from ``cfg.seed``, see
         :func:`shard_rows`), not a contiguous range.
     """
-    run = get_engine(engine)
+    get_engine(engine)  # an unknown name fails here, before the rows are sharded
     seed = cfg.seed if shuffle_rows else None
     shards = shard_rows(X, y, n_workers, cfg.fit_intercept, sample_weight, seed)
     tests: list[LocalRows | None] = [None] * n_workers
@@ -144,10 +186,8 @@ def train_embedded(
     n_test = 0 if y_test is None else len(y_test)
 
     def train_rank(comm) -> WorkerResult:
-        res = run(comm, shards[comm.rank], cfg, tests[comm.rank], n_test, monitor, start)
-        if cfg.fit_intercept:
-            centre_intercepts(comm, res.blocks, cfg.n_classes)
-        return res
+        p = comm.rank
+        return train(comm, shards[p], cfg, engine, tests[p], n_test, monitor, start)
 
     results = run_workers(n_workers, train_rank)
     W = np.zeros((cfg.n_classes, cfg.n_columns), dtype=cfg.dtype)

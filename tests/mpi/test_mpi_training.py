@@ -3,6 +3,7 @@ engine, model files written per block, and prediction on the distributed model."
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from mpi_helpers import agree
 from sklearn.datasets import make_classification
 
+import test_fixed_seed as fixed_seed
 from dsmlr.distributed import fit_sharded, load_sharded
 from dsmlr.kernels.base import training_layout
 from dsmlr.plan import plan_training
@@ -129,6 +131,33 @@ def test_sync_equals_the_in_process_engine_bit_for_bit(comm, problem, per_rank):
     W = train_embedded(training_layout(X, cfg.dtype), y, cfg, comm.size).W
     same = all(np.array_equal(W[lo:hi], B.T) for (lo, hi), B in model.blocks)
     agree(comm, same, "blocks differ from the in-process run")
+
+
+@pytest.mark.parametrize("optimizer", ["svrg", "adagrad", "sgd"])
+def test_a_fixed_seed_trains_the_recorded_model(comm, optimizer):
+    # The record tests/test_fixed_seed.py checks in process, where it has this P.
+    dtype = "float32" if comm.size == 3 and optimizer == "svrg" else "float64"
+    name = fixed_seed.key("sync", comm.size, optimizer, dtype)
+    want = json.loads(fixed_seed.RECORD.read_text()).get(name)
+    if want is None:
+        pytest.skip(f"no record for {name}")
+    X, y = fixed_seed.problem()
+    X_mine, y_mine = my_rows(X, y, comm)
+    model = fit_sharded(X_mine, y_mine, comm=comm, lam=1e-3,
+                        **fixed_seed.settings("sync", optimizer, dtype))  # fmt: skip
+    R = fixed_seed.direction(len(model.classes_), X.shape[1] + 1)
+    projection, squares = comm.allreduce_sum(np.array([
+        sum(float((B.T * R[lo:hi]).sum()) for (lo, hi), B in model.blocks),
+        sum(float((B.astype(np.float64) ** 2).sum()) for _, B in model.blocks),
+    ]))  # fmt: skip
+    got = {"objectives": [h["objective"] for h in model.history_], "projection": projection,
+           "norm": float(np.sqrt(squares))}  # fmt: skip
+    try:
+        fixed_seed.assert_matches(got, want, name)
+        ok, message = True, ""
+    except AssertionError as exc:
+        ok, message = False, str(exc)
+    agree(comm, ok, message)
 
 
 def test_saved_blocks_load_in_one_process_and_predict_alike(comm, problem, shared_dir):
