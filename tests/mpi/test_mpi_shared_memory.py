@@ -3,6 +3,8 @@ the same training, bit for bit, and the window's own contract."""
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pytest
 from mpi_helpers import agree
@@ -76,7 +78,7 @@ def test_async_tokens_reach_the_optimum_shared_or_copied(comm, monkeypatch, copy
 
 
 def test_a_window_part_written_by_one_rank_is_read_by_the_next(comm):
-    window = comm.share(4096)
+    window = comm.share(16384)
     if comm.size == 1:
         agree(comm, window is None, "one rank needs no shared window")
         return
@@ -84,12 +86,19 @@ def test_a_window_part_written_by_one_rank_is_read_by_the_next(comm):
     for lap in range(3):  # each rank writes into the part it holds, then hands it left
         held = (comm.rank + lap) % comm.size
         window.segment(held).view(np.int64)[:] = 100 * lap + held
-        window.handoff((comm.rank - 1) % comm.size, (comm.rank + 1) % comm.size, 4096)
+        window.handoff((comm.rank - 1) % comm.size, (comm.rank + 1) % comm.size, 16384)
         nxt = (held + 1) % comm.size
         got = window.segment(nxt).view(np.int64)
         agree(comm, bool(np.all(got == 100 * lap + nxt)), f"lap {lap}: read {got[:2]}")
-    agree(comm, mine.size == 512, "each part has the bytes asked for")
-    del mine, got
+    agree(comm, mine.size == 2048, "each part has the bytes asked for")
+    comm.barrier()  # every rank done reading before the pages go
+    # Given back: whole pages inside the view read as zeros, the bytes around them stay.
+    part = window.segment(comm.rank)
+    part[:] = 7
+    released = window.discard(part[100:])
+    inside = part[mmap.PAGESIZE : 2 * mmap.PAGESIZE]
+    agree(comm, released and np.all(inside == 0) and np.all(part[:100] == 7), "discard")
+    del mine, got, part, inside
     window.free()
 
 

@@ -17,7 +17,10 @@ is not set in the environment.  Otherwise the ranks copy (see
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
+import sys
 import time
 from typing import Any
 
@@ -30,6 +33,12 @@ _SHM_DIR = "/dev/shm"
 #: Room kept free beyond the window on that file system (the MPI library's own
 #: segments live there too).
 _SHM_SPARE = 64 * 2**20
+#: Each rank's part is allocated in a multiple of this, so that every part starts on a
+#: page boundary (the window does) and its pages can be given back one by one.
+_PART_ALIGN = 2 * 2**20
+#: ``madvise`` advice that frees a range of a shared mapping's pages and their backing
+#: store (Linux; the range then reads as zeros).
+_MADV_REMOVE = 9
 _TAG_HANDOFF = 31
 _TOKEN = np.zeros(1, dtype=np.int8)
 
@@ -62,7 +71,8 @@ class SharedWindow:
         self._MPI = mpi
         self._comm = comm
         self._counters = counters  # the MPIComm whose wait_seconds a handoff adds to
-        self._win = mpi.Win.Allocate_shared(max(int(nbytes), 1), 1, comm=comm)
+        allocated = max(-(-int(nbytes) // _PART_ALIGN) * _PART_ALIGN, _PART_ALIGN)
+        self._win = mpi.Win.Allocate_shared(allocated, 1, comm=comm)
         self._segments = []
         for r in range(comm.Get_size()):
             buf, _ = self._win.Shared_query(r)
@@ -108,11 +118,32 @@ class SharedWindow:
         self._win.Sync()
         self._counters.wait_seconds += time.perf_counter() - t0
 
+    def discard(self, view: np.ndarray) -> bool:
+        """Give the pages that lie wholly inside ``view`` (a contiguous array in the
+        window that no rank will read again) back to the operating system, for every
+        rank; False where the platform cannot (the memory then stays until
+        :meth:`free`).  Lets a rank copy its blocks out of the window at the end of
+        training without holding both copies at once."""
+        return _release_pages(view.__array_interface__["data"][0], view.nbytes)
+
     def free(self) -> None:
         """Unmap the window on every rank (collective)."""
         self._segments = []
         self._win.Unlock_all()
         self._win.Free()
+
+
+def _release_pages(address: int, nbytes: int) -> bool:
+    """``madvise(MADV_REMOVE)`` on the whole pages of ``[address, address + nbytes)``."""
+    page = mmap.PAGESIZE
+    start, stop = -(-address // page) * page, (address + nbytes) // page * page
+    if stop <= start:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise(start, stop - start, _MADV_REMOVE) == 0
 
 
 def node_window(mpi: Any, comm: Any, nbytes: int, counters: Any) -> SharedWindow | None:

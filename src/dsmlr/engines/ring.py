@@ -62,6 +62,10 @@ class Clock:
         return out
 
 
+#: Bytes of weights :meth:`Ring.release` copies out of a shared window at a time.
+_RELEASE_CHUNK = 64 * 2**20
+
+
 def block_array(n_columns: int, width: int, capacity: int, dtype) -> np.ndarray:
     """A zeroed ``(n_columns, width)`` host block in storage with room for ``capacity``
     classes.
@@ -215,13 +219,29 @@ class Ring:
 
     def release(self) -> list[tuple[tuple[int, int], np.ndarray]]:
         """The held blocks' class ranges and host weights, this rank's result at the end
-        of training; a shared store is unmapped (collective), its weights copied first."""
-        out = [(blk.classes, self.kernel.to_host(blk.W)) for blk in self.group]
-        if self.store is not None:
-            out = [(classes, W.copy()) for classes, W in out]
-            self.group = []
-            self.store.free()
-            self.store = None
+        of training (every rank holds its own group then).
+
+        A shared store is unmapped (collective), the weights copied out first a chunk
+        at a time, each chunk's memory in the window given back as soon as it is
+        copied (and first that of the optimiser's arrays): the copy never adds the
+        group's size to the rank's peak memory.
+        """
+        if self.store is None:
+            return [(blk.classes, self.kernel.to_host(blk.W)) for blk in self.group]
+        store, out = self.store, []
+        for blk in self.group:
+            for name in store.names:
+                if name != "W":
+                    store.discard(self._view(blk.q, name))
+            W = np.empty(blk.W.shape, blk.W.dtype)
+            step = max(1, _RELEASE_CHUNK // max(blk.W[:1].nbytes, 1))
+            for i in range(0, W.shape[0], step):
+                W[i : i + step] = blk.W[i : i + step]
+                store.discard(blk.W[i : i + step])
+            out.append((blk.classes, W))
+        self.group = []
+        self.store = None
+        store.free()
         return out
 
     def set_cycle(self, order: np.ndarray) -> None:

@@ -107,6 +107,11 @@ class SharedBlocks:
         come first."""
         self.window.fence()
 
+    def discard(self, view: np.ndarray) -> None:
+        """Give the memory of ``view``, no longer read by any rank, back to the system
+        (see :meth:`~dsmlr.comm.shared_memory.SharedWindow.discard`)."""
+        self.window.discard(view)
+
     def free(self) -> None:
         """Unmap the window (collective); no view of it may be used afterwards."""
         self.window.free()
