@@ -291,21 +291,8 @@ def run_epochs(
     monitor = monitor or Monitor()
     visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
     carry = rule.carry
-    if start is None:
-        partials = initial_partials(rows.n_rows, ring.blocks)
-        b = np.full(rows.n_rows, -np.log(cfg.n_classes))
-    else:
-        start_scores = Scorer(rows, ring.n_blocks)
-        scoring_ring(ring, kernel, [start_scores], cfg, carry)
-        partials, b = start_scores.partials, -start_scores.sums()[0]
-        clock.eval = 0.0
-    if monitor.on_visit is not None and comm.rank == 0:  # from here on: epochs' visits
-
-        def count_visit() -> None:
-            visits[1] += 1
-            monitor.on_visit(visits[0], min(visits[1], visits[2]), visits[2])
-
-        ring.on_visit = count_visit
+    partials, b = _starting_normalisers(ring, rows, cfg, start, carry)
+    _count_visits(comm, ring, monitor, visits)  # from here on: the epochs' visits
     curvature = _curvature(comm, rows, cfg)
     # A mini-batch's mean gradient takes a longer step where its rows overlap little
     # (the gain is exactly 1 for one-row batches).
@@ -315,12 +302,7 @@ def run_epochs(
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     state = start.state if start is not None else None
     rng = _row_orders(comm, cfg, state)
-    history: list[EpochRecord] = []
-    converged, backoff, first_epoch, elapsed = False, 1.0, 1, 0.0
-    if state is not None:  # a checkpointed run, continued where it stopped
-        history, backoff, converged = list(state.history), state.backoff, state.converged
-        stopper.restore(state.best, state.quiet)
-        first_epoch, elapsed = state.epoch + 1, state.elapsed
+    history, backoff, converged, first_epoch, elapsed = _resumed(state, stopper)
     t_start = time.perf_counter() - elapsed
 
     bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
@@ -373,17 +355,12 @@ def run_epochs(
         previous = history[-2] if len(history) > 1 else None
         backoff = step_backoff(backoff, record.objective, previous and previous.objective)
         converged = stopper.update(record.objective)
-        saver = monitor.checkpoint
-        if saver is not None and checkpoint_now(
-            epoch, cfg.max_epochs, converged, saver.due(epoch, previous.epoch if previous else 0)
-        ):
+        if monitor.checkpoint is not None:
             now = ResumeState(
                 epoch, list(history), backoff, stopper.best, stopper.quiet,
                 time.perf_counter() - t_start, converged, [rng.bit_generator.state],
             )  # fmt: skip
-            t_save = time.perf_counter()
-            saver.save(comm, epoch, ring.host_group(), now)
-            record.checkpoint_seconds = time.perf_counter() - t_save
+            _checkpoint_if_due(monitor.checkpoint, comm, ring, cfg, now, previous)
         # After the checkpoint, so that the record (a --metrics line) says what it took.
         if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
             monitor.on_epoch(record)
@@ -394,6 +371,60 @@ def run_epochs(
         history=history,
         converged=converged,
     )
+
+
+def _starting_normalisers(
+    ring: Ring, rows: LocalRows, cfg: EngineConfig, start: Start | None, carry: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' per-block partial normalisers and ``b`` to start from: at zero weights
+    (every class ``-log K``), or scored at ``start``'s weights by a scoring ring (whose
+    time is not an epoch's)."""
+    if start is None:
+        b = np.full(rows.n_rows, -np.log(cfg.n_classes))
+        return initial_partials(rows.n_rows, ring.blocks), b
+    scores = Scorer(rows, ring.n_blocks)
+    scoring_ring(ring, ring.kernel, [scores], cfg, carry)
+    ring.clock.eval = 0.0
+    return scores.partials, -scores.sums()[0]
+
+
+def _count_visits(comm: Communicator, ring: Ring, monitor: Monitor, visits: list[int]) -> None:
+    """Tell ``monitor.on_visit`` (rank 0) of every block visit: ``visits`` holds the
+    epoch, the visits made in it and those it has, which the epoch loop keeps."""
+    if monitor.on_visit is None or comm.rank != 0:
+        return
+    on_visit = monitor.on_visit
+
+    def count_visit() -> None:
+        visits[1] += 1
+        on_visit(visits[0], min(visits[1], visits[2]), visits[2])
+
+    ring.on_visit = count_visit
+
+
+def _resumed(state: ResumeState | None, stopper: StoppingRule) -> tuple:
+    """History, back-off, convergence, first epoch and seconds spent of a run continued
+    from ``state`` (the stopping rule restored too); a fresh run's without one."""
+    if state is None:
+        return [], 1.0, False, 1, 0.0
+    stopper.restore(state.best, state.quiet)
+    return list(state.history), state.backoff, state.converged, state.epoch + 1, state.elapsed
+
+
+def _checkpoint_if_due(
+    saver, comm: Communicator, ring: Ring, cfg: EngineConfig, now: ResumeState,
+    previous: EpochRecord | None,
+) -> None:  # fmt: skip
+    """Save the run as ``now`` says where the policy calls for a checkpoint; the time it
+    took goes in the epoch's record."""
+    epoch = now.epoch
+    if not checkpoint_now(
+        epoch, cfg.max_epochs, now.converged, saver.due(epoch, previous.epoch if previous else 0)
+    ):
+        return
+    t_save = time.perf_counter()
+    saver.save(comm, epoch, ring.host_group(), now)
+    now.history[-1].checkpoint_seconds = time.perf_counter() - t_save
 
 
 def _record(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, NamedTuple
 
@@ -340,7 +341,17 @@ def _read_local(
         return _NOTHING, None, None
 
     X, y = data.X, data.y
-    idx = X.indices
+    return _facts_of(X, y, opts, dropping, locate), X, y
+
+
+def _facts_of(
+    X: sp.csr_matrix, y: np.ndarray, opts: _Options, dropping: bool, locate: Callable
+) -> _Facts:
+    """What this rank's parsed rows (raw indices) say to the agreement over the ranks:
+    the first problem were the file one- or zero-based, the values each base drops, and
+    the index range.  ``locate(options)`` words the first problem under ``options``;
+    ``dropping``: the extra features are dropped (values parsed in float64)."""
+    n, idx = opts.n_features, X.indices
     has_zero = bool(X.nnz) and int(idx.min()) == 0
     bad_value = None
     heavy_rows = False  # some row's norm overflows before dropping (only checked if dropping)
@@ -386,7 +397,7 @@ def _read_local(
         integral=y.dtype.kind == "i",
         dropped=(dropped[False], dropped[True]),
     )
-    return facts, X, y
+    return facts
 
 
 def _columns(X: sp.csr_matrix, zb: bool, n_cols: int, dtype: np.dtype) -> sp.csr_matrix:

@@ -1,4 +1,4 @@
-"""Reading and writing LIBSVM / svmlight text files.
+"""Reading LIBSVM / svmlight text files (writing them: :mod:`dsmlr.io.svmlight_write`).
 
 Each data line is ``label idx:val idx:val ... [# comment]``.  Reading goes through
 scikit-learn's compiled loader first because it is an order of magnitude faster than
@@ -14,7 +14,6 @@ finishing step, so they give identical results on valid input.
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import io
 import lzma
@@ -32,19 +31,25 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from dsmlr.errors import DataError
+from dsmlr.io.svmlight_messages import (
+    _MAX_INDEX,
+    _TEXT_BYTES,
+    _heavy_problem,
+    _label_problem,
+    _non_finite,
+    _not_text,
+    _q,
+    _range_problem,
+    _token_problem,
+    _too_large,
+)
 
-__all__ = ["SvmlightData", "read_svmlight", "write_svmlight"]
+__all__ = ["SvmlightData", "read_svmlight"]
 
 # Detected by content, not by file name, because data files are often renamed.
 _OPENERS = {b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
 _READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError)
 _BOM = b"\xef\xbb\xbf"
-_TEXT_BYTES = bytes(range(32, 127)) + b"\t\n\r\x0b\x0c"
-# LIBSVM itself stores indices as C ints, and so does scikit-learn's loader (the fast
-# path), so a larger index is not LIBSVM data.  Refusing it here names the line, where
-# otherwise training would ask for terabytes of weights and fail without naming it.
-_MAX_INDEX = 2**31 - 1
-_WRITE_CHUNK = 65536
 _NO_DATA = "no data lines"
 
 
@@ -454,22 +459,6 @@ def _check_index(idx, tok, lo, hi, n_features, path, lineno) -> None:
         raise DataError(_range_problem(idx, n_features, lo == 0 and hi < n_features), path, lineno)
 
 
-def _too_large(idx: int) -> str:
-    return f"feature index {idx} is implausibly large (LIBSVM indices stop at {_MAX_INDEX})"
-
-
-def _non_finite(what: str, tok: bytes) -> str:
-    """``nan``/``inf`` spelled out, or a number beyond float64 (``1e400``): say which."""
-    if any(word in tok.lower() for word in (b"nan", b"inf")):
-        return f"non-finite {what} {_q(tok)}"
-    return f"{what} {_q(tok)} overflows float64"
-
-
-def _range_problem(idx: int, n_features: int, zero_based: bool) -> str:
-    why = f" (zero-based indices must be below {n_features})" if zero_based else ""
-    return f"feature index {idx} exceeds n_features={n_features} of the training data{why}"
-
-
 def _sort_line(indices: array, values: array, start: int, path: str, lineno: int) -> None:
     seg, vals = indices[start:], values[start:]
     seen: set[int] = set()
@@ -582,160 +571,6 @@ def _first_heavy_row(values: np.ndarray, indptr: np.ndarray, dtype: np.dtype) ->
     return int(np.argmax(heavy)) if heavy.any() else None
 
 
-def _heavy_problem(largest: float, dtype: np.dtype) -> str:
-    return (
-        f"values too large: the row's squared norm overflows {dtype.name} (largest "
-        f"|value| {largest:.6g}); rescale the features"
-    )
-
-
 def _label_array(labels: np.ndarray) -> np.ndarray:
     integral = np.all(labels == np.rint(labels)) and np.all(np.abs(labels) <= 2**53)
     return labels.astype(np.int64) if integral else np.array(labels, dtype=np.float64)
-
-
-def _q(tok: bytes) -> str:
-    text = tok.decode("ascii", "backslashreplace")
-    return f"'{text[:37]}...'" if len(text) > 40 else f"'{text}'"
-
-
-_NOT_TEXT = "line is not text: found binary or non-ASCII bytes (not an svmlight file?)"
-
-
-def _not_text(line: bytes, lineno: int) -> str:
-    # Windows editors save "Unicode" text as UTF-16: worth saying, it is easily fixed.
-    if lineno == 1 and line.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "file is UTF-16 text: save it as ASCII or UTF-8"
-    return _NOT_TEXT
-
-
-def _bare_cr(line: bytes) -> bool:
-    """Lines ended by a lone carriage return (classic Mac OS) read as one long line."""
-    return b"\r" in line.rstrip()
-
-
-_BARE_CR = "lines end in bare carriage returns (\\r): convert the file to \\n line endings"
-
-
-def _label_problem(head: bytes, line: bytes, lineno: int) -> str:
-    if line.translate(None, _TEXT_BYTES):
-        return _not_text(line, lineno)
-    if b":" in head:
-        return f"missing label: line starts with feature {_q(head)}"
-    if b"," in head:
-        return f"multi-label line (labels {_q(head)}) is not supported; use one label per line"
-    return f"non-numeric label {_q(head)}"
-
-
-def _token_problem(tok: bytes, line: bytes, lineno: int) -> str:
-    if line.translate(None, _TEXT_BYTES):  # anything left is neither printable nor space
-        return _not_text(line, lineno)
-    if _bare_cr(line):
-        return _BARE_CR
-    i_s, sep, v_s = tok.partition(b":")
-    if not sep:
-        return f"malformed token {_q(tok)}: expected index:value"
-    if b":" in v_s:
-        return f"malformed token {_q(tok)}: more than one ':'"
-    try:
-        int(i_s)
-    except ValueError:
-        return f"malformed token {_q(tok)}: feature index is not an integer"
-    if not v_s:
-        return f"missing value in token {_q(tok)}"
-    return f"non-numeric value in token {_q(tok)}"
-
-
-def write_svmlight(
-    path: str | os.PathLike[str],
-    X: object,
-    y: object,
-    *,
-    zero_based: bool = False,
-) -> None:
-    """Write ``X`` and ``y`` as an svmlight file, atomically.
-
-    Values are written with ``repr`` so that reading the file back returns exactly the
-    same float64 numbers; explicit zeros are not written.  The file is first written to
-    ``path + ".tmp"`` and then renamed, so readers never see a partial file.
-
-    Parameters
-    ----------
-    path : str or path-like
-        Destination file.
-    X : array-like or sparse matrix of shape (n_samples, n_features)
-        Finite real values.
-    y : array-like of shape (n_samples,)
-        Finite numeric labels; integral ones are written as integers.
-    zero_based : bool, default False
-        Write indices starting at 0 instead of 1.  Read such files back with
-        ``zero_based=True``: auto-detection cannot tell if column 0 is all zero.
-
-    Raises
-    ------
-    DataError
-        If ``X`` or ``y`` cannot be written, or the file cannot be created.
-    """
-    path = os.fsdecode(os.fspath(path))
-    X = _as_csr(X, path)
-    labels = _format_labels(y, X.shape[0], path)
-    off = 0 if zero_based else 1
-    ip = X.indptr.tolist()
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="ascii", newline="\n") as f:
-            for start in range(0, X.shape[0], _WRITE_CHUNK):
-                stop = min(X.shape[0], start + _WRITE_CHUNK)
-                a, b = ip[start], ip[stop]
-                cols = (X.indices[a:b].astype(np.int64) + off).tolist()
-                vals = X.data[a:b].astype(np.float64).tolist()
-                # repr of a Python float is the shortest text that reads back exactly.
-                toks = [f"{c}:{v!r}" for c, v in zip(cols, vals, strict=True)]
-                lines = [
-                    " ".join([labels[r], *toks[ip[r] - a : ip[r + 1] - a]])
-                    for r in range(start, stop)
-                ]
-                f.write("\n".join(lines))
-                f.write("\n")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(exc, OSError):
-            raise DataError(f"cannot write file: {exc.strerror or exc}", path) from None
-        raise
-
-
-def _as_csr(X: object, path: str) -> sp.csr_matrix:
-    if sp.issparse(X):
-        X = sp.csr_matrix(X, copy=True)
-    else:
-        arr = np.asarray(X)
-        if arr.ndim != 2:
-            raise DataError(f"X must be 2-dimensional, got shape {arr.shape}", path)
-        if arr.dtype.kind not in "biuf":
-            raise DataError(f"X must hold real numbers, not {arr.dtype}", path)
-        X = sp.csr_matrix(arr)
-    if X.dtype.kind not in "biuf":
-        raise DataError(f"X must hold real numbers, not {X.dtype}", path)
-    X.sum_duplicates()
-    X.eliminate_zeros()
-    if not np.isfinite(X.data).all():
-        raise DataError("X contains non-finite values (NaN or inf), which cannot be written", path)
-    return X
-
-
-def _format_labels(y: object, n: int, path: str) -> list[str]:
-    y = np.asarray(y)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise DataError(f"y must have shape ({n},), got {y.shape}", path)
-    if y.dtype.kind in "biu":
-        return [str(int(v)) for v in y.tolist()]
-    if y.dtype.kind != "f":
-        raise DataError(f"y must hold numbers, not {y.dtype}", path)
-    if not np.isfinite(y).all():
-        raise DataError("y contains non-finite labels (NaN or inf), which cannot be written", path)
-    return [
-        str(int(v)) if v.is_integer() and abs(v) <= 2**53 else repr(v)
-        for v in y.astype(np.float64).tolist()
-    ]

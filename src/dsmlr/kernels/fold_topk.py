@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from dsmlr.kernels.fast_exp import fast_exp
-from dsmlr.kernels.numba_cpu import _row_scores_csr, _row_scores_dense
+from dsmlr.kernels.numba_loops import _row_scores_csr, _row_scores_dense
 
 __all__ = ["fold_block"]
 
