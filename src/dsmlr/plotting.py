@@ -130,6 +130,47 @@ def _suboptimality(objectives: list[float], optimum: float) -> list[float]:
     return [(f - optimum) / scale for f in objectives]
 
 
+def _objective_axis(
+    objectives: list[list[float]], optimum: float | None
+) -> tuple[list[list[float]], str]:
+    """The objective panels' values and axis label: the objectives as they are, or
+    their relative suboptimality to ``optimum``, values <= 0 drawn at a floor a decade
+    below the smallest positive one."""
+    if optimum is None:
+        return objectives, "training objective (mean log-loss + L2 penalty)"
+    objectives = [_suboptimality(values, optimum) for values in objectives]
+    positive = [v for values in objectives for v in values if v > 0 and math.isfinite(v)]
+    floor = min(positive) / 10 if positive else 1e-12
+    clipped = any(v <= 0 for values in objectives for v in values)
+    objectives = [[floor if v <= 0 else v for v in values] for values in objectives]
+    minus = "\u2212"  # a typographic minus sign reads better than a hyphen
+    gap = f"(objective {minus} F) / |F|" if optimum != 0 else f"objective {minus} F"
+    # Short lines: a long label runs past the panel's height and is cut off.
+    label = f"relative suboptimality\n{gap}, F = {optimum:.6g}"
+    if clipped:
+        label += f"\n(values ≤ 0 drawn at {floor:.1e})"
+    return objectives, label
+
+
+def _label_axes(axes, obj_label: str, acc_label: str, log: bool) -> None:
+    """Axis labels, scales and grids of the four panels (see :func:`build_figure`)."""
+    ax_obj_time, ax_obj_epoch, ax_acc_time, ax_acc_epoch = axes
+    for ax in (ax_obj_time, ax_obj_epoch):
+        ax.set_ylabel(obj_label)
+        if log:
+            ax.set_yscale("log")
+    for ax in (ax_acc_time, ax_acc_epoch):
+        ax.set_ylabel(acc_label)
+    for ax in (ax_obj_time, ax_acc_time):
+        ax.set_xlabel("wall time since training started (s)")
+    for ax in (ax_obj_epoch, ax_acc_epoch):
+        ax.set_xlabel("epoch (passes over the training data)")
+        # Epochs are whole numbers: no ticks at 2.5.
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes:
+        ax.grid(True, which="major", alpha=0.3)
+
+
 def build_figure(
     runs: Sequence[Sequence[Mapping[str, Any]]],
     labels: Sequence[str],
@@ -184,21 +225,9 @@ def build_figure(
     axes = fig.subplots(2, 2).ravel()
     ax_obj_time, ax_obj_epoch, ax_acc_time, ax_acc_epoch = axes
 
-    objectives = [_series(records, "time", "objective")[1] for records in runs]
-    if optimum is not None:
-        objectives = [_suboptimality(values, optimum) for values in objectives]
-        positive = [v for values in objectives for v in values if v > 0 and math.isfinite(v)]
-        floor = min(positive) / 10 if positive else 1e-12
-        clipped = any(v <= 0 for values in objectives for v in values)
-        objectives = [[floor if v <= 0 else v for v in values] for values in objectives]
-        minus = "\u2212"  # a typographic minus sign reads better than a hyphen
-        gap = f"(objective {minus} F) / |F|" if optimum != 0 else f"objective {minus} F"
-        # Short lines: a long label runs past the panel's height and is cut off.
-        obj_label = f"relative suboptimality\n{gap}, F = {optimum:.6g}"
-        if clipped:
-            obj_label += f"\n(values ≤ 0 drawn at {floor:.1e})"
-    else:
-        obj_label = "training objective (mean log-loss + L2 penalty)"
+    objectives, obj_label = _objective_axis(
+        [_series(records, "time", "objective")[1] for records in runs], optimum
+    )
 
     accuracy_key = "test_accuracy"
     if not any(_is_number(r.get("test_accuracy")) for records in runs for r in records):
@@ -227,20 +256,7 @@ def build_figure(
             if xs:
                 ax.plot(xs, ys, **style)
 
-    for ax in (ax_obj_time, ax_obj_epoch):
-        ax.set_ylabel(obj_label)
-        if optimum is not None:
-            ax.set_yscale("log")
-    for ax in (ax_acc_time, ax_acc_epoch):
-        ax.set_ylabel(acc_label)
-    for ax in (ax_obj_time, ax_acc_time):
-        ax.set_xlabel("wall time since training started (s)")
-    for ax in (ax_obj_epoch, ax_acc_epoch):
-        ax.set_xlabel("epoch (passes over the training data)")
-        # Epochs are whole numbers: no ticks at 2.5.
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    for ax in axes:
-        ax.grid(True, which="major", alpha=0.3)
+    _label_axes(axes, obj_label, acc_label, log=optimum is not None)
 
     fig.suptitle(title if title is not None else f"DS-MLR training: {len(runs)} run(s)")
     # One legend for all panels, outside them, so it never covers a curve.  Handles and

@@ -4,6 +4,7 @@ the same training, bit for bit, and the window's own contract."""
 from __future__ import annotations
 
 import mmap
+import warnings
 
 import numpy as np
 import pytest
@@ -107,5 +108,13 @@ def test_no_window_where_asked_not_or_without_room(comm, monkeypatch):
     agree(comm, comm.share(4096) is None, "DSMLR_SHARED_MEMORY=0 shares nothing")
     monkeypatch.delenv("DSMLR_SHARED_MEMORY")
     monkeypatch.setattr(shared_memory, "_room_for", lambda nbytes: comm.rank != 0)
-    # One rank without room: none of them takes the window (the allocation is collective).
-    agree(comm, comm.share(4096) is None, "a window despite a rank without room")
+    # One rank without room: none of them takes the window (the allocation is collective),
+    # and the user hears why the run is slower.
+    if comm.size == 1:
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        window = comm.share(4096)
+    warned = any("lacks room" in str(w.message) for w in caught)
+    agree(comm, window is None, "a window despite a rank without room")
+    agree(comm, warned == (comm.rank == 0), f"rank {comm.rank} warned: {warned}")

@@ -22,6 +22,7 @@ import mmap
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -154,8 +155,17 @@ def node_window(mpi: Any, comm: Any, nbytes: int, counters: Any) -> SharedWindow
     node = comm.Split_type(mpi.COMM_TYPE_SHARED)
     one_host = node.Get_size() == comm.Get_size()
     node.Free()
-    ok = one_host and shared_memory_enabled() and _room_for(nbytes * comm.Get_size())
+    wanted = one_host and shared_memory_enabled()
+    room = _room_for(nbytes * comm.Get_size())
     # Every rank must take the same road: the allocation is collective.
-    if not comm.allreduce(int(ok), op=mpi.MIN):
+    if not comm.allreduce(int(wanted and room), op=mpi.MIN):
+        if wanted and not room and comm.Get_rank() == 0:
+            warnings.warn(
+                f"{_SHM_DIR} lacks room for the class blocks "
+                f"({nbytes * comm.Get_size() / 2**30:.2f} GiB): the ranks copy them at every "
+                "shift instead, which is slower (a container's --shm-size raises the room)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return None
     return SharedWindow(mpi, comm, nbytes, counters)

@@ -283,20 +283,15 @@ def run_epochs(
     checkpointed run where it stopped.  ``monitor.checkpoint`` is asked after each
     epoch with an exact objective.
     """
-    kernel = get_kernel(cfg.kernel, cfg.device, comm.local_rank)
-    clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
     rule = update_rule(cfg.optimizer)
-    tables = _anchor_as_tables(cfg, kernel)
-    ring = Ring(comm, cfg, clock, per_group, start, kernel, rule.block_arrays(tables))
+    ring, tables = _make_ring(comm, cfg, per_group, start)
+    kernel, clock = ring.kernel, ring.clock
     monitor = monitor or Monitor()
     visits = [0, 0, 0]  # epoch, visits done in it, visits it has (see below)
     carry = rule.carry
     partials, b = _starting_normalisers(ring, rows, cfg, start, carry)
     _count_visits(comm, ring, monitor, visits)  # from here on: the epochs' visits
-    curvature = _curvature(comm, rows, cfg)
-    # A mini-batch's mean gradient takes a longer step where its rows overlap little
-    # (the gain is exactly 1 for one-row batches).
-    gain = batch_gain(comm, rows, cfg)
+    curvature, gain = _curvature(comm, rows, cfg), batch_gain(comm, rows, cfg)
     shared, spread = _run_constants(comm, rows, cfg, ring)
     run = RunConstants(ring, kernel, rows, cfg, carry, shared, spread, {} if tables else None)
     stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
@@ -321,10 +316,7 @@ def run_epochs(
             b_anchor = b.copy()
         # Without scoring this epoch, b keeps the values the steps refreshed from the
         # cached partials, and the next record covers this epoch's time and bytes.
-        train = Scorer(rows, ring.n_blocks) if plan.scoring else None
-        test = None
-        if plan.scoring and test_rows is not None:
-            test = HeldOutScorer(test_rows, cfg.n_classes)
+        train, test = _scorers(plan.scoring, rows, test_rows, ring.n_blocks, cfg.n_classes)
         scorers = [s for s in (train, test) if s is not None]
         # Each stage brings every block to this rank once (the asynchronous engine's
         # update stage about once).
@@ -356,10 +348,9 @@ def run_epochs(
         backoff = step_backoff(backoff, record.objective, previous and previous.objective)
         converged = stopper.update(record.objective)
         if monitor.checkpoint is not None:
-            now = ResumeState(
-                epoch, list(history), backoff, stopper.best, stopper.quiet,
-                time.perf_counter() - t_start, converged, [rng.bit_generator.state],
-            )  # fmt: skip
+            seconds, rng_state = time.perf_counter() - t_start, [rng.bit_generator.state]
+            now = ResumeState(epoch, list(history), backoff, stopper.best, stopper.quiet,
+                              seconds, converged, rng_state)  # fmt: skip
             _checkpoint_if_due(monitor.checkpoint, comm, ring, cfg, now, previous)
         # After the checkpoint, so that the record (a --metrics line) says what it took.
         if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
@@ -371,6 +362,30 @@ def run_epochs(
         history=history,
         converged=converged,
     )
+
+
+def _make_ring(
+    comm: Communicator, cfg: EngineConfig, per_group: int, start: Start | None
+) -> tuple[Ring, bool]:
+    """This rank's ring (its kernel, its clock with the straggler knob, its blocks laid
+    out for the update rule, in memory the ranks share where they can), and whether
+    SVRG's anchor is held as tables."""
+    kernel = get_kernel(cfg.kernel, cfg.device, comm.local_rank)
+    clock = Clock(cfg.straggler[1] if cfg.straggler and cfg.straggler[0] == comm.rank else 1.0)
+    tables = _anchor_as_tables(cfg, kernel)
+    arrays = update_rule(cfg.optimizer).block_arrays(tables)
+    return Ring(comm, cfg, clock, per_group, start, kernel, arrays), tables
+
+
+def _scorers(
+    scoring: bool, rows: LocalRows, test_rows: LocalRows | None, n_blocks: int, n_classes: int
+) -> tuple[Scorer | None, HeldOutScorer | None]:
+    """An epoch's scorers of the training rows and of the held-out ones (None where the
+    epoch does not score, or there are no held-out rows)."""
+    if not scoring:
+        return None, None
+    test = HeldOutScorer(test_rows, n_classes) if test_rows is not None else None
+    return Scorer(rows, n_blocks), test
 
 
 def _starting_normalisers(
