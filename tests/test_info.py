@@ -11,13 +11,14 @@ import pytest
 
 import dsmlr
 import dsmlr.comm.mpi as mpi_module
+import dsmlr.info as info_module
 from dsmlr.cli import main
 from dsmlr.info import collect_info
 
 KEYS = {
     "dsmlr", "python", "platform", "numpy", "scipy", "scikit-learn", "numba", "mpi4py",
     "mpi_library", "torch", "gpus", "matplotlib", "tqdm", "cpu_cores", "cpu_cores_usable",
-    "mpi_world_size",
+    "mpi_world_size", "shared_memory",
 }  # fmt: skip
 
 
@@ -111,3 +112,12 @@ def test_under_a_launcher_only_rank_0_prints(monkeypatch, capsys, rank):
         assert _field(out, "MPI world size") == "3"
     else:
         assert out == ""
+
+
+def test_info_says_where_ranks_share_the_blocks(monkeypatch, capsys):
+    monkeypatch.setenv("DSMLR_SHARED_MEMORY", "0")
+    assert collect_info()["shared_memory"].startswith("off (DSMLR_SHARED_MEMORY=0")
+    monkeypatch.delenv("DSMLR_SHARED_MEMORY")
+    monkeypatch.setattr(info_module, "shared_memory_room", lambda: 3 * 2**30)
+    assert main(["info"]) == 0
+    assert _field(capsys.readouterr().out, "shared memory").startswith("3.0 GiB free in /dev/shm")

@@ -21,6 +21,7 @@ from typing import Any
 
 from dsmlr import __version__
 from dsmlr.comm.launcher import launched_by_mpi, launcher_rank_and_size
+from dsmlr.comm.shared_memory import shared_memory_enabled, shared_memory_room
 
 __all__ = ["collect_info", "format_info", "mpi_world"]
 
@@ -43,6 +44,7 @@ _LABELS = {
     "cpu_cores": "CPU cores",
     "cpu_cores_usable": "CPU cores usable",
     "mpi_world_size": "MPI world size",
+    "shared_memory": "shared memory",
 }
 
 
@@ -141,7 +143,9 @@ def collect_info() -> dict[str, Any]:
         ``matplotlib``, ``tqdm`` (str: a version, ``"not installed"``, or a reason it
         is unavailable); ``gpus`` (list of CUDA device names, empty when none);
         ``cpu_cores`` and ``cpu_cores_usable`` (int or None); ``mpi_world_size``
-        (int: 1 unless started by an MPI launcher; None where it cannot be told).
+        (int: 1 unless started by an MPI launcher; None where it cannot be told);
+        ``shared_memory`` (str: the room MPI ranks of one host have to share the class
+        blocks in, or why they copy them).
     """
     info: dict[str, Any] = {
         "dsmlr": __version__,
@@ -157,7 +161,19 @@ def collect_info() -> dict[str, Any]:
     info["cpu_cores"] = os.cpu_count()
     info["cpu_cores_usable"] = _usable_cores()
     info["mpi_world_size"] = mpi_world()[1]
+    info["shared_memory"] = _shared_memory()
     return info
+
+
+def _shared_memory() -> str:
+    """What the MPI ranks of one host have to share the class blocks in
+    (:mod:`dsmlr.comm.shared_memory`): ``/dev/shm``'s free room, or why they copy."""
+    if not shared_memory_enabled():
+        return "off (DSMLR_SHARED_MEMORY=0: the ranks copy the blocks)"
+    room = shared_memory_room()
+    if room is None:
+        return "unknown (no /dev/shm)"
+    return f"{room / 2**30:.1f} GiB free in /dev/shm (for the class blocks of ranks on one host)"
 
 
 def format_info(info: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SharedWindow", "shared_memory_enabled"]
+__all__ = ["SharedWindow", "shared_memory_enabled", "shared_memory_room"]
 
 #: Where MPICH (and Open MPI) keep shared segments on Linux.
 _SHM_DIR = "/dev/shm"
@@ -49,14 +49,21 @@ def shared_memory_enabled() -> bool:
     return os.environ.get("DSMLR_SHARED_MEMORY", "1") != "0"
 
 
-def _room_for(nbytes: int) -> bool:
-    """Whether the shared-memory file system can hold ``nbytes`` more (True where the
-    platform has none to ask: the MPI library then allocates otherwise)."""
+def shared_memory_room() -> int | None:
+    """Bytes free for shared memory on this host (``/dev/shm``), None where it cannot be
+    told (no such file system)."""
     try:
         st = os.statvfs(_SHM_DIR)
     except OSError:
-        return True
-    return st.f_bavail * st.f_frsize >= nbytes + _SHM_SPARE
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _room_for(nbytes: int) -> bool:
+    """Whether the shared-memory file system can hold ``nbytes`` more (True where the
+    platform has none to ask: the MPI library then allocates otherwise)."""
+    room = shared_memory_room()
+    return room is None or room >= nbytes + _SHM_SPARE
 
 
 class SharedWindow:
