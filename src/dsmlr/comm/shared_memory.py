@@ -3,9 +3,11 @@
 Where the ranks of a job share one host, a class block need not be copied from one
 rank's memory to the next: each rank maps every rank's part of one MPI-3 shared window
 (``MPI_Win_allocate_shared``), the blocks live there, and a ring shift only tells the
-neighbours that a block is free to use (:meth:`SharedWindow.handoff`).  On a host with
-two cores a copying shift of the model took about as long as the epoch's computing
-(``benchmarks/results/parallel_timing.md``); shared, it takes microseconds.
+neighbours that a block is free to use (:meth:`SharedWindow.handoff`).  Copying the
+blocks took a third of an epoch at two ranks on a two-core host, and the copies pushed
+the model out of the caches the passes read it from
+(``benchmarks/results/parallel_timing.md`` times both ways); a handoff takes
+microseconds.
 
 The window is used only where it cannot fail late: every rank of the group is on one
 host (MPI's ``COMM_TYPE_SHARED`` split says so), the host's shared-memory file system

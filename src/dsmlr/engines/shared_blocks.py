@@ -37,8 +37,9 @@ class SharedBlocks:
 
     Parameters
     ----------
-    comm : Communicator
-        The ring's group; :meth:`create` asks it for the window.
+    window : SharedWindow or None
+        The memory (:meth:`create` asks the ring's communicator for it; None: the
+        layout alone, to size the window).
     names : tuple of str
         The arrays a block holds (``"acc"`` is float64, one a column; every other one
         ``(n_columns, width)`` in ``dtype``).
