@@ -68,18 +68,11 @@ def _merge_row_stats(s, r, y, k0, partials, q, true_score, best_score, best_clas
 
 @_jit
 def _score_csr(indptr, indices, data, y, fit_intercept, W, k0, partials, q, ts, bs, bc):
-    n_cols, n_block = W.shape
+    n_block = W.shape[1]
     s = np.empty(n_block, dtype=W.dtype)
     ahead = prefetch_distance(n_block * W.itemsize)
     for r in range(len(indptr) - 1):
-        _init_scores(s, W, n_cols - 1, fit_intercept)
-        for p in range(indptr[r], indptr[r + 1]):
-            if p + ahead < len(indices):
-                prefetch_row(W, indices[p + ahead])
-            j = indices[p]
-            x = data[p]
-            for k in range(n_block):
-                s[k] += x * W[j, k]
+        _csr_row_scores(indptr, indices, data, r, W, fit_intercept, s, ahead)
         _merge_row_stats(s, r, y, k0, partials, q, ts, bs, bc)
 
 
@@ -199,6 +192,25 @@ def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
         W[j, k] -= step * g[k]
 
 
+@_inline
+def _batch_gradient(indptr, indices, data, rows, slot, S, G, n_t, fit_intercept):
+    """A sparse mini-batch's gradient over the columns it touches, into ``G[:n_t]``:
+    each row's residuals ``S[bi]`` times its values, in its columns' slots (the
+    intercept's is the last)."""
+    n_block = G.shape[1]
+    G[:n_t, :] = 0.0
+    for bi in range(len(rows)):
+        r = rows[bi]
+        for p in range(indptr[r], indptr[r + 1]):
+            sj = slot[indices[p]]
+            x = data[p]
+            for k in range(n_block):
+                G[sj, k] += x * S[bi, k]
+        if fit_intercept:
+            for k in range(n_block):
+                G[n_t - 1, k] += S[bi, k]
+
+
 @_jit
 def _update_csr(
     indptr, indices, data, y, w, fit_intercept, W, k0, acc, partials, q, b, order,
@@ -239,17 +251,7 @@ def _update_csr(
                 for k in range(n_block):
                     S[bi, k] += x * W[j, k]
         _residuals(S[: len(rows)], rows, y, w, k0, partials, q, b)
-        G[:n_t, :] = 0.0
-        for bi in range(len(rows)):
-            r = rows[bi]
-            for p in range(indptr[r], indptr[r + 1]):
-                sj = slot[indices[p]]
-                x = data[p]
-                for k in range(n_block):
-                    G[sj, k] += x * S[bi, k]
-            if fit_intercept:
-                for k in range(n_block):
-                    G[n_t - 1, k] += S[bi, k]
+        _batch_gradient(indptr, indices, data, rows, slot, S, G, n_t, fit_intercept)
         for s in range(n_t):
             j = touched[s]
             _apply_step(W, G[s], j, acc, eta if j < n_pen else eta_u, lam, n_pen, adaptive,
@@ -379,11 +381,11 @@ def _update_dense(
             _apply_step(W, g, j, acc, eta if j < n_pen else eta_u, lam, n_pen, adaptive, delta)
 
 
-@_jit
-def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
-    n_cols = W.shape[0]
-    ahead = prefetch_distance(W.shape[1] * W.itemsize)
-    _init_scores(s, W, n_cols - 1, fit_intercept)
+@_inline
+def _csr_row_scores(indptr, indices, data, r, W, fit_intercept, s, ahead):
+    """Row ``r``'s scores against block ``W`` into ``s``, asking for the block row of
+    the non-zero ``ahead`` ones on while it works on the current one."""
+    _init_scores(s, W, W.shape[0] - 1, fit_intercept)
     for p in range(indptr[r], indptr[r + 1]):
         if p + ahead < len(indices):
             prefetch_row(W, indices[p + ahead])
@@ -391,6 +393,12 @@ def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
         x = data[p]
         for k in range(W.shape[1]):
             s[k] += x * W[j, k]
+
+
+@_jit
+def _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s):
+    ahead = prefetch_distance(W.shape[1] * W.itemsize)
+    _csr_row_scores(indptr, indices, data, r, W, fit_intercept, s, ahead)
 
 
 @_jit

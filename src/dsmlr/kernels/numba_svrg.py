@@ -12,6 +12,7 @@ import numpy as np
 
 from dsmlr.kernels.fast_exp import fast_exp
 from dsmlr.kernels.numba_loops import (
+    _batch_gradient,
     _deferred_step,
     _init_scores,
     _inline,
@@ -146,17 +147,7 @@ def _svrg_csr(
             else:
                 _row_scores_csr(indptr, indices, data, rows[bi], W0, fit_intercept, S0[bi])
         _svrg_residuals(S[: len(rows)], S0, rows, w, b, b0, partials, q, table)
-        G[:n_t, :] = 0.0
-        for bi in range(len(rows)):
-            r = rows[bi]
-            for p in range(indptr[r], indptr[r + 1]):
-                sj = slot[indices[p]]
-                x = data[p]
-                for k in range(n_block):
-                    G[sj, k] += x * S[bi, k]
-            if fit_intercept:
-                for k in range(n_block):
-                    G[n_t - 1, k] += S[bi, k]
+        _batch_gradient(indptr, indices, data, rows, slot, S, G, n_t, fit_intercept)
         for s in range(n_t):
             j = touched[s]
             _svrg_step(W, G[s], mu, j, eta if j < n_pen else eta_u, lam, j < n_pen)
