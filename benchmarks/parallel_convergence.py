@@ -88,6 +88,7 @@ def _child(spec: dict) -> dict:
         "n_workers": spec["workers"],
         "engine": spec["engine"],
         "random_state": spec["seed"],
+        "blocks_per_rank": spec.get("blocks_per_rank"),  # None: the engine's default
     }
     # A baseline package may lack some of today's parameters; it runs with its defaults.
     known = inspect.signature(DSMLRClassifier).parameters
@@ -135,6 +136,8 @@ def _run_mpi(
         ] + ([] if problem.fit_intercept else ["--no-intercept"])  # fmt: skip
         if straggler:
             cmd += ["--straggler", straggler]
+        if spec.get("blocks_per_rank"):
+            cmd += ["--blocks-per-rank", str(spec["blocks_per_rank"])]
         env = {**os.environ, **({"DSMLR_SHARED_MEMORY": "0"} if copy else {})}
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
@@ -196,7 +199,8 @@ def report(result: dict, out: Path) -> None:
         f"Command: `{result['command']}`",
         "",
         "Epochs (and seconds) until the exact objective is within a relative gap of the "
-        "optimum; a run stops within 1e-5 or after the epoch limit.  'in process': "
+        f"optimum; a run stops within {result.get('stop_gap', 1e-5):g} or after the epoch "
+        "limit.  'in process': "
         "P worker threads sharing this machine's cores (their seconds only mean "
         "something up to the core count); 'mpi': `mpiexec -n P dsmlr train` on the "
         "data file (the ranks share the blocks' memory), 'mpi, blocks "
@@ -255,17 +259,30 @@ def plot(name: str, prob: dict, path: Path) -> None:
 
     opt = prob["optimum"]["objective"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    # A colour for each P (and run mode), a line style for each engine: twelve or more
+    # lines stay apart where the default colour cycle would repeat its ten colours.
+
+    def key(run: dict) -> tuple:
+        return str(run["workers"]), run["mode"], bool(run.get("default"))
+
+    keys = list(dict.fromkeys(key(run) for run in prob["runs"]))
+    colours = plt.get_cmap("tab20" if len(keys) > 10 else "tab10").colors
     for run in prob["runs"]:
         recs = run["records"]
         gaps = [max((r["objective"] - opt) / opt, 1e-9) for r in recs]
-        label = f"{run['engine']} P={run['workers']}"
+        label = f"{run['engine']} P={run['workers']}" + (" (default)" if run.get("default") else "")
         if run["mode"] != "in process":
             label += f" ({run['mode']})"
         if run["package"] != "current":
             label += f" [{run['package']}]"
-        style = "--" if run["package"] != "current" else "-"
-        axes[0].semilogy([r["epoch"] for r in recs], gaps, style, marker=".", label=label)
-        axes[1].semilogy([r["time"] for r in recs], gaps, style, marker=".", label=label)
+        style = dict(
+            color=colours[keys.index(key(run)) % len(colours)],
+            ls="-" if run["engine"] == "sync" else "--",
+            marker="." if run["package"] == "current" else "x",
+            ms=3, label=label,
+        )  # fmt: skip
+        axes[0].semilogy([r["epoch"] for r in recs], gaps, **style)
+        axes[1].semilogy([r["time"] for r in recs], gaps, **style)
     for ax, xlabel in zip(axes, ("epoch", "seconds"), strict=True):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("(f - f*) / f*")
@@ -315,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {
         "environment": describe(),
         "command": " ".join(["python benchmarks/parallel_convergence.py", *sys.argv[1:]]),
+        "stop_gap": args.stop_gap,
         "problems": {},
     }
     packages = [("current", None)] + ([("baseline", args.baseline)] if args.baseline else [])

@@ -187,17 +187,16 @@ def test_gradient_and_scoring_stages_visit_each_rank_once():
     assert choose_destination(1, np.array([1, 0]), np.array([0.0, 0.0]), 4, once=True) == 1
 
 
-def test_tokens_stay_wide_enough_by_default():
+def test_two_tokens_a_rank_by_default():
     from dsmlr.engines import EngineConfig
-    from dsmlr.engines.async_tokens import MIN_TOKEN_CLASSES, blocks_per_group
+    from dsmlr.engines.async_tokens import blocks_per_group
 
     def per_rank(k, p, chosen=None):
         cfg = EngineConfig(n_samples=100, n_features=10, n_classes=k, blocks_per_rank=chosen)
         return blocks_per_group(cfg, p)
 
-    assert per_rank(4 * 2 * MIN_TOKEN_CLASSES, 2) == 4  # 4 tokens a rank of 50 classes
-    assert per_rank(4 * 2 * MIN_TOKEN_CLASSES - 1, 2) == 2
-    assert per_rank(200, 8) == 2  # narrower still, but two keep a rank busy
+    assert per_rank(2416, 2) == 2
+    assert per_rank(200, 8) == 2
     assert per_rank(200, 2, chosen=4) == 4  # the user's choice stands
     assert per_rank(3, 2) == 1  # never more blocks than classes
 

@@ -89,11 +89,10 @@ class DSMLRClassifier(ClassifierMixin, BaseEstimator):
     blocks_per_rank : int or None, default=None
         Class blocks per worker, so ``B = n_workers * blocks_per_rank`` blocks circulate.
         None: the engine's choice (sync: 1, see
-        :func:`dsmlr.engines.sync_ring.blocks_per_group`; async: 4, so blocks can flow
-        around a slow worker, or 2 where 4 would make narrow blocks, see
-        :func:`dsmlr.engines.async_tokens.blocks_per_group`).  More blocks mean
-        finer-grained work and more messages; from two under MPI, each block travels
-        while the next is visited.
+        :func:`dsmlr.engines.sync_ring.blocks_per_group`; async: 2, so blocks can flow
+        around a slow worker, see :func:`dsmlr.engines.async_tokens.blocks_per_group`).
+        More blocks mean finer-grained work and more messages; from two under MPI, each
+        block travels while the next is visited.
     eval_every : int, default=1
         Compute the exact objective (every class block scores every worker's rows)
         every this many epochs, and after the last; ``tol`` is checked at those epochs.

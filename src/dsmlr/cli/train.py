@@ -76,7 +76,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default=defaults.DTYPE,
                    help="data and weights type (float32)")  # fmt: skip
     p.add_argument("--blocks-per-rank", type=positive_int, metavar="B",
-                   help="class blocks per worker (sync 1; async 4); from 2 under MPI "
+                   help="class blocks per worker (sync 1; async 2); from 2 under MPI "
                         "each block travels while the next is visited")  # fmt: skip
     p.add_argument("--eval-every", type=positive_int, default=defaults.EVAL_EVERY, metavar="N",
                    help="exact objective every N epochs (1; SVRG also anchors once every "

@@ -1,9 +1,9 @@
 """Asynchronous engine: class blocks circulate as tokens (NOMAD-style, no lockstep).
 
-An epoch has no rounds and no ring.  There are B = 4P blocks by default (2P where 4P
-would leave fewer than :data:`MIN_TOKEN_CLASSES` classes a block), each a *token* that
-carries its weights (and optimiser state) through the epoch's stages (see
-:mod:`dsmlr.engines.epochs`), each stage a set of visits to ranks:
+An epoch has no rounds and no ring.  There are B = 2P blocks by default (see
+:data:`DEFAULT_BLOCKS_PER_RANK`), each a *token* that carries its weights (and optimiser
+state) through the epoch's stages (see :mod:`dsmlr.engines.epochs`), each stage a set
+of visits to ranks:
 
 * gradient (SVRG, in the epochs that anchor): one visit to every rank, each adding its
   rows' part of the block's anchor gradient; after the last, the block anchors at its
@@ -89,23 +89,18 @@ from dsmlr.kernels import LocalRows
 
 __all__ = [
     "DEFAULT_BLOCKS_PER_RANK",
-    "MIN_TOKEN_CLASSES",
     "async_token_worker",
     "choose_destination",
     "may_take_in",
 ]
 
-#: Blocks (tokens) per rank: enough that a rank rarely runs dry while tokens queue
-#: elsewhere, few enough that each visit is a worthwhile amount of work.
-DEFAULT_BLOCKS_PER_RANK = 4
-
-#: Narrower tokens than this cost more per class: a visit's cost per row and non-zero
-#: (reaching a random feature's row of the block) does not shrink with the width, so the
-#: narrower the token, the more of a visit it takes; where 4 blocks a rank would be
-#: narrower than this, 2 are used (:func:`blocks_per_group`).
-#: ``benchmarks/results/mpi.md`` (*Straggler: sync against async*) has the timings behind
-#: the value.
-MIN_TOKEN_CLASSES = 50
+#: Blocks (tokens) per rank: two keep a rank busy while another holds a token, and each
+#: visit stays a worthwhile amount of work.  A visit's cost per row and non-zero
+#: (reaching a random feature's row of the block) does not shrink with the width, so
+#: narrower tokens cost more a class: on the Debian sets at P = 2, four tokens a rank
+#: took 1.1x the time of two to 0.1% of the optimum, with a rank slowed 2x as well
+#: (``benchmarks/results/async_tokens.md``).
+DEFAULT_BLOCKS_PER_RANK = 2
 
 #: A rank counts as slower than the fastest only when its pace is more than this many
 #: times the fastest's.  Closer paces are mostly timing noise (ranks sharing cores with
@@ -416,13 +411,10 @@ class _TokenEpoch:
 
 
 def blocks_per_group(cfg: EngineConfig, n_ranks: int) -> int:
-    """Class blocks each rank starts with: ``cfg.blocks_per_rank``, or 4, or 2 where 4
-    would make tokens narrower than :data:`MIN_TOKEN_CLASSES` (two keep a rank busy while
-    another holds a token); never more blocks than classes (an empty token would be pure
-    overhead)."""
+    """Class blocks each rank starts with: ``cfg.blocks_per_rank``, or
+    :data:`DEFAULT_BLOCKS_PER_RANK`; never more blocks than classes (an empty token would
+    be pure overhead)."""
     per_group = cfg.blocks_per_rank or DEFAULT_BLOCKS_PER_RANK
-    if not cfg.blocks_per_rank and cfg.n_classes < per_group * n_ranks * MIN_TOKEN_CLASSES:
-        per_group = 2
     return max(1, min(per_group, cfg.n_classes // n_ranks))
 
 

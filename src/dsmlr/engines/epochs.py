@@ -294,19 +294,15 @@ def run_epochs(
     curvature, gain = _curvature(comm, rows, cfg), batch_gain(comm, rows, cfg)
     shared, spread = _run_constants(comm, rows, cfg, ring)
     run = RunConstants(ring, kernel, rows, cfg, carry, shared, spread, {} if tables else None)
-    stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
     state = start.state if start is not None else None
     rng = _row_orders(comm, cfg, state)
-    history, backoff, converged, first_epoch, elapsed = _resumed(state, stopper)
-    t_start = time.perf_counter() - elapsed
-
-    bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
+    progress = _Progress.begin(comm, cfg, state)
     b_anchor = None
     b_exact = True  # b is exact at the start: -log K at zero weights, or scored there
-    for epoch in range(first_epoch, cfg.max_epochs + 1):
-        if converged:
+    for epoch in range(progress.first_epoch, cfg.max_epochs + 1):
+        if progress.converged:
             break
-        step = step_config(cfg, epoch, curvature, backoff, gain)
+        step = step_config(cfg, epoch, curvature, progress.backoff, gain)
         ring.set_cycle(ring_cycle(comm.size, cfg.seed, epoch))
         plan = plan_epoch(
             epoch, max_epochs=cfg.max_epochs, eval_every=cfg.eval_every,
@@ -328,40 +324,29 @@ def run_epochs(
         epoch_phase(work)
         b_exact = plan.scoring
         if work.centred is not None and comm.size > 1:  # its allreduce: not a ring payload
-            uncounted += work.centred.mean.nbytes
+            progress.uncounted += work.centred.mean.nbytes
         if train is None:
             continue
 
         t_eval = time.perf_counter()
         partials, b, totals = _score_totals(
-            comm, kernel, ring, rows, cfg, work, train, test,
-            float(comm.bytes_sent - bytes_before - uncounted), shared,
-        )  # fmt: skip
+            comm, kernel, ring, rows, cfg, work, train, test, progress.ring_bytes(), shared
+        )
         record = _record(comm, cfg, epoch, totals, n_test if test is not None else 0,
-                         time.perf_counter() - t_start, clock,
-                         clock.eval + time.perf_counter() - t_eval,
-                         comm.wait_seconds - wait_before)  # fmt: skip
-        history.append(record)
-        clock.compute = clock.comm = clock.eval = 0.0
-        bytes_before, wait_before, uncounted = comm.bytes_sent, comm.wait_seconds, 0
-        previous = history[-2] if len(history) > 1 else None
-        backoff = step_backoff(backoff, record.objective, previous and previous.objective)
-        converged = stopper.update(record.objective)
+                         progress.seconds(), clock, clock.eval + time.perf_counter() - t_eval,
+                         progress.wait_seconds())  # fmt: skip
+        previous = progress.add(record, clock)
         if monitor.checkpoint is not None:
-            seconds, rng_state = time.perf_counter() - t_start, [rng.bit_generator.state]
-            now = ResumeState(epoch, list(history), backoff, stopper.best, stopper.quiet,
-                              seconds, converged, rng_state)  # fmt: skip
+            now = progress.resume_state(epoch, [rng.bit_generator.state])
             _checkpoint_if_due(monitor.checkpoint, comm, ring, cfg, now, previous)
         # After the checkpoint, so that the record (a --metrics line) says what it took.
         if monitor.on_epoch is not None and (comm.rank == 0 or monitor.every_rank):
             monitor.on_epoch(record)
 
     return WorkerResult(
-        rank=comm.rank,
-        blocks=ring.release(),
-        history=history,
-        converged=converged,
-    )
+        rank=comm.rank, blocks=ring.release(), history=progress.history,
+        converged=progress.converged,
+    )  # fmt: skip
 
 
 def _make_ring(
@@ -417,13 +402,71 @@ def _count_visits(comm: Communicator, ring: Ring, monitor: Monitor, visits: list
     ring.on_visit = count_visit
 
 
-def _resumed(state: ResumeState | None, stopper: StoppingRule) -> tuple:
-    """History, back-off, convergence, first epoch and seconds spent of a run continued
-    from ``state`` (the stopping rule restored too); a fresh run's without one."""
-    if state is None:
-        return [], 1.0, False, 1, 0.0
-    stopper.restore(state.best, state.quiet)
-    return list(state.history), state.backoff, state.converged, state.epoch + 1, state.elapsed
+@dataclass(eq=False)
+class _Progress:
+    """What the epoch loop carries from one scored epoch to the next: the records, the
+    step's back-off, the stopping rule, and the time, ring bytes and waiting since the
+    last record (an unscored epoch's go in the next record)."""
+
+    comm: Communicator
+    stopper: StoppingRule
+    history: list[EpochRecord]
+    backoff: float
+    converged: bool
+    first_epoch: int
+    t_start: float  # perf_counter() at the run's start (earlier for a resumed run)
+    bytes_before: int = 0
+    wait_before: float = 0.0
+    uncounted: int = 0  # bytes sent since the last record that are no ring payload
+
+    @classmethod
+    def begin(cls, comm: Communicator, cfg: EngineConfig, state: ResumeState | None):
+        """A fresh run's progress, or that of the run ``state`` checkpointed."""
+        stopper = StoppingRule(cfg.tol, cfg.n_iter_no_change)
+        if state is None:
+            progress = cls(comm, stopper, [], 1.0, False, 1, time.perf_counter())
+        else:
+            stopper.restore(state.best, state.quiet)
+            progress = cls(
+                comm, stopper, list(state.history), state.backoff, state.converged,
+                state.epoch + 1, time.perf_counter() - state.elapsed,
+            )  # fmt: skip
+        progress._mark()
+        return progress
+
+    def _mark(self) -> None:
+        self.bytes_before, self.wait_before = self.comm.bytes_sent, self.comm.wait_seconds
+        self.uncounted = 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t_start
+
+    def ring_bytes(self) -> float:
+        return float(self.comm.bytes_sent - self.bytes_before - self.uncounted)
+
+    def wait_seconds(self) -> float:
+        return self.comm.wait_seconds - self.wait_before
+
+    def add(self, record: EpochRecord, clock: Clock) -> EpochRecord | None:
+        """Take a scored epoch's record: the next record counts from here, the step backs
+        off where the objective rose, the stopping rule sees it.  Returns the record
+        before it (None: none)."""
+        self.history.append(record)
+        clock.compute = clock.comm = clock.eval = 0.0
+        self._mark()
+        previous = self.history[-2] if len(self.history) > 1 else None
+        self.backoff = step_backoff(self.backoff, record.objective, previous and previous.objective)
+        self.converged = self.stopper.update(record.objective)
+        return previous
+
+    def resume_state(self, epoch: int, rng: list) -> ResumeState:
+        """What a checkpoint after ``epoch`` holds to continue the run (``rng``: the
+        ranks' row-order generators' states)."""
+        stopper = self.stopper
+        return ResumeState(
+            epoch, list(self.history), self.backoff, stopper.best, stopper.quiet,
+            self.seconds(), self.converged, rng,
+        )  # fmt: skip
 
 
 def _checkpoint_if_due(
