@@ -285,17 +285,11 @@ def _table_room(tcls, tp, used, need):
 
 
 @_inline
-def _anchor_residual(s, r, y, k0, w, b, scale, keep, tptr, tcls, tp, used, icpt, fit_intercept):
-    """Row r's scores s to its part of the block's anchor gradient, ``scale w_r (p - e_y)``
-    with ``p = exp(s + b_r)``, in place; its intercept part added to ``icpt``.
-
-    With ``keep > 0`` only ``p >= keep`` count (the others become 0) and go to the table,
-    grown as needed.  Returns the table's arrays and the entries used.
-    """
+def _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used):
+    """Scores s to ``sw p`` with ``p = exp(s + b_r)``; with ``keep > 0`` only ``p >= keep``
+    count (the others become 0) and go to the table.  Returns the table's entries used."""
     n = s.shape[0]
-    sw, b_r = s.dtype.type(scale * w[r]), s.dtype.type(b[r])
     if keep > 0.0:
-        tcls, tp = _table_room(tcls, tp, used, n)
         # Exponentials, the scan and the masked scaling in separate loops: the first and
         # the last vectorise, and the scan's branch is rarely taken.
         for k in range(n):
@@ -312,13 +306,7 @@ def _anchor_residual(s, r, y, k0, w, b, scale, keep, tptr, tcls, tp, used, icpt,
     else:
         for k in range(n):
             s[k] = sw * fast_exp(s[k] + b_r)
-    local = y[r] - k0
-    if 0 <= local < n:
-        s[local] -= sw
-    if fit_intercept:
-        for k in range(n):
-            icpt[k] += s[k]
-    return tcls, tp, used
+    return used
 
 
 @_inline
@@ -341,9 +329,13 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out, 
     used = 0
     for r in range(n_rows):
         _row_scores_csr(indptr, indices, data, r, W, fit_intercept, s)
-        tcls, tp, used = _anchor_residual(
-            s, r, y, k0, w, b, scale, keep, tptr, tcls, tp, used, icpt, fit_intercept
-        )
+        sw, b_r = s.dtype.type(scale * w[r]), s.dtype.type(b[r])
+        if keep > 0.0:
+            tcls, tp = _table_room(tcls, tp, used, n_block)
+        used = _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used)
+        local = y[r] - k0
+        if 0 <= local < n_block:
+            s[local] -= sw
         for p in range(indptr[r], indptr[r + 1]):
             if p + ahead < indptr[r + 1]:
                 prefetch_row(out, indices[p + ahead])
@@ -351,6 +343,9 @@ def _grad_csr(indptr, indices, data, y, w, fit_intercept, W, k0, b, scale, out, 
             x = data[p]
             for k in range(n_block):
                 out[j, k] += x * s[k]
+        if fit_intercept:
+            for k in range(n_block):
+                icpt[k] += s[k]
     _add_intercept(out, n_cols - 1, icpt, fit_intercept)
     return tptr, tcls[:used].copy(), tp[:used].copy()
 
@@ -365,13 +360,20 @@ def _grad_dense(X, y, w, fit_intercept, W, k0, b, scale, out, keep):
     used = 0
     for r in range(n_rows):
         _row_scores_dense(X, r, W, fit_intercept, s)
-        tcls, tp, used = _anchor_residual(
-            s, r, y, k0, w, b, scale, keep, tptr, tcls, tp, used, icpt, fit_intercept
-        )
+        sw, b_r = s.dtype.type(scale * w[r]), s.dtype.type(b[r])
+        if keep > 0.0:
+            tcls, tp = _table_room(tcls, tp, used, n_block)
+        used = _anchor_row(s, r, b_r, sw, keep, tptr, tcls, tp, used)
+        local = y[r] - k0
+        if 0 <= local < n_block:
+            s[local] -= sw
         for j in range(n_feat):
             x = X[r, j]
             if x != 0.0:
                 for k in range(n_block):
                     out[j, k] += x * s[k]
+        if fit_intercept:
+            for k in range(n_block):
+                icpt[k] += s[k]
     _add_intercept(out, n_feat, icpt, fit_intercept)
     return tptr, tcls[:used].copy(), tp[:used].copy()
