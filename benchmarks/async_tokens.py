@@ -77,8 +77,8 @@ def report(result: dict, out: Path) -> None:
     lines = [
         "# Tokens a rank (`benchmarks/async_tokens.py`)", "", summary(result["environment"]),
         "", f"Command: `{result['command']}`", "",
-        "P = 2. Seconds to within 0.1% of the optimum (median over the repeats, each "
-        "repeat's epoch in brackets); 'vs sync': against the synchronous engine's median "
+        "P = 2. Seconds to within 0.1% of the optimum (median over the repeats) and the "
+        "epoch each repeat got there; 'vs sync': against the synchronous engine's median "
         "in the same setting.", "",
         "| data | run | rank 1 slowed | engine | tokens a rank | s to 0.1% | epochs | vs sync |",
         "|---|---|---|---|---|---|---|---|",

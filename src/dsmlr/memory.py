@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsmlr.engines import ENGINES
 from dsmlr.engines.optimizers import update_rule
 from dsmlr.errors import DataError, on_all_ranks
 from dsmlr.kernels.anchor_table import table_bytes_bound, uses_tables
@@ -116,7 +117,7 @@ def plan_memory(
     columns = n_features + int(fit_intercept)
     per_rank = -(-n_classes // n_ranks) * columns
     held = -(-n_blocks // n_ranks)
-    if engine == "async" and n_ranks > 1:
+    if ENGINES[engine].roaming and n_ranks > 1:
         held = async_blocks_held(n_ranks, n_blocks)
         per_rank = held * -(-n_classes // n_blocks) * columns
     rule = update_rule(optimizer)

@@ -119,6 +119,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from dsmlr.engines import ENGINES, n_class_blocks
+from dsmlr.engines.base import EngineConfig
 from dsmlr.engines.optimizers import update_rule
 from dsmlr.memory import MemoryPlan, plan_memory
 from dsmlr.partition import ring_legs
@@ -141,8 +143,6 @@ CHUNK_BYTES = 16 * 2**20
 #: Seconds per message of a typical cluster network (TCP over Ethernet: tens of µs).
 DEFAULT_LATENCY = 50e-6
 
-#: Engines the model knows (those of :mod:`dsmlr.engines`).
-_ENGINES = ("sync", "async")
 _ITEMSIZE = {"float64": 8, "float32": 4}
 
 
@@ -456,8 +456,8 @@ def _check_problem(n_samples, n_features, n_classes, nnz, n_ranks, eval_every, e
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if nnz < 0:
         raise ValueError(f"nnz must be >= 0, got {nnz!r}")
-    if engine not in _ENGINES:
-        raise ValueError(f"engine must be one of {_ENGINES}, got {engine!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {tuple(ENGINES)}, got {engine!r}")
     if not bandwidth > 0:
         raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
     if not (latency >= 0 and math.isfinite(latency)):
@@ -506,9 +506,6 @@ def _averaged_traffic(
 def _n_blocks(engine: str, n_ranks: int, blocks_per_rank: int | None, n_samples: int,
               n_features: int, n_classes: int, fit_intercept: bool) -> int:  # fmt: skip
     """B as the engine chooses it (the engines' own rule, not a copy of it)."""
-    from dsmlr.engines import n_class_blocks
-    from dsmlr.engines.base import EngineConfig
-
     cfg = EngineConfig(n_samples=n_samples, n_features=n_features, n_classes=n_classes,
                        fit_intercept=fit_intercept, blocks_per_rank=blocks_per_rank)  # fmt: skip
     return int(n_class_blocks(engine, cfg, n_ranks))

@@ -98,8 +98,8 @@ __all__ = [
 #: visit stays a worthwhile amount of work.  A visit's cost per row and non-zero
 #: (reaching a random feature's row of the block) does not shrink with the width, so
 #: narrower tokens cost more a class: on the Debian sets at P = 2, four tokens a rank
-#: took 1.1x the time of two to 0.1% of the optimum, with a rank slowed 2x as well
-#: (``benchmarks/results/async_tokens.md``).
+#: took 1.05-1.13x the time of two to 0.1% of the optimum, and 1.20-1.23x with one rank
+#: slowed 2x (``benchmarks/results/async_tokens.md``).
 DEFAULT_BLOCKS_PER_RANK = 2
 
 #: A rank counts as slower than the fastest only when its pace is more than this many
