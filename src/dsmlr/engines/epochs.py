@@ -330,9 +330,10 @@ def run_epochs(
         partials, b, totals = _score_totals(
             comm, kernel, ring, rows, cfg, work, train, test, progress.ring_bytes(), shared
         )
-        record = epoch_record(comm, cfg, epoch, totals, n_test if test is not None else 0,
-                         progress.seconds(), clock, clock.eval + time.perf_counter() - t_eval,
-                         progress.wait_seconds())  # fmt: skip
+        record = epoch_record(
+            comm, cfg, epoch, totals, n_test if test is not None else 0, progress.seconds(),
+            clock, clock.eval + time.perf_counter() - t_eval, progress.wait_seconds(),
+        )  # fmt: skip
         previous = progress.add(record, clock)
         if monitor.checkpoint is not None:
             now = progress.resume_state(epoch, [rng.bit_generator.state])
