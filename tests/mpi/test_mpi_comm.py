@@ -80,6 +80,26 @@ def test_tokens_reach_every_rank_and_the_barrier_ends_the_exchange(comm):
     agree(comm, comm.poll(0.0) is None, "a message arrived after the barrier")
 
 
+def test_a_poll_without_waiting_sees_a_token_that_has_arrived(comm):
+    # The async engine asks for tokens without waiting between visits: a token that
+    # arrived while the rank computed (no MPI call to drive progress) must come out of
+    # that one ask, or the rank starts its next visit without it and decides where
+    # tokens go on stale queue lengths.  The receiver makes no MPI call for half a
+    # second after the barrier; the sender posts at once.
+    sender, receiver = comm.size - 1, 0
+    comm.barrier()
+    if comm.rank == sender:
+        comm.post(receiver, [np.array([sender]), np.arange(4.0)])
+    message = None
+    if comm.rank == receiver:
+        time.sleep(0.5)
+        message = comm.poll(0.0)
+    comm.flush()
+    comm.barrier()
+    seen = comm.rank != receiver or (message is not None and int(message[0][0]) == sender)
+    agree(comm, seen, "a token that had arrived was not seen")
+
+
 def test_arrays_longer_than_one_message_travel_in_pieces():
     # MPI counts are C ints: a block of more than 2**31 - 1 values must go as several
     # messages.  A communicator cutting at 7 values shows the cut at a size tests afford.
