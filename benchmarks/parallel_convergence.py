@@ -18,7 +18,8 @@ would need (the synchronous engine gives bit for bit the model of as many MPI ra
 
 ``--baseline SRC`` runs every configuration a second time with the package in ``SRC``
 (another checkout's ``src``, e.g. ``git worktree add /tmp/old HEAD~3``), in the same
-turns, for a before/after comparison of a change.
+turns, for a before/after comparison of a change.  ``--repeats N`` makes N rounds, each
+running every configuration once, and reports medians.
 
 Run::
 
@@ -205,8 +206,9 @@ def report(result: dict, out: Path) -> None:
         "something up to the core count); 'mpi': `mpiexec -n P dsmlr train` on the "
         "data file (the ranks share the blocks' memory), 'mpi, blocks "
         "copied': the same with `DSMLR_SHARED_MEMORY=0`.  Times: medians over the "
-        "repeats; 'vs P=1': the seconds to 0.1% against those of the same engine and "
-        "package at P = 1 (for every MPI run, the 'mpi' one).",
+        "repeats, taken in rounds (each runs every configuration once, so the runs a "
+        "ratio compares are minutes apart); 'vs P=1': the seconds to 0.1% against those "
+        "of the same engine and package at P = 1 (for every MPI run, the 'mpi' one).",
         "",
     ]
     for name, prob in result["problems"].items():
@@ -299,6 +301,65 @@ def plot(name: str, prob: dict, path: Path) -> None:
 # -- main --------------------------------------------------------------------------------
 
 
+def _configs(args: argparse.Namespace, name: str, packages: list) -> list[tuple]:
+    """Every ``(engine, mode, workers, package)`` the command asks for on ``name``."""
+    configs = []
+    for engine in args.engines:
+        modes = [("in process", w) for w in args.workers]
+        if args.mpi and name.startswith("debian-"):
+            modes += [("mpi", str(r)) for r in args.mpi_ranks]
+            if args.mpi_copy:
+                modes += [(COPIED, str(r)) for r in args.mpi_ranks if r > 1]
+            if args.mpi_straggler:
+                slow = f"mpi, rank {args.mpi_straggler.replace(':', ' slowed ')}x"
+                modes += [(slow, str(r)) for r in args.mpi_ranks if r > 1]
+        for mode, w in modes:
+            for package, _ in packages:
+                if mode.startswith("mpi") and package != "current":
+                    continue  # the baseline's CLI would need its own installation
+                configs.append((engine, mode, w, package))
+    return configs
+
+
+def _run_config(args, problem, f_star: float, config: tuple, src: str | None) -> dict:
+    """One run of ``config`` (see :func:`_configs`), labelled with it."""
+    engine, mode, w, package = config
+    spec = {
+        "problem": problem.name, "engine": engine, "epochs": args.epochs,
+        "workers": None if w == "default" else int(w),
+        "seed": args.seed, "optimum": f_star, "stop_gap": args.stop_gap,
+    }  # fmt: skip
+    if mode.startswith("mpi"):
+        slow = args.mpi_straggler if mode not in ("mpi", COPIED) else None
+        run = _run_mpi(problem, spec, int(w), slow, copy=mode == COPIED)
+    else:
+        run = _run_child(spec, src)
+    run.update(problem=problem.name, engine=engine, mode=mode, package=package,
+               default=w == "default")  # fmt: skip
+    return run
+
+
+def _print_run(run: dict, f_star: float) -> None:
+    s = summarise(run, f_star)
+    tag = " (default)" if run["default"] else ""
+    print(
+        f"{run['problem']} {run['engine']} {run['mode']} P={run['workers']}{tag} "
+        f"[{run['package']}] rep {run['repeat']}: 0.1% at epoch {_fmt(s['epochs_0.001'])} "
+        f"({_fmt(s['seconds_0.001'])} s), 1e-4 at {_fmt(s['epochs_0.0001'])}, "
+        f"final gap {s['final_gap']:.1e}",
+        flush=True,
+    )
+
+
+def _median_row(runs: list[dict], f_star: float) -> dict:
+    """A configuration's table row: the median of each figure over its repeats."""
+    sums = [summarise(r, f_star) for r in runs]
+    row = {k: _median([s[k] for s in sums]) for k in sums[0]}
+    first = runs[0]
+    row.update({k: first[k] for k in ("engine", "mode", "package", "workers", "default")})
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -349,50 +410,19 @@ def main(argv: list[str] | None = None) -> None:
             warm = {"problem": name, "engine": "sync", "epochs": 2, "workers": 2,
                     "seed": args.seed, "optimum": f_star, "stop_gap": 0.0}  # fmt: skip
             _run_child(warm, src)
-        runs, rows = [], []
-        for engine in args.engines:
-            configs = [("in process", w) for w in args.workers]
-            if args.mpi and name.startswith("debian-"):
-                configs += [("mpi", str(r)) for r in args.mpi_ranks]
-                if args.mpi_copy:
-                    configs += [(COPIED, str(r)) for r in args.mpi_ranks if r > 1]
-                if args.mpi_straggler:
-                    slow = f"mpi, rank {args.mpi_straggler.replace(':', ' slowed ')}x"
-                    configs += [(slow, str(r)) for r in args.mpi_ranks if r > 1]
-            for mode, w in configs:
-                for package, src in packages:
-                    if mode.startswith("mpi") and package != "current":
-                        continue  # the baseline's CLI would need its own installation
-                    got = []
-                    for rep in range(args.repeats):
-                        spec = {
-                            "problem": name, "engine": engine, "epochs": args.epochs,
-                            "workers": None if w == "default" else int(w),
-                            "seed": args.seed, "optimum": f_star, "stop_gap": args.stop_gap,
-                        }  # fmt: skip
-                        if mode.startswith("mpi"):
-                            slow = args.mpi_straggler if mode not in ("mpi", COPIED) else None
-                            run = _run_mpi(problem, spec, int(w), slow, copy=mode == COPIED)
-                        else:
-                            run = _run_child(spec, src)
-                        run.update(problem=name, engine=engine, mode=mode, package=package,
-                                   default=w == "default", repeat=rep)  # fmt: skip
-                        got.append(run)
-                        s = summarise(run, f_star)
-                        tag = " (default)" if w == "default" else ""
-                        print(
-                            f"{name} {engine} {mode} P={run['workers']}{tag} "
-                            f"[{package}] rep {rep}: 0.1% at epoch {_fmt(s['epochs_0.001'])} "
-                            f"({_fmt(s['seconds_0.001'])} s), 1e-4 at {_fmt(s['epochs_0.0001'])}, "
-                            f"final gap {s['final_gap']:.1e}",
-                            flush=True,
-                        )
-                    runs += got
-                    sums = [summarise(r, f_star) for r in got]
-                    row = {k: _median([s[k] for s in sums]) for k in sums[0]}
-                    row.update(engine=engine, mode=mode, package=package,
-                               workers=got[0]["workers"], default=w == "default")  # fmt: skip
-                    rows.append(row)
+        configs = _configs(args, name, packages)
+        got: dict[tuple, list[dict]] = {c: [] for c in configs}
+        # Repeats are rounds over every configuration, so that each ratio compares runs
+        # made minutes apart, not one configuration's repeats in a quiet spell and the
+        # other's in a busy one (a shared machine's speed drifts by 10% over a benchmark).
+        for rep in range(args.repeats):
+            for config in configs:
+                run = _run_config(args, problem, f_star, config, src=dict(packages)[config[3]])
+                run["repeat"] = rep
+                got[config].append(run)
+                _print_run(run, f_star)
+        runs = [run for config in configs for run in got[config]]
+        rows = [_median_row(got[config], f_star) for config in configs]
         entry = {
             "description": problem.description, "lam": problem.lam, "optimum": optimum,
             "runs": runs, "rows": rows,

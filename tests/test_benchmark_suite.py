@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -249,15 +250,19 @@ def test_parallel_convergence_counts_epochs_to_each_gap(tmp_path):
         check=True, capture_output=True, cwd=BENCH,
     )  # fmt: skip
     out = tmp_path / "pc"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(BENCH / "parallel_convergence.py"), "--problems", "tiny",
-         "--workers", "1", "3", "--engines", "sync", "--epochs", "25", "--cache-dir",
-         str(tmp_path), "--out", str(out), "--no-plots"],
-        check=True, capture_output=True, cwd=BENCH,
+         "--workers", "1", "3", "--engines", "sync", "--epochs", "25", "--repeats", "2",
+         "--cache-dir", str(tmp_path), "--out", str(out), "--no-plots"],
+        check=True, capture_output=True, cwd=BENCH, text=True,
     )  # fmt: skip
+    # Repeats are rounds: every configuration once, then every one again.
+    order = re.findall(r"P=(\d) \[current\] rep (\d)", done.stdout)
+    assert order == [("1", "0"), ("3", "0"), ("1", "1"), ("3", "1")]
     result = json.loads(out.with_suffix(".json").read_text())
     rows = result["problems"]["tiny"]["rows"]
     assert [r["workers"] for r in rows] == [1, 3]
+    assert [r["repeat"] for r in result["problems"]["tiny"]["runs"]] == [0, 1, 0, 1]
     for row in rows:
         assert row["epochs_0.01"] <= row["epochs_0.001"] <= row["epochs_0.0001"] <= 25
         assert row["final_gap"] < 1e-4
