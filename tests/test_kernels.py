@@ -183,6 +183,19 @@ def test_empty_block_contributes_nothing(kernel_name):
     assert np.all(partials[:, 1] == -np.inf)
 
 
+@pytest.mark.parametrize("kernel_name", ["reference", *FAST])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_squared_norm_is_the_float64_sum_of_squares(kernel_name, dtype):
+    # The scoring stage's penalty: every kernel sums in float64, whatever the block's
+    # type, and in any order only up to the last bits.
+    W = np.random.default_rng(1).normal(size=(301, 67)).astype(dtype)
+    kernel = _kernel(kernel_name)
+    for part in (W, W[:100], W[:, 5:40], W[0], W[:0]):
+        expected = float(np.sum(part.astype(np.float64) ** 2))
+        (on_device,) = _on_device(kernel, part)
+        assert kernel.squared_norm(on_device) == pytest.approx(expected, rel=1e-13, abs=0.0)
+
+
 def test_unknown_kernel_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown kernel 'gpu9'"):
         get_kernel("gpu9")
