@@ -214,13 +214,13 @@ def test_a_straggler_does_fewer_update_visits_but_every_rank_scores_every_block(
     for stage in ("update", "gradient", "score"):
         original = getattr(Epoch, stage)
 
-        def recorded(self, blk, _original=original, _stage=stage):
+        def recorded(self, blk, *args, _original=original, _stage=stage, **kwargs):
             if not any(e is self for e in epochs):
                 epochs.append(self)
             rank = self.ring.comm.rank
             number = [e for e in epochs if e.ring.comm.rank == rank].index(self)
             seen.append((number, _stage, rank, blk.q))
-            return _original(self, blk)
+            return _original(self, blk, *args, **kwargs)
 
         monkeypatch.setattr(Epoch, stage, recorded)
     X, y = planted_sparse_problem(n_samples=600, n_features=60, n_classes=12, seed=5)

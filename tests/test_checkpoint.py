@@ -158,10 +158,14 @@ def test_the_memory_estimate_follows_the_documented_table():
                        n_blocks=4, itemsize=4, optimizer="svrg")  # fmt: skip
     assert plan.rows == 50_000 * 8 + 16 * 1000
     assert plan.row_state == 8 * 1000 * (2 * 4 + 2)
-    assert plan.blocks == 100 * 1000 * 3 * 4  # weights, anchor weights, gradient
+    # Weights, anchor weights, gradient; the update passes' lag (one int64 a column).
+    assert plan.blocks == 100 * 1000 * 3 * 4 + 8 * 1000
     sgd = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                       n_blocks=4, itemsize=4, optimizer="sgd")  # fmt: skip
-    assert sgd.blocks == 100 * 1000 * 4
+    assert sgd.blocks == 100 * 1000 * 4 + 8 * 1000
+    gpu = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
+                      n_blocks=4, itemsize=4, optimizer="sgd", lag=False)  # fmt: skip
+    assert gpu.blocks == 100 * 1000 * 4
 
 
 def test_an_asynchronous_rank_is_planned_with_the_blocks_it_may_hold():
@@ -174,9 +178,9 @@ def test_an_asynchronous_rank_is_planned_with_the_blocks_it_may_hold():
     assert async_blocks_held(8, 32) == 9
     common = dict(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                   n_blocks=16, itemsize=4)  # fmt: skip
-    sync = plan_memory(**common, optimizer="adagrad")
+    sync = plan_memory(**common, optimizer="adagrad", lag=False)
     assert sync.blocks == 100 * 1000 * 4 + 8 * 1000 * 4  # its group of 4 blocks
-    tokens = plan_memory(**common, optimizer="adagrad", engine="async")
+    tokens = plan_memory(**common, optimizer="adagrad", engine="async", lag=False)
     assert tokens.blocks == 9 * 25 * 1000 * 4 + 8 * 1000 * 9
     # One process: the in-process workers share their blocks, which move by reference.
     alone = {**common, "n_ranks": 1, "n_blocks": 4}

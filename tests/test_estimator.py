@@ -171,12 +171,13 @@ def test_bytes_sent_per_epoch_match_the_documented_volume(dtype):
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=2, tol=-1, n_workers=3, dtype=dtype).fit(X, y)
     model = 6 * 41 * np.dtype(dtype).itemsize  # K x (D + intercept)
+    lag = 41 * 8  # a block's lag, which its update shifts carry (int64, one a column)
     first, second = (h["bytes_sent"] for h in clf.history_)
-    assert first == 2 * model * 2 / 3  # plain update ring + scoring ring
+    assert first == 2 * model * 2 / 3 + 2 * lag  # plain update ring + scoring ring
     # The gradient ring (weights, gradient sums), the update ring (weights, anchor
     # weights and gradient), all in the weights' dtype, and the scoring ring make two
     # shifts each, then the weights one more.
-    assert second == 2 * model * 2 / 3 + 3 * model * 2 / 3 + model * 2 / 3 + model / 3
+    assert second == 2 * model * 2 / 3 + 3 * model * 2 / 3 + 2 * lag + model * 2 / 3 + model / 3
 
 
 def test_non_finite_training_is_a_clear_error():
@@ -196,14 +197,17 @@ def test_default_workers_follow_cores_and_classes(monkeypatch, n_classes, expect
 
 def test_plain_epochs_without_scoring_move_the_model_exactly_once():
     """With the exact objective every 4th epoch, an SGD epoch sends the model once, the
-    one that scores 2/3 of it twice (update and scoring ring, P - 1 = 2 shifts each)."""
+    one that scores 2/3 of it twice (update and scoring ring, P - 1 = 2 shifts each); a
+    block's update shifts carry its lag too (3 of them in each epoch that does not score,
+    2 in the one that does)."""
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=6, seed=9)
     clf = DSMLRClassifier(max_epochs=8, tol=-1, n_workers=3, optimizer="sgd", eval_every=4).fit(
         X, y
     )
-    model_bytes = 6 * 41 * clf.coef_.itemsize
+    model_bytes, lag = 6 * 41 * clf.coef_.itemsize, 41 * 8
     assert [h["epoch"] for h in clf.history_] == [4, 8]
-    assert [h["bytes_sent"] for h in clf.history_] == [(3 + 2 * 2 / 3) * model_bytes] * 2
+    expected = (3 + 2 * 2 / 3) * model_bytes + (3 * 3 + 2) * lag
+    assert [h["bytes_sent"] for h in clf.history_] == [expected] * 2
 
 
 def test_n_iter_counts_the_epochs_run_not_the_records(tmp_path):

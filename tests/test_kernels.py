@@ -212,3 +212,61 @@ def test_one_row_steps_longer_than_the_penalty_allows_match_reference(method):
     assert np.all(np.isfinite(ref[0]))
     for a, c in zip(ref, fast, strict=True):
         np.testing.assert_allclose(c, a, **_tolerance(np.float64))
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("method", ["sgd", "svrg"])
+def test_passes_that_leave_columns_behind_end_where_one_pass_does(method, fit_intercept):
+    """A block's update stage is one pass on each rank: numba leaves the untouched columns
+    behind between them (``lag``) and brings them up to date in the ``final`` one, which
+    must give the weights, partials and b of one pass over all the rows."""
+    rows = _rows(True, fit_intercept, np.float64)
+    config = UpdateConfig(eta=0.4, lam=0.05, n_penalized=D, batch_size=1, adaptive=False)
+    kernel = get_kernel("numba")
+    order = np.random.default_rng(7).permutation(N)
+    parts = np.array_split(order, 3)
+
+    def run(split: bool, settle_every_pass: bool = False):
+        W, acc, partials, b = _initial_state(rows, np.float64)
+        snapshot = None
+        if method == "svrg":
+            mu = np.random.default_rng(5).normal(scale=0.01, size=W.shape)
+            snapshot = Snapshot(W.copy(), mu, b.copy())
+        if not split:
+            kernel.update_pass(rows, W, BLOCK[0], acc, partials, 1, b, order, config, snapshot)
+            return W, partials, b, None
+        lag = np.full(W.shape[0], -1, dtype=np.int64)
+        for i, part in enumerate(parts):
+            final = i == len(parts) - 1
+            kernel.update_pass(rows, W, BLOCK[0], acc, partials, 1, b, part, config,
+                               snapshot, lag, final)  # fmt: skip
+            if not final:
+                assert np.any(lag[:D] < -1), "nothing left behind: the test shows nothing"
+                assert np.all(lag[D:] == -1), "the intercept is never left behind"
+            if settle_every_pass:  # what the relaxation does with its columns
+                kernel.settle(W, lag, np.arange(D), config, snapshot)
+                assert np.all(lag == -1)
+        return W, partials, b, lag
+
+    whole = run(False)
+    for settle in (False, True):
+        got = run(True, settle)
+        for a, c in zip(whole[:3], got[:3], strict=True):
+            np.testing.assert_allclose(c, a, rtol=1e-12, atol=1e-14)
+        assert np.all(got[3] == -1), "a final pass leaves nothing behind"
+
+
+def test_a_final_pass_over_no_rows_still_brings_every_column_up_to_date():
+    rows = _rows(True, False, np.float64)
+    config = UpdateConfig(eta=0.4, lam=0.05, n_penalized=D, batch_size=1, adaptive=False)
+    kernel = get_kernel("numba")
+    W, acc, partials, b = _initial_state(rows, np.float64)
+    lag = np.full(W.shape[0], -1, dtype=np.int64)
+    order = np.random.default_rng(7).permutation(N)
+    kernel.update_pass(rows, W, 0, acc, partials, 1, b, order, config, None, lag, False)
+    behind, pending = W.copy(), -1 - lag
+    assert pending.max() > 0
+    kernel.update_pass(rows, W, 0, acc, partials, 1, b, order[:0], config, None, lag, True)
+    assert np.all(lag == -1)
+    expected = behind * (1.0 - config.eta * config.lam) ** pending[:, None]
+    np.testing.assert_allclose(W, expected, rtol=1e-12)

@@ -34,6 +34,11 @@ def model_bytes(itemsize: int = 4) -> int:  # the default dtype, float32
     return BIG["n_classes"] * (BIG["n_features"] + 1) * itemsize
 
 
+def lag_bytes(n_blocks: int) -> int:
+    """The blocks' lag, which the update ring carries (one int64 a block's column)."""
+    return 8 * n_blocks * (BIG["n_features"] + 1)
+
+
 # -- memory ------------------------------------------------------------------------------
 
 
@@ -60,9 +65,12 @@ def test_more_ranks_need_less_memory_compute_and_time():
         assert more.compute_seconds < fewer.compute_seconds
     # A ring of P shifts moves the whole model from every rank, whatever P; the update
     # and scoring rings of an epoch that scores make P - 1 shifts (see the next test),
-    # so per rank a little more moves as P grows, up to the model once per ring.
+    # so per rank a little more moves as P grows, up to the model once per ring (and
+    # the update ring's lag, which grows with the blocks: up to one a class).
     sent = [p.bytes_sent for p in plans[1:]]
-    assert sent == sorted(sent) and sent[-1] < plan(n_ranks=10**6).bytes_sent < 8 * model_bytes()
+    most = plan(n_ranks=BIG["n_classes"])
+    assert sent == sorted(sent) and sent[-1] < most.bytes_sent
+    assert most.bytes_sent < 8 * model_bytes() + lag_bytes(BIG["n_classes"])
 
 
 # -- bytes -------------------------------------------------------------------------------
@@ -88,21 +96,24 @@ def test_bytes_per_epoch_follow_the_engines_formulas(optimizer, dtype, update, g
     assert uses_tables("auto", rows.get("n_samples", BIG["n_samples"]), BIG["n_classes"],
                        BIG["n_features"] + 1, itemsize, True) == bool(rows)  # fmt: skip
     got = plan(optimizer=optimizer.removesuffix("-tables"), dtype=dtype, **rows)
-    M = model_bytes(itemsize)
+    M, lag = model_bytes(itemsize), lag_bytes(got.n_blocks)
     assert got.model_bytes == M
     home = 1 / 4 if gradient else 0
-    assert got.bytes_sent == pytest.approx(((gradient + update + 1) * 3 / 4 + home) * M, abs=1)
-    assert got.first_epoch_bytes == pytest.approx(2 * 3 / 4 * M, abs=1)
+    update_ring = 3 / 4 * (update * M + lag)
+    assert got.bytes_sent == pytest.approx(((gradient + 1) * 3 / 4 + home) * M + update_ring, abs=1)
+    assert got.first_epoch_bytes == pytest.approx(3 / 4 * (2 * M + lag), abs=1)
 
 
 def test_adagrad_bytes_carry_the_accumulators_and_scoring_every_n_epochs():
     got = plan(optimizer="adagrad", n_ranks=4)
-    carried = 8 * got.n_blocks * (BIG["n_features"] + 1)
-    assert got.bytes_sent == pytest.approx(2 * (model_bytes() + carried) * 3 / 4, abs=1)
+    carried, lag = 8 * got.n_blocks * (BIG["n_features"] + 1), lag_bytes(got.n_blocks)
+    expected = (2 * (model_bytes() + carried) + lag) * 3 / 4
+    assert got.bytes_sent == pytest.approx(expected, abs=1)
     # Three epochs of one update ring (P = 4 shifts), one of an update and a scoring
     # ring of P - 1 shifts each.
     sparse_eval = plan(optimizer="sgd", eval_every=4)
-    assert sparse_eval.bytes_sent == pytest.approx((3 + 2 * 3 / 4) / 4 * model_bytes(), abs=1)
+    expected = ((3 + 2 * 3 / 4) * model_bytes() + (3 + 3 / 4) * lag) / 4
+    assert sparse_eval.bytes_sent == pytest.approx(expected, abs=1)
     assert sparse_eval.score_seconds == pytest.approx(plan(optimizer="sgd").score_seconds / 4)
 
 

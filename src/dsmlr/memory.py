@@ -67,6 +67,9 @@ class MemoryPlan:
     #: Whether SVRG holds its anchor as the rows' probability tables (counted in
     #: ``row_state``) rather than as anchor weights (in ``blocks``).
     anchor_tables: bool = False
+    #: Whether each block carries its update passes' lag (one int64 a column, in
+    #: ``blocks``; :data:`dsmlr.kernels.LAGGING_KERNELS`).
+    lag: bool = False
 
     @property
     def total(self) -> int:
@@ -89,6 +92,7 @@ def plan_memory(
     n_samples: int | None = None,
     svrg_anchor: str = "auto",
     anchor_tables: bool = True,
+    lag: bool = True,
 ) -> MemoryPlan:
     """Estimate one rank's memory (see the module docstring).
 
@@ -111,6 +115,8 @@ def plan_memory(
         All ranks' training rows N (default ``n_rows * n_ranks``), which with
         ``svrg_anchor`` and whether the kernel supports ``anchor_tables`` decides how SVRG
         holds its anchor (:func:`dsmlr.kernels.anchor_table.uses_tables`).
+    lag : bool
+        Whether the kernel's blocks carry a lag (the CPU kernel's do).
     """
     rows = nnz * (itemsize + index_bytes) + 16 * n_rows
     row_state = 8 * n_rows * (2 * n_blocks + 2)  # b, its anchor copy, two partials tables
@@ -127,8 +133,9 @@ def plan_memory(
     if tables:  # weights and gradient; the anchor in rows-sized tables
         row_state += table_bytes_bound(n_rows, n_classes, n_blocks, itemsize)
     blocks = per_rank * rule.model_arrays(tables) * itemsize
-    blocks += rule.carried_bytes(n_features + 1) * held
-    return MemoryPlan(int(rows), int(row_state), int(blocks), anchor_tables=bool(tables))
+    blocks += (rule.carried_bytes(columns) + 8 * columns * lag) * held
+    return MemoryPlan(int(rows), int(row_state), int(blocks), anchor_tables=bool(tables),
+                      lag=bool(lag))  # fmt: skip
 
 
 def available_bytes() -> int | None:

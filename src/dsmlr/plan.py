@@ -349,7 +349,8 @@ def plan_training(
         M              = K * D_fit * itemsize
         bytes_sent     = update ring + ([svrg] gradient ring + scoring ring) / eval_every
                          (each ring (P - 1) / P of its size, or all of it, see
-                         above; SGD 2M (P - 1) / P with eval_every = 1; 0 when P = 1)
+                         above; SGD (2M + L) (P - 1) / P with eval_every = 1, L the
+                         blocks' lag; 0 when P = 1)
         comm           = bytes_sent / bandwidth + messages * latency
         epoch          = compute + comm          (no overlap, as the engines run)
         memory         = dsmlr.memory.plan_memory(ceil(N/P) rows, ceil(nnz/P), ...)
@@ -419,10 +420,11 @@ def plan_training(
 
     M = K * d_fit * s
     carried = n_blocks * rule.carried_bytes(d_fit)  # AdaGrad's state
+    lag = n_blocks * d_fit * 8 * memory.lag  # the update passes' lag, update ring only
     # SVRG's update ring: weights and anchor gradient, and the anchor weights unless the
     # ranks hold the anchor as probability tables.
-    update_bytes = rule.model_arrays(tables) * M + carried
-    first_update = M + carried  # SVRG's first epoch: plain steps, weights only
+    update_bytes = rule.model_arrays(tables) * M + carried + lag
+    first_update = M + carried + lag  # SVRG's first epoch: plain steps, weights only
     gradient_bytes = 2 * M if svrg else 0  # weights and gradient, in the weights' dtype
     scoring_bytes = M + carried
     if P == 1:

@@ -30,7 +30,7 @@ from dsmlr.engines import (
     format_epoch,
     n_class_blocks,
 )
-from dsmlr.kernels import HOST_KERNELS, KERNELS
+from dsmlr.kernels import HOST_KERNELS, KERNELS, LAGGING_KERNELS
 
 __all__ = ["PARAMETER_CONSTRAINTS", "Settings", "class_weights", "normalised_weights"]
 
@@ -180,6 +180,7 @@ class Settings:
                 itemsize=np.dtype(cfg.dtype).itemsize, optimizer=cfg.optimizer,
                 fit_intercept=cfg.fit_intercept, engine=self.engine, n_samples=cfg.n_samples,
                 anchor_tables=cfg.kernel in HOST_KERNELS,  # HostBlocks.anchor_tables
+                lag=cfg.kernel in LAGGING_KERNELS,
             )  # fmt: skip
 
         check_memory(comm, plan_for)

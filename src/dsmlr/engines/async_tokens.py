@@ -61,7 +61,9 @@ Communication
 A token is sent after every visit that leaves it for another rank: at most ``P`` sends
 per stage and token, each of the arrays the stage needs (weights and the float64
 gradient in the gradient stage; weights, anchor weights (unless the ranks hold the
-anchor as tables) and gradient in SVRG's update stage; weights alone in the others),
+anchor as tables) and gradient in SVRG's update stage, and there the block's lag with the
+CPU kernel, one int64 a column, see :meth:`~dsmlr.engines.epochs.Epoch.update`; weights
+alone in the others),
 plus a header of ``6 + P`` int64s.  The scoring stage ends at the token's home, so no
 trip home follows it (an epoch that does not score sends a token home after its last
 update visit if that was elsewhere, with what the update stage carries, so that SVRG
@@ -340,7 +342,7 @@ class _TokenEpoch:
                 epoch.end_gradient(blk)
         elif stage == UPDATE:
             t0 = time.perf_counter()
-            epoch.update(blk)
+            epoch.update(blk, final=token.visits_left == 1)
             self.pace.record(self.me, time.perf_counter() - t0)
             token.visits_left -= 1
             done = token.visits_left == 0

@@ -138,6 +138,9 @@ class Block:
     acc: np.ndarray
     W_anchor: np.ndarray | None = None
     mean_grad: np.ndarray | None = None
+    # Where the block's update passes left its columns behind, for the next pass (int64,
+    # one a column; kernels that carry it, see HostBlocks.carries_lag).
+    lag: np.ndarray | None = None
 
     @property
     def k0(self) -> int:
@@ -196,12 +199,15 @@ class Ring:
         for q in _group_blocks(self.gid, self.size, self.per_group):
             lo, hi = self.blocks[q]
             W, acc = self.zeros(q, "W"), self.zeros(q, "acc")
+            lag = self.zeros(q, "lag") if self.kernel.carries_lag else None
+            if lag is not None:
+                lag.fill(-1)  # every column up to date
             if start is not None:
                 W[...] = self.kernel.from_host(np.asarray(start.weights(lo, hi), cfg.dtype).T)
                 saved = start.acc(q, lo, hi) if start.acc is not None else None
                 if saved is not None:
                     acc[...] = self.kernel.from_host(np.asarray(saved, np.float64))
-            self.group.append(Block(q, (lo, hi), W, acc))
+            self.group.append(Block(q, (lo, hi), W, acc, lag=lag))
 
     @property
     def n_blocks(self) -> int:
@@ -215,6 +221,8 @@ class Ring:
             return self.store.zeros(q, name, hi - lo, self.size)
         if name == "acc":
             return self.kernel.zeros(self.n_columns)
+        if name == "lag":
+            return np.zeros(self.n_columns, dtype=np.int64)
         return self.kernel.zeros_block(self.n_columns, hi - lo, self.capacity, self.dtype)
 
     def release(self) -> list[tuple[tuple[int, int], np.ndarray]]:
@@ -271,8 +279,19 @@ class Ring:
             self.on_visit()
 
     def make_block(self, q: int, arrays: dict[str, np.ndarray]) -> Block:
-        """A block rebuilt from arrays that arrived (the scratch AdaGrad state if none)."""
-        return Block(q, self.blocks[q], **{"acc": self.scratch_acc, **arrays})
+        """A block rebuilt from arrays that arrived (the scratch AdaGrad state if none).
+
+        Its lag travels only in the update stage, the one that leaves columns behind:
+        outside it no column is behind, so a block arriving without one gets a lag that
+        says so (the shared store's, which then says the same).
+        """
+        extra: dict[str, np.ndarray] = {"acc": self.scratch_acc}
+        if self.kernel.carries_lag and "lag" not in arrays:
+            if self.store is not None and "lag" in self.store.names:
+                extra["lag"] = self._view(q, "lag")
+            else:
+                extra["lag"] = np.full(self.n_columns, -1, dtype=np.int64)
+        return Block(q, self.blocks[q], **{**extra, **arrays})
 
     def pack(self, blk: Block, fields: tuple[str, ...]) -> list[np.ndarray]:
         """What a message handing ``blk`` on carries of its ``fields``: the arrays as

@@ -27,6 +27,10 @@ __all__ = ["SharedBlocks"]
 #: Arrays start on cache-line boundaries (and vector loads are aligned).
 _ALIGN = 64
 
+#: A block's arrays of one value a column (AdaGrad's accumulators, the update passes'
+#: lag, see dsmlr.engines.ring.Block), and their types; every other is weights-sized.
+_PER_COLUMN = {"acc": np.float64, "lag": np.int64}
+
 
 def _aligned(nbytes: int) -> int:
     return -(-nbytes // _ALIGN) * _ALIGN
@@ -41,8 +45,8 @@ class SharedBlocks:
         The memory (:meth:`create` asks the ring's communicator for it; None: the
         layout alone, to size the window).
     names : tuple of str
-        The arrays a block holds (``"acc"`` is float64, one a column; every other one
-        ``(n_columns, width)`` in ``dtype``).
+        The arrays a block holds (``"acc"`` float64 and ``"lag"`` int64, one a column;
+        every other one ``(n_columns, width)`` in ``dtype``).
     n_columns, capacity : int
         Columns of the model and classes of the widest block.
     dtype : numpy dtype
@@ -63,7 +67,7 @@ class SharedBlocks:
 
     @staticmethod
     def _nbytes(name: str, n_columns: int, capacity: int, dtype: np.dtype) -> int:
-        return n_columns * 8 if name == "acc" else n_columns * capacity * dtype.itemsize
+        return n_columns * 8 if name in _PER_COLUMN else n_columns * capacity * dtype.itemsize
 
     @classmethod
     def create(
@@ -81,8 +85,8 @@ class SharedBlocks:
         its values are whatever was last written there."""
         start = (q // n_ranks) * self._slot + self._offsets[name]
         part = self.window.segment(q % n_ranks)
-        if name == "acc":
-            return part[start : start + self.n_columns * 8].view(np.float64)
+        if name in _PER_COLUMN:
+            return part[start : start + self.n_columns * 8].view(_PER_COLUMN[name])
         count = self.n_columns * width * self.dtype.itemsize
         return part[start : start + count].view(self.dtype).reshape(self.n_columns, width)
 

@@ -17,16 +17,19 @@ Per ring of P shifts and rank, with ``M = K * D_fit * itemsize`` the model's siz
 * gradient ring (SVRG only): ``2 M`` (weights, the gradient summed in their dtype);
 * update ring: ``M`` for plain SGD, ``M + P * D_fit * 8`` for AdaGrad (its accumulators),
   ``3 M`` for SVRG (weights, anchor weights and anchor gradient; ``2 M`` where the ranks
-  hold the anchor as probability tables, :mod:`dsmlr.kernels.anchor_table`);
+  hold the anchor as probability tables, :mod:`dsmlr.kernels.anchor_table`); with the
+  CPU kernel ``L = P * D_fit * 8`` more, the blocks' lag (one int64 a column: how far
+  each column's steps are behind, which only the block's last update visit settles, see
+  :meth:`dsmlr.engines.epochs.Epoch.update`);
 * scoring ring: ``M`` (the weights);
 * one allreduce of 8 float64s.
 
 Each ring makes P - 1 shifts, and an anchored epoch that scores one more shift of the
 weights (P shifts each for rings with no scoring ring after them), see
 :func:`dsmlr.partition.ring_legs`: a ring of ``n`` shifts moves ``n / P`` of the above.
-So a plain epoch that scores moves ``2 M (P - 1) / P`` per rank (``M`` at P = 2), one
-that does not ``M``; an SVRG epoch that scores ``6 M (P - 1) / P + M / P``
-(``5 M (P - 1) / P + M / P`` with anchor tables).
+So a plain epoch that scores moves ``(2 M + L) (P - 1) / P`` per rank, one that does not
+``M + L``; an SVRG epoch that scores ``(6 M + L) (P - 1) / P + M / P`` (``M (P - 1) / P``
+less with anchor tables).
 ``b`` and the rows never move.
 
 These are the bytes the ring hands on (``bytes_sent`` in the epochs' records).  Where the
@@ -85,7 +88,8 @@ def ring_epoch(epoch: Epoch) -> None:
         ring.travel(epoch.gradient_fields, lambda blk, _round: epoch.gradient(blk), *next(legs))
         for blk in ring.group:  # each held block has had every rank's visit
             epoch.end_gradient(blk)
-    ring.travel(epoch.update_fields, lambda blk, _round: epoch.update(blk), *next(legs))
+    last_round = ring.size - 1
+    ring.travel(epoch.update_fields, lambda blk, r: epoch.update(blk, r == last_round), *next(legs))
     # Before the scoring ring, which then scores (and makes b exact for) the model the
     # epoch ends with.
     epoch.centre()

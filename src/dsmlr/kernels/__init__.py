@@ -15,6 +15,7 @@ from dsmlr.kernels.base import HostBlocks, Kernel, LocalRows, UpdateConfig
 __all__ = [
     "HOST_KERNELS",
     "KERNELS",
+    "LAGGING_KERNELS",
     "HostBlocks",
     "Kernel",
     "LocalRows",
@@ -54,6 +55,10 @@ KERNELS: dict[str, Callable[..., Kernel]] = {
 
 #: Kernels that run on the host CPU only.
 HOST_KERNELS = ("reference", "numba")
+
+#: Kernels whose update passes leave columns behind for the block's next visit, so that
+#: its blocks carry a lag (``carries_lag``; one int64 a column, see HostBlocks.settle).
+LAGGING_KERNELS = ("numba",)
 
 
 def get_kernel(name: str, device: str = "cpu", local_rank: int = 0) -> Kernel:

@@ -253,6 +253,13 @@ class HostBlocks:
 
     #: Whether the kernel holds SVRG's anchor as :class:`AnchorTable` s (``keep``).
     anchor_tables = True
+    #: Whether the kernel's update passes can leave columns behind for the next pass
+    #: (``lag``, ``final`` of ``update_pass``; see :meth:`settle`).
+    carries_lag = False
+
+    def settle(self, W, lag, cols, config: UpdateConfig, snapshot=None) -> None:
+        """Bring columns ``cols`` of ``W``, which ``lag`` says earlier update passes left
+        behind, up to date (kernels that leave none behind: nothing to do)."""
 
     def zeros_block(self, n_columns: int, width: int, capacity: int, dtype) -> np.ndarray:
         """A zeroed ``(n_columns, width)`` block with room for ``capacity`` classes (see
@@ -289,6 +296,7 @@ class Kernel(Protocol):
 
     name: str
     anchor_tables: bool
+    carries_lag: bool
 
     def zeros_block(self, n_columns: int, width: int, capacity: int, dtype): ...
 
@@ -328,7 +336,11 @@ class Kernel(Protocol):
         order: np.ndarray,
         config: UpdateConfig,
         snapshot: Snapshot | None = None,
+        lag: np.ndarray | None = None,
+        final: bool = True,
     ) -> None: ...
+
+    def settle(self, W, lag, cols, config: UpdateConfig, snapshot=None) -> None: ...
 
     def gradient_pass(
         self,

@@ -10,7 +10,11 @@ parallel.  Scratch memory is per mini-batch (``batch_size x K_q`` scores and a c
 gradient over the columns the mini-batch touches, in the block's dtype, so float32 blocks
 compute in float32); nothing of size N x K or K x D is allocated.  Penalty decays of
 untouched columns are applied lazily (see :class:`dsmlr.kernels.base.UpdateConfig`),
-from a table of the decay after ``i`` idle steps computed once per pass.  One
+from a table of the decay after ``i`` idle steps computed once per pass; the one-row
+sweeps carry them over from one visit of a block to the next in the block's ``lag`` and
+apply what is left only in its last update visit of the epoch (``final``), so that the
+sweep over every column of the block, whose cost does not shrink with a rank's rows, runs
+once a block and epoch instead of once a visit.  One
 exponential per score serves both a row's partial normaliser and its probabilities; it is
 :func:`~dsmlr.kernels.fast_exp.fast_exp`, in the scores' type, so that the loops computing
 them vectorise (the C library's ``exp`` keeps them scalar at about 5 ns an element).
@@ -40,6 +44,7 @@ from dsmlr.kernels.anchor_table import AnchorTable
 from dsmlr.kernels.base import HostBlocks, LocalRows, Snapshot, UpdateConfig
 from dsmlr.kernels.fast_exp import squared_sum_float64
 from dsmlr.kernels.numba_loops import (
+    _plain_settle,
     _score_csr,
     _score_dense,
     _update_csr,
@@ -52,6 +57,7 @@ from dsmlr.kernels.numba_svrg import (
     _svrg_csr,
     _svrg_csr_single,
     _svrg_dense,
+    _svrg_settle,
 )
 
 __all__ = ["NumbaKernel"]
@@ -67,6 +73,7 @@ class NumbaKernel(HostBlocks):
     """numba implementation of the kernel passes (CSR and dense, float32 and float64)."""
 
     name = "numba"
+    carries_lag = True
 
     def squared_norm(self, W: np.ndarray) -> float:
         """``||W||^2`` in float64, compiled (the penalty of every block each scoring
@@ -98,15 +105,39 @@ class NumbaKernel(HostBlocks):
             table = _grad_dense(rows.X, rows.y, rows.weight, rows.fit_intercept, *tail)
         return AnchorTable(*table) if keep is not None else None
 
+    def settle(self, W, lag, cols, config: UpdateConfig, snapshot=None) -> None:
+        eta, lam, n_pen = float(config.eta), float(config.lam), int(config.n_penalized)
+        cols = np.asarray(cols, dtype=np.int64)
+        if snapshot is not None:
+            _svrg_settle(W, snapshot.mean_grad, lag, cols, eta, lam, n_pen)
+        else:
+            _plain_settle(W, lag, cols, eta, lam, n_pen)
+
     def update_pass(self, rows: LocalRows, W_block, k0, acc, partials, q, b, order,
-                    config: UpdateConfig, snapshot: Snapshot | None = None):  # fmt: skip
+                    config: UpdateConfig, snapshot: Snapshot | None = None,
+                    lag: np.ndarray | None = None, final: bool = True):  # fmt: skip
+        """One pass of steps over ``order``; see :class:`~dsmlr.kernels.base.Kernel`.
+
+        ``lag`` (int64, one a column): where the block's earlier passes of this stage left
+        its columns behind (see :func:`~dsmlr.kernels.numba_svrg._svrg_csr_single`);
+        plain and SVRG steps on single sparse rows, the CPU default, leave the untouched
+        ones behind unless ``final``.  The other sweeps bring every column up to date.
+        """
         if W_block.shape[1] == 0:
             partials[:, q] = -np.inf
             return
-        if len(order) == 0:
-            return
         m = int(config.batch_size)
         eta, lam, n_pen = float(config.eta), float(config.lam), int(config.n_penalized)
+        # One row per step, the CPU default, has its own sweep (no gather, deferred decay);
+        # the deferral divides by c = 1 - eta lam, so absurdly long steps take the general one.
+        single = rows.is_sparse and m == 1 and eta * lam < 0.5 and not config.adaptive
+        behind = lag is not None and bool(np.any(lag[:n_pen] != -1))
+        if behind and ((final and len(order) == 0) or not single):
+            self.settle(W_block, lag, np.arange(n_pen), config, snapshot)
+        if len(order) == 0:
+            return
+        if lag is None or not single:
+            lag, final = np.full(W_block.shape[0], -1, dtype=np.int64), True
         eta_u = eta * float(config.unpenalized_scale)
         order = np.ascontiguousarray(order, dtype=np.int64)
         X = rows.X
@@ -115,9 +146,6 @@ class NumbaKernel(HostBlocks):
             """Scratch rows of a sparse mini-batch: its columns, plus the intercept."""
             return min(W_block.shape[0], int(np.diff(X.indptr).max(initial=0)) * m + 1)
 
-        # One row per step, the CPU default, has its own sweep (no gather, deferred decay);
-        # the deferral divides by c = 1 - eta lam, so absurdly long steps take the general one.
-        single = rows.is_sparse and m == 1 and eta * lam < 0.5
         if snapshot is not None:
             # With a table the sweeps get the block itself for the anchor weights, which they
             # then do not read; without one, an empty table they do not read.
@@ -127,7 +155,8 @@ class NumbaKernel(HostBlocks):
             anchor = (W0, snapshot.mean_grad, snapshot.b, partials, q, b, order)
             if single:
                 _svrg_csr_single(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept,
-                                 W_block, *anchor, eta, lam, n_pen, eta_u, *table)  # fmt: skip
+                                 W_block, *anchor, eta, lam, n_pen, eta_u, *table, lag,
+                                 final)  # fmt: skip
             elif rows.is_sparse:
                 _svrg_csr(X.indptr, X.indices, X.data, rows.weight, rows.fit_intercept, W_block,
                           *anchor, m, max_touched(), eta, lam, n_pen, eta_u, *table)  # fmt: skip
@@ -136,10 +165,10 @@ class NumbaKernel(HostBlocks):
                             n_pen, eta_u, *table)  # fmt: skip
             return
         tail = (eta, lam, n_pen, bool(config.adaptive), float(config.delta), eta_u)
-        if single and not config.adaptive:
+        if single:
             _update_csr_single(X.indptr, X.indices, X.data, rows.y, rows.weight,
                                rows.fit_intercept, W_block, k0, partials, q, b, order, eta, lam,
-                               n_pen, eta_u)  # fmt: skip
+                               n_pen, eta_u, lag, final)  # fmt: skip
         elif rows.is_sparse:
             _update_csr(
                 X.indptr, X.indices, X.data, rows.y, rows.weight, rows.fit_intercept, W_block,

@@ -160,12 +160,21 @@ def _decay_table(n, eta, lam):
 
 
 @_inline
+def _decay(decay, n_steps, eta, lam):
+    """``(1 - eta lam)_+ ** n_steps``: from the pass's table, or computed for a column
+    left behind longer than the pass (by earlier ones, see :func:`_update_csr_single`)."""
+    if n_steps < decay.shape[0]:
+        return decay[n_steps]
+    return max(0.0, 1.0 - eta * lam) ** n_steps
+
+
+@_inline
 def _catch_up(W, j, n_steps, acc_j, eta, lam, adaptive, delta, decay):
     if n_steps > 0:
         if adaptive:
             factor = max(0.0, 1.0 - _step_size(acc_j, eta, adaptive, delta) * lam) ** n_steps
         else:
-            factor = decay[n_steps]
+            factor = _decay(decay, n_steps, eta, lam)
         # w - (1 - factor) w, not factor w: a float32 factor this close to 1 (1 - 5e-7 for
         # a typical step and penalty) is off by up to 6% of its distance from 1, which
         # would bias the penalty; float32 holds 1 - factor to 7 digits.  (A float64 factor
@@ -296,7 +305,7 @@ def _deferred_step(indptr, indices, data, r, W, g, deferred):
 @_jit
 def _update_csr_single(
     indptr, indices, data, y, w, fit_intercept, W, k0, partials, q, b, order, eta, lam, n_pen,
-    eta_u,
+    eta_u, last, final,
 ):  # fmt: skip
     """Plain steps on one row at a time (the CPU default), in one sweep per touched column.
 
@@ -305,10 +314,10 @@ def _update_csr_single(
     scores it, and the step's own decay ``w <- c w - eta g`` (``c = 1 - eta lam``) is
     left to the next catch-up: the step subtracts ``(eta / c) g`` and counts as idle, so
     a touched column is read twice per step instead of four times.  Needs ``c > 0``.
+    ``last`` and ``final`` as for :func:`~dsmlr.kernels.numba_svrg._svrg_csr_single`.
     """
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
-    last = np.full(n_cols, -1, dtype=np.int64)
     n_steps = len(order)
     decay = _decay_table(n_steps, eta, lam)
     deferred = eta / decay[1]
@@ -325,7 +334,7 @@ def _update_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                shrink = s.dtype.type(1.0 - decay[idle])  # see _catch_up
+                shrink = s.dtype.type(1.0 - _decay(decay, idle, eta, lam))  # see _catch_up
                 for k in range(n_block):
                     v = W[j, k] - shrink * W[j, k]
                     W[j, k] = v
@@ -346,7 +355,21 @@ def _update_csr_single(
             for k in range(n_block):
                 W[icpt, k] -= step * s[k]
     for j in range(n_pen):
-        _catch_up(W, j, n_steps - 1 - last[j], 0.0, eta, lam, False, 0.0, decay)
+        if final:
+            _catch_up(W, j, n_steps - 1 - last[j], 0.0, eta, lam, False, 0.0, decay)
+            last[j] = -1
+        else:
+            last[j] -= n_steps
+
+
+@_jit
+def _plain_settle(W, last, cols, eta, lam, n_pen):
+    """:func:`~dsmlr.kernels.numba_svrg._svrg_settle` for plain steps (decay alone)."""
+    none = np.ones(1, dtype=np.float64)  # no table: computed
+    for j in cols:
+        if j < n_pen:
+            _catch_up(W, j, -1 - last[j], 0.0, eta, lam, False, 0.0, none)
+            last[j] = -1
 
 
 @_jit

@@ -53,6 +53,17 @@ def _table_row(s0, r, tptr, tcls, tp):
         s0[tcls[e]] = tp[e]
 
 
+@_inline
+def _svrg_power(i, eta, lam):
+    """``c**i`` and ``(1 - c**i) / (1 - c)`` for ``c = 1 - eta lam > 0``."""
+    a = eta * lam
+    if a < 1.0:
+        log_c = math.log1p(-a)
+        return math.exp(i * log_c), -math.expm1(i * log_c) / a
+    power = (1.0 - a) ** i
+    return power, (1.0 - power) / a
+
+
 @_jit
 def _svrg_tables(n, eta, lam):
     """``c**i`` and ``(1 - c**i) / (1 - c)`` for ``c = 1 - eta lam`` and ``i = 0..n``.
@@ -62,29 +73,27 @@ def _svrg_tables(n, eta, lam):
     """
     power = np.ones(n + 1, dtype=np.float64)
     geometric = np.zeros(n + 1, dtype=np.float64)
-    a = eta * lam
-    if a <= 0.0:  # a can underflow to 0 with a tiny step: no decay then
+    if eta * lam <= 0.0:  # eta lam can underflow to 0 with a tiny step: no decay then
         return power, geometric
-    if a < 1.0:
-        log_c = math.log1p(-a)
-        for i in range(1, n + 1):
-            power[i] = math.exp(i * log_c)
-            geometric[i] = -math.expm1(i * log_c) / a
-    else:
-        for i in range(1, n + 1):
-            power[i] = (1.0 - a) ** i
-            geometric[i] = (1.0 - power[i]) / a
+    for i in range(1, n + 1):
+        power[i], geometric[i] = _svrg_power(i, eta, lam)
     return power, geometric
 
 
 @_inline
-def _svrg_idle(W, n_steps, eta, decays, power, geometric):
+def _svrg_idle(W, n_steps, eta, lam, decays, power, geometric):
     """``(shrink, drift)`` of ``n_steps`` idle steps ``w <- c w - eta mu``, in the weights'
     type: they make ``w - shrink w - drift mu``, with ``shrink = 1 - c**n`` and ``drift =
     eta (1 - c**n) / (1 - c)`` (``0`` and ``n eta`` where nothing ``decays``); see
-    :func:`_catch_up` for why not ``c**n w``."""
+    :func:`_catch_up` for why not ``c**n w``.  From the pass's tables, or computed for a
+    column left behind longer than the pass (by earlier visits, see
+    :func:`_svrg_csr_single`)."""
     if decays:
-        return W.dtype.type(1.0 - power[n_steps]), W.dtype.type(eta * geometric[n_steps])
+        if n_steps < power.shape[0]:
+            c_n, geo = power[n_steps], geometric[n_steps]
+        else:
+            c_n, geo = _svrg_power(n_steps, eta, lam)
+        return W.dtype.type(1.0 - c_n), W.dtype.type(eta * geo)
     return W.dtype.type(0.0), W.dtype.type(n_steps * eta)
 
 
@@ -93,9 +102,21 @@ def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
     """Apply ``n_steps`` of ``w <- (1 - eta lam) w - eta mu`` in closed form."""
     if n_steps <= 0:
         return
-    shrink, drift = _svrg_idle(W, n_steps, eta, penalized and eta * lam > 0.0, power, geometric)
+    decays = penalized and eta * lam > 0.0
+    shrink, drift = _svrg_idle(W, n_steps, eta, lam, decays, power, geometric)
     for k in range(W.shape[1]):
         W[j, k] -= shrink * W[j, k] + drift * mu[j, k]
+
+
+@_jit
+def _svrg_settle(W, mu, last, cols, eta, lam, n_pen):
+    """Bring the penalised columns among ``cols`` up to date as of the next pass's first
+    step: the idle steps ``last`` says they are behind (see :func:`_svrg_csr_single`)."""
+    none = np.zeros(1, dtype=np.float64)  # no tables: computed
+    for j in cols:
+        if j < n_pen:
+            _svrg_catch_up(W, mu, j, -1 - last[j], eta, lam, True, none, none)
+            last[j] = -1
 
 
 @_inline
@@ -160,7 +181,7 @@ def _svrg_csr(
 @_jit
 def _svrg_csr_single(
     indptr, indices, data, w, fit_intercept, W, W0, mu, b0, partials, q, b, order, eta, lam,
-    n_pen, eta_u, tptr, tcls, tp, table,
+    n_pen, eta_u, tptr, tcls, tp, table, last, final,
 ):  # fmt: skip
     """SVRG steps on one row at a time (the CPU default), in one sweep per touched column.
 
@@ -171,11 +192,17 @@ def _svrg_csr_single(
     ``(eta / c) g`` and counts as idle, so ``mu`` is read once per step, not twice.
     Needs ``c = 1 - eta lam > 0``.  With ``table`` the anchor's probabilities come from
     the table (``tptr``, ``tcls``, ``tp``) and ``W0`` is not read.
+
+    ``last[j]``: the step after which column ``j``'s idle steps began, counted from this
+    pass's first (``-1``: up to date at its start; ``-1 - n``: ``n`` idle steps behind).
+    A ``final`` pass brings every column up to date at its end; any other leaves the
+    untouched ones behind and counts ``last`` from the next pass's first step, so that a
+    block's update stage, one pass on each rank, sweeps the whole block once and not in
+    every visit (with the same ``mu`` and step throughout, idle steps compose exactly).
     """
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
     s0 = np.empty(n_block, dtype=W.dtype)
-    last = np.full(n_cols, -1, dtype=np.int64)
     n_steps = len(order)
     power, geometric = _svrg_tables(n_steps, eta, lam)
     penalized = eta * lam > 0.0
@@ -194,7 +221,7 @@ def _svrg_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                shrink, drift = _svrg_idle(W, idle, eta, penalized, power, geometric)
+                shrink, drift = _svrg_idle(W, idle, eta, lam, penalized, power, geometric)
                 if table:
                     for k in range(n_block):
                         v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
@@ -230,7 +257,11 @@ def _svrg_csr_single(
             for k in range(n_block):
                 W[icpt, k] -= step_u * (s[k] + mu[icpt, k])
     for j in range(n_pen):
-        _svrg_catch_up(W, mu, j, n_steps - 1 - last[j], eta, lam, True, power, geometric)
+        if final:
+            _svrg_catch_up(W, mu, j, n_steps - 1 - last[j], eta, lam, True, power, geometric)
+            last[j] = -1
+        else:
+            last[j] -= n_steps
 
 
 @_jit

@@ -80,8 +80,9 @@ class ReferenceKernel(HostBlocks):
 
     def update_pass(
         self, rows, W_block, k0, acc, partials, q, b, order, config: UpdateConfig,
-        snapshot: Snapshot | None = None,
+        snapshot: Snapshot | None = None, lag=None, final=True,
     ):  # fmt: skip
+        # Dense steps leave no column behind: ``lag`` and ``final`` change nothing.
         n_block = W_block.shape[1]
         if n_block == 0:
             partials[:, q] = -np.inf

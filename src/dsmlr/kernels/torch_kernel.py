@@ -132,6 +132,11 @@ class TorchKernel:
     name = "torch"
     #: SVRG's anchor is held as weights on the device (no probability tables).
     anchor_tables = False
+    #: Each update pass brings every column up to date (see HostBlocks.carries_lag).
+    carries_lag = False
+
+    def settle(self, W, lag, cols, config: UpdateConfig, snapshot=None) -> None:
+        """Nothing is left behind (see :meth:`HostBlocks.settle`)."""
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -263,7 +268,9 @@ class TorchKernel:
             out.add_(torch.mm(X.t(), R.to(W_block.dtype)), alpha=float(scale))
 
     def update_pass(self, rows: LocalRows, W_block, k0, acc, partials, q, b, order,
-                    config: UpdateConfig, snapshot: Snapshot | None = None):  # fmt: skip
+                    config: UpdateConfig, snapshot: Snapshot | None = None, lag=None,
+                    final=True):  # fmt: skip
+        # Every pass brings its columns up to date (carries_lag False): lag, final unused.
         n_block = W_block.shape[1]
         if n_block == 0:
             partials[:, q] = -np.inf
