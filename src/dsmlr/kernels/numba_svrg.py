@@ -17,6 +17,7 @@ from dsmlr.kernels.numba_loops import (
     _init_scores,
     _inline,
     _jit,
+    _most_behind,
     _next_row_head,
     _prefetch_anchored,
     _probabilities,
@@ -53,17 +54,6 @@ def _table_row(s0, r, tptr, tcls, tp):
         s0[tcls[e]] = tp[e]
 
 
-@_inline
-def _svrg_power(i, eta, lam):
-    """``c**i`` and ``(1 - c**i) / (1 - c)`` for ``c = 1 - eta lam > 0``."""
-    a = eta * lam
-    if a < 1.0:
-        log_c = math.log1p(-a)
-        return math.exp(i * log_c), -math.expm1(i * log_c) / a
-    power = (1.0 - a) ** i
-    return power, (1.0 - power) / a
-
-
 @_jit
 def _svrg_tables(n, eta, lam):
     """``c**i`` and ``(1 - c**i) / (1 - c)`` for ``c = 1 - eta lam`` and ``i = 0..n``.
@@ -73,27 +63,29 @@ def _svrg_tables(n, eta, lam):
     """
     power = np.ones(n + 1, dtype=np.float64)
     geometric = np.zeros(n + 1, dtype=np.float64)
-    if eta * lam <= 0.0:  # eta lam can underflow to 0 with a tiny step: no decay then
+    a = eta * lam
+    if a <= 0.0:  # a can underflow to 0 with a tiny step: no decay then
         return power, geometric
-    for i in range(1, n + 1):
-        power[i], geometric[i] = _svrg_power(i, eta, lam)
+    if a < 1.0:
+        log_c = math.log1p(-a)
+        for i in range(1, n + 1):
+            power[i] = math.exp(i * log_c)
+            geometric[i] = -math.expm1(i * log_c) / a
+    else:
+        for i in range(1, n + 1):
+            power[i] = (1.0 - a) ** i
+            geometric[i] = (1.0 - power[i]) / a
     return power, geometric
 
 
 @_inline
-def _svrg_idle(W, n_steps, eta, lam, decays, power, geometric):
+def _svrg_idle(W, n_steps, eta, decays, power, geometric):
     """``(shrink, drift)`` of ``n_steps`` idle steps ``w <- c w - eta mu``, in the weights'
     type: they make ``w - shrink w - drift mu``, with ``shrink = 1 - c**n`` and ``drift =
     eta (1 - c**n) / (1 - c)`` (``0`` and ``n eta`` where nothing ``decays``); see
-    :func:`_catch_up` for why not ``c**n w``.  From the pass's tables, or computed for a
-    column left behind longer than the pass (by earlier visits, see
-    :func:`_svrg_csr_single`)."""
+    :func:`_catch_up` for why not ``c**n w``."""
     if decays:
-        if n_steps < power.shape[0]:
-            c_n, geo = power[n_steps], geometric[n_steps]
-        else:
-            c_n, geo = _svrg_power(n_steps, eta, lam)
-        return W.dtype.type(1.0 - c_n), W.dtype.type(eta * geo)
+        return W.dtype.type(1.0 - power[n_steps]), W.dtype.type(eta * geometric[n_steps])
     return W.dtype.type(0.0), W.dtype.type(n_steps * eta)
 
 
@@ -103,7 +95,7 @@ def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
     if n_steps <= 0:
         return
     decays = penalized and eta * lam > 0.0
-    shrink, drift = _svrg_idle(W, n_steps, eta, lam, decays, power, geometric)
+    shrink, drift = _svrg_idle(W, n_steps, eta, decays, power, geometric)
     for k in range(W.shape[1]):
         W[j, k] -= shrink * W[j, k] + drift * mu[j, k]
 
@@ -112,10 +104,10 @@ def _svrg_catch_up(W, mu, j, n_steps, eta, lam, penalized, power, geometric):
 def _svrg_settle(W, mu, last, cols, eta, lam, n_pen):
     """Bring the penalised columns among ``cols`` up to date as of the next pass's first
     step: the idle steps ``last`` says they are behind (see :func:`_svrg_csr_single`)."""
-    none = np.zeros(1, dtype=np.float64)  # no tables: computed
+    power, geometric = _svrg_tables(_most_behind(last, cols, n_pen), eta, lam)
     for j in cols:
         if j < n_pen:
-            _svrg_catch_up(W, mu, j, -1 - last[j], eta, lam, True, none, none)
+            _svrg_catch_up(W, mu, j, -1 - last[j], eta, lam, True, power, geometric)
             last[j] = -1
 
 
@@ -204,7 +196,8 @@ def _svrg_csr_single(
     s = np.empty(n_block, dtype=W.dtype)
     s0 = np.empty(n_block, dtype=W.dtype)
     n_steps = len(order)
-    power, geometric = _svrg_tables(n_steps, eta, lam)
+    behind = _most_behind(last, np.arange(n_pen), n_pen)
+    power, geometric = _svrg_tables(n_steps + behind, eta, lam)
     penalized = eta * lam > 0.0
     deferred = eta / (1.0 - eta * lam)
     icpt = n_cols - 1
@@ -221,7 +214,7 @@ def _svrg_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                shrink, drift = _svrg_idle(W, idle, eta, lam, penalized, power, geometric)
+                shrink, drift = _svrg_idle(W, idle, eta, penalized, power, geometric)
                 if table:
                     for k in range(n_block):
                         v = W[j, k] - shrink * W[j, k] - drift * mu[j, k]
