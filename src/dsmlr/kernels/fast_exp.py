@@ -162,9 +162,9 @@ def squared_sum_float64(W) -> float:
     """``||W||^2`` of a 2-D array, squares and sums in float64, vectorised as
     :func:`sum_float64` is.
 
-    2-3x faster than ``np.einsum("ij,ij->", W, W, dtype=np.float64)`` on a float32 block
-    (which widens it through a buffer): 9-12 ms against 25-27 ms for 41K x 604, a scoring
-    stage's penalty of one block (``benchmarks/results/block_sweeps.md``).
+    2-7x faster than ``np.einsum("ij,ij->", W, W, dtype=np.float64)`` on a float32 block
+    (which widens it through a buffer): 3-12 ms against 21-27 ms for 41K x 604 over three
+    runs, a scoring stage's penalty of one block (``benchmarks/results/block_sweeps.md``).
     """
     total = 0.0
     for i in range(W.shape[0]):

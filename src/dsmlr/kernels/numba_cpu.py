@@ -77,7 +77,7 @@ class NumbaKernel(HostBlocks):
 
     def squared_norm(self, W: np.ndarray) -> float:
         """``||W||^2`` in float64, compiled (the penalty of every block each scoring
-        stage: numpy's float64 einsum of a float32 block is 2-3x slower,
+        stage: numpy's float64 einsum of a float32 block is 2-7x slower,
         ``benchmarks/results/block_sweeps.md``)."""
         W = np.asarray(W)
         return squared_sum_float64(W if W.ndim == 2 else W.reshape(1, -1))
