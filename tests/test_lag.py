@@ -22,12 +22,16 @@ from problems import planted_sparse_problem
 def test_each_block_settles_its_columns_in_its_last_update_visit(monkeypatch, engine, optimizer):
     X, y = planted_sparse_problem(n_samples=300, n_features=40, n_classes=8, seed=3)
     visits: dict[int, list[tuple[bool, bool, bool]]] = defaultdict(list)
+    most_behind = [0]  # the most idle steps a column is behind as a visit starts
     lock = threading.Lock()
     original = NumbaKernel.update_pass
 
     def recorded(self, rows, W, k0, acc, partials, q, b, order, config, snapshot=None,
                  lag=None, final=True):  # fmt: skip
         behind_before = lag is not None and bool(np.any(lag != -1))
+        if lag is not None:
+            with lock:
+                most_behind[0] = max(most_behind[0], int(np.max(-1 - lag)))
         original(self, rows, W, k0, acc, partials, q, b, order, config, snapshot, lag, final)
         with lock:
             visits[q].append((final, behind_before, bool(np.any(lag != -1))))
@@ -45,6 +49,9 @@ def test_each_block_settles_its_columns_in_its_last_update_visit(monkeypatch, en
             assert not before_first, "a block starts its update stage up to date"
             assert after_first and before_last, "the first visit left columns behind"
             assert not after_last, "the last visit settles every column"
+    # The memory plan's bound on a pass's idle-step tables (dsmlr.memory.plan_memory):
+    # no column is behind by more than the epoch's rows.
+    assert 0 < most_behind[0] <= len(y)
 
 
 def test_the_kernels_that_carry_a_lag_are_the_ones_the_registry_names():

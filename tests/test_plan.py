@@ -53,7 +53,7 @@ def test_memory_is_plan_memory(optimizer, engine, n_ranks):
         n_rows=-(-BIG["n_samples"] // n_ranks), nnz=-(-BIG["nnz"] // n_ranks),
         n_features=BIG["n_features"], n_classes=BIG["n_classes"], n_ranks=n_ranks,
         n_blocks=n_class_blocks(engine, cfg, n_ranks), itemsize=4, optimizer=optimizer,
-        engine=engine,
+        engine=engine, n_samples=BIG["n_samples"],
     )  # fmt: skip
     assert got == want
 
