@@ -100,7 +100,7 @@ __all__ = [
 #: visit stays a worthwhile amount of work.  A visit's cost per row and non-zero
 #: (reaching a random feature's row of the block) does not shrink with the width, so
 #: narrower tokens cost more a class: on the Debian sets at P = 2, four tokens a rank
-#: took 1.12-1.15x the time of two to 0.1% of the optimum, and 1.21-1.22x with one rank
+#: took 1.08-1.11x the time of two to 0.1% of the optimum, and 1.12-1.18x with one rank
 #: slowed 2x (``benchmarks/results/async_tokens.md``).
 DEFAULT_BLOCKS_PER_RANK = 2
 
