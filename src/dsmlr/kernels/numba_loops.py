@@ -206,6 +206,27 @@ def _apply_step(W, g, j, acc, eta, lam, n_pen, adaptive, delta):
 
 
 @_inline
+def _gather_columns(indptr, indices, rows, slot, touched, fit_intercept):
+    """The columns a sparse mini-batch touches, each once, into ``touched[:n_t]``, and
+    each one's position there into ``slot`` (the intercept's, the last column, is the
+    last); returns ``n_t``.  ``slot`` is ``-1`` for every column on entry."""
+    n_t = 0
+    for r in rows:
+        for p in range(indptr[r], indptr[r + 1]):
+            j = indices[p]
+            if slot[j] < 0:
+                slot[j] = n_t
+                touched[n_t] = j
+                n_t += 1
+    if fit_intercept:
+        j = len(slot) - 1
+        slot[j] = n_t
+        touched[n_t] = j
+        n_t += 1
+    return n_t
+
+
+@_inline
 def _batch_gradient(indptr, indices, data, rows, slot, S, G, n_t, fit_intercept):
     """A sparse mini-batch's gradient over the columns it touches, into ``G[:n_t]``:
     each row's residuals ``S[bi]`` times its values, in its columns' slots (the
@@ -241,20 +262,12 @@ def _update_csr(
     for t in range(n_batches):
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
         # Gather the touched columns and bring their pending decays up to date.
-        n_t = 0
-        for r in rows:
-            for p in range(indptr[r], indptr[r + 1]):
-                j = indices[p]
-                if slot[j] < 0:
-                    slot[j] = n_t
-                    touched[n_t] = j
-                    n_t += 1
-                    if lazy and j < n_pen:
-                        _catch_up(W, j, t - 1 - last[j], acc[j], eta, lam, adaptive, delta, decay)
-        if fit_intercept:
-            slot[n_cols - 1] = n_t
-            touched[n_t] = n_cols - 1
-            n_t += 1
+        n_t = _gather_columns(indptr, indices, rows, slot, touched, fit_intercept)
+        if lazy:
+            for s in range(n_t):
+                j = touched[s]
+                if j < n_pen:
+                    _catch_up(W, j, t - 1 - last[j], acc[j], eta, lam, adaptive, delta, decay)
         for bi in range(len(rows)):
             r = rows[bi]
             _init_scores(S[bi], W, n_cols - 1, fit_intercept)

@@ -14,6 +14,7 @@ from dsmlr.kernels.fast_exp import fast_exp
 from dsmlr.kernels.numba_loops import (
     _batch_gradient,
     _deferred_step,
+    _gather_columns,
     _init_scores,
     _inline,
     _jit,
@@ -138,20 +139,9 @@ def _svrg_csr(
     power, geometric = _svrg_tables(n_batches, eta, lam)
     for t in range(n_batches):
         rows = order[t * batch_size : min((t + 1) * batch_size, len(order))]
-        n_t = 0
-        for r in rows:
-            for p in range(indptr[r], indptr[r + 1]):
-                j = indices[p]
-                if slot[j] < 0:
-                    slot[j] = n_t
-                    touched[n_t] = j
-                    n_t += 1
-                    _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen, power, geometric)
-        if fit_intercept:
-            j = n_cols - 1
-            slot[j] = n_t
-            touched[n_t] = j
-            n_t += 1
+        n_t = _gather_columns(indptr, indices, rows, slot, touched, fit_intercept)
+        for s in range(n_t):
+            j = touched[s]
             _svrg_catch_up(W, mu, j, t - 1 - last[j], eta, lam, j < n_pen, power, geometric)
         for bi in range(len(rows)):
             _row_scores_csr(indptr, indices, data, rows[bi], W, fit_intercept, S[bi])
