@@ -110,6 +110,10 @@ HOSTILE = [
     Case("missing label", b"1 1:1\n2:1 3:1\n", 2, "missing label: line starts with feature '2:1'"),
     Case("non-numeric label", b"1 1:1\nspam 1:1\n", 2, "non-numeric label 'spam'"),
     Case("multi-label line", b"1 1:1\n1,2 1:1\n", 2, "multi-label line"),
+    # A classifier's labels are classes; scikit-learn's "Unknown label type: continuous"
+    # would say neither the file nor the line.
+    Case("fractional label", b"1 1:1\n1.5 1:1\n", 2, "label '1.5' is not a class"),
+    Case("label beyond 2**53", b"1 1:1\n1e300 1:1\n", 2, "label '1e300' is not a class"),
     Case("non-numeric value", b"1 1:1\n2 1:abc\n", 2, "non-numeric value in token '1:abc'"),
     Case("missing value", b"1 1:1\n2 3:\n", 2, "missing value in token '3:'"),
     Case("token without colon", b"1 1:1\n2 1:1 junk\n", 2, "malformed token 'junk'"),
@@ -199,6 +203,7 @@ def model_dir(tmp_path_factory) -> Path:
 SCORING = [
     Case("index 0 in a 1-based model's file", b"1 1:1\n2 0:1\n", 2, "feature index 0"),
     Case("NaN value", b"1 1:nan\n", 1, "non-finite value"),
+    Case("fractional label", b"1 1:1\n0.5 2:1\n", 2, "label '0.5' is not a class"),
     Case("binary garbage", bytes(range(256)) * 2, 1, "line is not text"),
     Case("extremely large value", b"1 1:1e30\n", 1, "values too large"),
     Case("empty file", b"", None, "no data lines"),
@@ -433,6 +438,7 @@ BAD_LINES = [
     (b"1 2:1e39", "overflows float32"),
     (b"1 1:1e30", "squared norm overflows float32"),
     (b"\x00\xff", "line is not text"),
+    (b"2.5 1:1", "label '2.5' is not a class"),
 ]
 
 
@@ -454,7 +460,8 @@ def test_one_bad_line_is_named_exactly_by_every_reader(
     lines = [*good[:at], bad[0], *good[at:]]
     eol = b"\r\n" if crlf else b"\n"
     path = put(tmp_path_factory.mktemp("bad"), eol.join(lines) + eol)
-    options = {"zero_based": False, "dtype": np.float32, "check_norms": True}
+    options = {"zero_based": False, "dtype": np.float32, "check_norms": True,
+               "class_labels": True}  # fmt: skip
     with pytest.raises(DataError) as info:
         read_svmlight(path, **options)
     assert info.value.line == at + 1 and bad[1] in str(info.value)

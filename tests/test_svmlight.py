@@ -77,6 +77,21 @@ def test_labels_float_when_not_integral(tmp_path, reader):
     assert d.y.dtype == np.float64 and d.y.tolist() == [0.5, 2.0]
 
 
+def test_class_labels_refuse_a_label_that_is_not_a_whole_number_at_its_line(tmp_path):
+    from dsmlr.io import load_dataset
+
+    good = "".join(f"{i % 7 - 3}.0 {i % 5 + 1}:1\n" for i in range(5000))
+    path = put(tmp_path, good + "9007199254740992 1:1\n")  # 2**53: still exact
+    assert read_svmlight(path, class_labels=True).y[-1] == 2**53
+    assert load_dataset(path).y.dtype == np.int64  # dsmlr's data sets: class labels
+    for bad in ("2.5", "9007199254740994", "-1e300"):  # line 5002, past the fast path
+        path = put(tmp_path, good + "1 1:1\n" + bad + " 2:1\n" + good)
+        with pytest.raises(DataError, match=f"label '{bad}' is not a class") as info:
+            load_dataset(path)
+        assert info.value.line == 5002
+        assert read_svmlight(path).y.dtype == np.float64  # off: any finite label
+
+
 @pytest.mark.parametrize("reader", READERS)
 def test_label_only_lines_are_empty_rows(tmp_path, reader):
     d = reader(put(tmp_path, "1\n2 2:1\n3 # nothing\n"))

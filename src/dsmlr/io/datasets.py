@@ -116,6 +116,7 @@ def load_dataset(
     allow_extra_features: bool = False,
     check_norms: bool = True,
     progress: Progress | None = None,
+    class_labels: bool = True,
 ) -> Dataset:
     """Read a LIBSVM/svmlight file or a ``.npz`` archive (see the module docstring).
 
@@ -142,6 +143,10 @@ def load_dataset(
     progress : callable, optional
         For LIBSVM files: ``progress(bytes_parsed, total_bytes or None)`` as parsing
         goes (see :func:`~dsmlr.io.read_svmlight`).
+    class_labels : bool, default True
+        For LIBSVM files: refuse a label that is not a whole number, naming its line
+        (dsmlr's labels are classes; see :func:`~dsmlr.io.read_svmlight`).  Off, any
+        finite label is read.
 
     Returns
     -------
@@ -161,7 +166,7 @@ def load_dataset(
         data = read_svmlight(
             path, zero_based=base, n_features=n_features, dtype=dtype,
             allow_extra_features=allow_extra_features, check_norms=check_norms,
-            progress=progress,
+            progress=progress, class_labels=class_labels,
         )  # fmt: skip
         return Dataset(data.X, data.y, path, fmt, data.zero_based)
     opts = _check_options(base, n_features, dtype, allow_extra_features, check_norms)
@@ -183,6 +188,7 @@ def read_dataset_shard(
     allow_extra_features: bool = False,
     check_norms: bool = True,
     progress: Progress | None = None,
+    class_labels: bool = True,
 ) -> Shard:
     """This rank's rows of a LIBSVM file or ``.npz`` archive (collective).
 
@@ -203,7 +209,7 @@ def read_dataset_shard(
         return read_svmlight_shard(
             path, comm, zero_based=base, n_features=n_features, dtype=dtype,
             allow_extra_features=allow_extra_features, check_norms=check_norms,
-            progress=progress,
+            progress=progress, class_labels=class_labels,
         )  # fmt: skip
     opts = _check_options(base, n_features, dtype, allow_extra_features, check_norms)
     problem: tuple[str, str | None] | None = None

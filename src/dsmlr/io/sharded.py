@@ -165,6 +165,7 @@ def read_svmlight_shard(
     allow_extra_features: bool = False,
     check_norms: bool = False,
     progress: Progress | None = None,
+    class_labels: bool = False,
 ) -> Shard:
     """Read this rank's part of an svmlight file (collective: every rank calls it).
 
@@ -195,6 +196,8 @@ def read_svmlight_shard(
         :func:`~dsmlr.io.read_svmlight`).
     progress : callable, optional
         ``progress(bytes_parsed, total_bytes)`` as this rank parses its lines.
+    class_labels : bool, default False
+        Refuse a label that is not a whole number (see :func:`~dsmlr.io.read_svmlight`).
 
     Returns
     -------
@@ -214,7 +217,7 @@ def read_svmlight_shard(
         to be the same on every rank).
     """
     opts = _check_options(
-        zero_based, n_features, dtype, allow_extra_features, check_norms, progress
+        zero_based, n_features, dtype, allow_extra_features, check_norms, progress, class_labels
     )
     path = os.fsdecode(os.fspath(path))
     crash: BaseException | None = None
@@ -316,7 +319,8 @@ def _read_local(
     # so parse in float64 without them and check after.
     dropping = opts.allow_extra_features and n is not None
     raw_dtype = np.dtype(np.float64) if dropping else opts.dtype
-    raw = _Options(True, None, raw_dtype, False, opts.check_norms and not dropping, opts.progress)
+    raw = _Options(True, None, raw_dtype, False, opts.check_norms and not dropping, opts.progress,
+                   opts.class_labels)  # fmt: skip
     try:
         data = _parse(path, raw, lambda: io.BytesIO(payload), first_line) if payload else None
     except DataError as exc:

@@ -92,6 +92,7 @@ def read_svmlight(
     allow_extra_features: bool = False,
     check_norms: bool = False,
     progress: Progress | None = None,
+    class_labels: bool = False,
 ) -> SvmlightData:
     """Read an svmlight / LIBSVM file (plain, gzip, bzip2 or xz compressed).
 
@@ -117,6 +118,10 @@ def read_svmlight(
     progress : callable, optional
         Called as ``progress(bytes_parsed, total_bytes)`` as parsing goes (every MiB);
         ``total_bytes`` is None where it is unknown (a compressed file).
+    class_labels : bool, default False
+        Refuse a label that is not a whole number (at most 2**53 in magnitude), naming its
+        line: class labels are integers, and a classifier given ``1.5`` could only fail
+        later without saying where.  Off, labels are any finite numbers.
 
     Returns
     -------
@@ -128,7 +133,7 @@ def read_svmlight(
         For anything wrong with the file, naming the file and the 1-based line.
     """
     opts = _check_options(
-        zero_based, n_features, dtype, allow_extra_features, check_norms, progress
+        zero_based, n_features, dtype, allow_extra_features, check_norms, progress, class_labels
     )
     return _parse(os.fsdecode(os.fspath(path)), opts)
 
@@ -163,6 +168,7 @@ class _Options(NamedTuple):
     allow_extra_features: bool
     check_norms: bool
     progress: Progress | None = None
+    class_labels: bool = False
 
 
 def _check_options(
@@ -172,6 +178,7 @@ def _check_options(
     allow_extra_features,
     check_norms: bool = False,
     progress: Progress | None = None,
+    class_labels: bool = False,
 ) -> _Options:
     if zero_based not in (True, False, "auto"):
         raise ValueError(f"zero_based must be True, False or 'auto', not {zero_based!r}")
@@ -181,7 +188,13 @@ def _check_options(
     if dt.kind != "f":
         raise ValueError(f"dtype must be a floating-point type, not {dt}")
     return _Options(
-        zero_based, n_features, dt, bool(allow_extra_features), bool(check_norms), progress
+        zero_based,
+        n_features,
+        dt,
+        bool(allow_extra_features),
+        bool(check_norms),
+        progress,
+        bool(class_labels),
     )
 
 
@@ -352,6 +365,8 @@ def _parse_stream(path: str, opts: _Options, f: IO[bytes], first_line: int) -> S
                 raise DataError(_label_problem(parts[0], line, lineno), path, lineno) from None
             if label - label != 0.0:
                 raise DataError(_non_finite("label", parts[0]), path, lineno)
+            if opts.class_labels and not _is_class(label):
+                raise DataError(_not_a_class(parts[0].decode(errors="replace")), path, lineno)
             start, prev, unsorted, sq = len(indices), -1, False, 0.0
             for k in range(1, len(parts)):
                 tok = parts[k]
@@ -488,6 +503,9 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
     if not np.isfinite(labels).all():
         # Only scikit-learn lets these through; the Python parser rejects them per token.
         fail(0, "non-finite label", row=int(np.argmin(np.isfinite(labels))))
+    if opts.class_labels and not _integral(labels).all():
+        row = int(np.argmin(_integral(labels)))
+        fail(0, _not_a_class(repr(float(labels[row]))), row=row)
     indptr = np.asarray(indptr, dtype=np.int64)
     has_zero = bool(indices.size) and bool(indices.min() == 0)
     if indices.size and indices.max() > _MAX_INDEX:
@@ -571,6 +589,20 @@ def _first_heavy_row(values: np.ndarray, indptr: np.ndarray, dtype: np.dtype) ->
     return int(np.argmax(heavy)) if heavy.any() else None
 
 
+def _integral(labels: np.ndarray) -> np.ndarray:
+    """Which labels are whole numbers that int64 (and float64) hold exactly."""
+    return (labels == np.rint(labels)) & (np.abs(labels) <= 2**53)
+
+
+def _is_class(label: float) -> bool:
+    """One label as :func:`_integral` judges it."""
+    return label == math.floor(label) and abs(label) <= 2**53
+
+
+def _not_a_class(label: str) -> str:
+    return f"label '{label}' is not a class: class labels are integers (of magnitude at most 2**53)"
+
+
 def _label_array(labels: np.ndarray) -> np.ndarray:
-    integral = np.all(labels == np.rint(labels)) and np.all(np.abs(labels) <= 2**53)
+    integral = _integral(labels).all()
     return labels.astype(np.int64) if integral else np.array(labels, dtype=np.float64)
