@@ -157,14 +157,13 @@ def test_the_memory_estimate_follows_the_documented_table():
     plan = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                        n_blocks=4, itemsize=4, optimizer="svrg")  # fmt: skip
     assert plan.rows == 50_000 * 8 + 16 * 1000
-    # b, its anchor copy, two partials tables; a pass's idle-step tables (16 B a row of
-    # all ranks' rows, the most a column can be behind).
-    assert plan.row_state == 8 * 1000 * (2 * 4 + 2) + 16 * 4000
-    # Weights, anchor weights, gradient; the update passes' lag (one int64 a column).
-    assert plan.blocks == 100 * 1000 * 3 * 4 + 8 * 1000
+    assert plan.row_state == 8 * 1000 * (2 * 4 + 2)  # b, its anchor copy, two partials
+    # Weights, anchor weights, gradient; the update passes' lag (one int64 a column) and,
+    # while a pass runs, the decay each column owes from before it (two float64).
+    assert plan.blocks == 100 * 1000 * 3 * 4 + 8 * 1000 + 16 * 1000
     sgd = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                       n_blocks=4, itemsize=4, optimizer="sgd")  # fmt: skip
-    assert sgd.blocks == 100 * 1000 * 4 + 8 * 1000
+    assert sgd.blocks == 100 * 1000 * 4 + 8 * 1000 + 16 * 1000
     gpu = plan_memory(n_rows=1000, nnz=50_000, n_features=999, n_classes=400, n_ranks=4,
                       n_blocks=4, itemsize=4, optimizer="sgd", lag=False)  # fmt: skip
     assert gpu.blocks == 100 * 1000 * 4

@@ -49,8 +49,8 @@ def test_each_block_settles_its_columns_in_its_last_update_visit(monkeypatch, en
             assert not before_first, "a block starts its update stage up to date"
             assert after_first and before_last, "the first visit left columns behind"
             assert not after_last, "the last visit settles every column"
-    # The memory plan's bound on a pass's idle-step tables (dsmlr.memory.plan_memory):
-    # no column is behind by more than the epoch's rows.
+    # Columns are left behind, by at most the epoch's rows (the passes' tables reach only
+    # their own steps: the decay from before a pass is one factor a column).
     assert 0 < most_behind[0] <= len(y)
 
 

@@ -67,8 +67,8 @@ class MemoryPlan:
     #: Whether SVRG holds its anchor as the rows' probability tables (counted in
     #: ``row_state``) rather than as anchor weights (in ``blocks``).
     anchor_tables: bool = False
-    #: Whether each block carries its update passes' lag (one int64 a column, in
-    #: ``blocks``, and a pass's tables of idle steps, in ``row_state``;
+    #: Whether each block carries its update passes' lag (one int64 a column, and two
+    #: float64 a column while a pass runs, in ``blocks``;
     #: :data:`dsmlr.kernels.LAGGING_KERNELS`).
     lag: bool = False
 
@@ -118,8 +118,8 @@ def plan_memory(
         holds its anchor (:func:`dsmlr.kernels.anchor_table.uses_tables`).
     lag : bool
         Whether the kernel's blocks carry a lag (the CPU kernel's do): 8 bytes a column
-        with each block held, and while a pass runs its tables of idle steps' decay, up to
-        16 bytes a row of the epoch (counted in ``row_state``).
+        with each block held, and 16 bytes a column while a pass runs (the decay each
+        column owes from before the pass).
     """
     rows = nnz * (itemsize + index_bytes) + 16 * n_rows
     row_state = 8 * n_rows * (2 * n_blocks + 2)  # b, its anchor copy, two partials tables
@@ -135,11 +135,11 @@ def plan_memory(
     )
     if tables:  # weights and gradient; the anchor in rows-sized tables
         row_state += table_bytes_bound(n_rows, n_classes, n_blocks, itemsize)
-    if lag:  # a pass's idle-step tables reach as far as a column can be behind: one
-        # epoch's rows of steps at most, two float64 tables (SVRG's) a step
-        row_state += 16 * (n_samples or n_rows * n_ranks)
     blocks = per_rank * rule.model_arrays(tables) * itemsize
     blocks += (rule.carried_bytes(columns) + 8 * columns * lag) * held
+    # While a lagging pass runs: the decay each column owes from before it (two float64,
+    # SVRG's), so that the pass's own tables reach only its steps.
+    blocks += 16 * columns * lag
     return MemoryPlan(int(rows), int(row_state), int(blocks), anchor_tables=bool(tables),
                       lag=bool(lag))  # fmt: skip
 

@@ -160,16 +160,30 @@ def _decay_table(n, eta, lam):
 
 
 @_jit
-def _most_behind(last, cols, n_pen):
-    """The most idle steps ``last`` says any penalised column among ``cols`` is behind
-    (see :func:`~dsmlr.kernels.numba_svrg._svrg_csr_single`): how far a pass's tables
-    must reach beyond its own steps, so that its loops look idle steps up without a
-    branch (one computing the rare longer ones there made SVRG's passes 1.3x slower)."""
-    most = 0
-    for j in cols:
-        if j < n_pen:
-            most = max(most, -1 - last[j])
-    return most
+def _decay_before(last, n_pen, eta, lam):
+    """The decay each penalised column owes for the idle steps it was behind at a pass's
+    start (``last[j] = -1 - L``: ``(1 - eta lam)_+ ** L``; 1 where none).
+
+    A column can be up to an epoch's rows of steps behind (see
+    :func:`~dsmlr.kernels.numba_svrg._svrg_csr_single`); with these, the pass's table
+    reaches only its own steps: ``i = L + m`` idle steps decay by ``before[j] *
+    decay[m]``, so a pass needs 8 bytes a column, not a row of the epoch.
+    """
+    base = max(0.0, 1.0 - eta * lam)
+    out = np.ones(n_pen, dtype=np.float64)
+    for j in range(n_pen):
+        if last[j] < -1:
+            out[j] = base ** (-1 - last[j])
+    return out
+
+
+@_inline
+def _decay_since(decay, before, j, idle, t):
+    """The decay of ``idle`` idle steps for column j at step ``t`` of a pass: those beyond
+    ``t`` came before the pass (see :func:`_decay_before`)."""
+    if idle > t:
+        return before[j] * decay[t]
+    return decay[idle]
 
 
 @_inline
@@ -336,7 +350,8 @@ def _update_csr_single(
     n_cols, n_block = W.shape
     s = np.empty(n_block, dtype=W.dtype)
     n_steps = len(order)
-    decay = _decay_table(n_steps + _most_behind(last, np.arange(n_pen), n_pen), eta, lam)
+    decay = _decay_table(max(n_steps, 1), eta, lam)
+    before = _decay_before(last, n_pen, eta, lam)
     deferred = eta / decay[1]
     icpt = n_cols - 1
     ahead = NEAR  # see prefetch_distance: a farther one makes no measurable difference here
@@ -351,7 +366,7 @@ def _update_csr_single(
             idle = t - 1 - last[j]
             last[j] = t - 1
             if idle > 0:
-                shrink = s.dtype.type(1.0 - decay[idle])  # see _catch_up
+                shrink = s.dtype.type(1.0 - _decay_since(decay, before, j, idle, t))  # _catch_up
                 for k in range(n_block):
                     v = W[j, k] - shrink * W[j, k]
                     W[j, k] = v
@@ -373,7 +388,11 @@ def _update_csr_single(
                 W[icpt, k] -= step * s[k]
     for j in range(n_pen):
         if final:
-            _catch_up(W, j, n_steps - 1 - last[j], 0.0, eta, lam, False, 0.0, decay)
+            idle = n_steps - 1 - last[j]
+            if idle > 0:
+                shrink = W.dtype.type(1.0 - _decay_since(decay, before, j, idle, n_steps))
+                for k in range(n_block):
+                    W[j, k] -= shrink * W[j, k]
             last[j] = -1
         else:
             last[j] -= n_steps
@@ -382,10 +401,13 @@ def _update_csr_single(
 @_jit
 def _plain_settle(W, last, cols, eta, lam, n_pen):
     """:func:`~dsmlr.kernels.numba_svrg._svrg_settle` for plain steps (decay alone)."""
-    decay = _decay_table(_most_behind(last, cols, n_pen), eta, lam)
+    base = max(0.0, 1.0 - eta * lam)
     for j in cols:
         if j < n_pen:
-            _catch_up(W, j, -1 - last[j], 0.0, eta, lam, False, 0.0, decay)
+            if last[j] < -1:
+                shrink = W.dtype.type(1.0 - base ** (-1 - last[j]))  # see _catch_up
+                for k in range(W.shape[1]):
+                    W[j, k] -= shrink * W[j, k]
             last[j] = -1
 
 
