@@ -503,8 +503,10 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
     if not np.isfinite(labels).all():
         # Only scikit-learn lets these through; the Python parser rejects them per token.
         fail(0, "non-finite label", row=int(np.argmin(np.isfinite(labels))))
-    if opts.class_labels and not _integral(labels).all():
-        row = int(np.argmin(_integral(labels)))
+    whole = _integral(labels)
+    all_whole = bool(whole.all())
+    if opts.class_labels and not all_whole:
+        row = int(np.argmin(whole))
         fail(0, _not_a_class(repr(float(labels[row]))), row=row)
     indptr = np.asarray(indptr, dtype=np.int64)
     has_zero = bool(indices.size) and bool(indices.min() == 0)
@@ -561,7 +563,7 @@ def _finish(path, labels, data, indices, indptr, row_lines, opts: _Options) -> S
             f"{path}: dropped {dropped} value(s) with feature index beyond n_features={n_features}",
             stacklevel=4,
         )
-    return SvmlightData(X=X, y=_label_array(labels), zero_based=zb, path=path)
+    return SvmlightData(X=X, y=_label_array(labels, all_whole), zero_based=zb, path=path)
 
 
 def _first_heavy_row(values: np.ndarray, indptr: np.ndarray, dtype: np.dtype) -> int | None:
@@ -603,6 +605,9 @@ def _not_a_class(label: str) -> str:
     return f"label '{label}' is not a class: class labels are integers (of magnitude at most 2**53)"
 
 
-def _label_array(labels: np.ndarray) -> np.ndarray:
-    integral = _integral(labels).all()
+def _label_array(labels: np.ndarray, integral: bool | None = None) -> np.ndarray:
+    """int64 labels where every one is whole (``integral``, if the caller knows), else
+    float64."""
+    if integral is None:
+        integral = bool(_integral(labels).all())
     return labels.astype(np.int64) if integral else np.array(labels, dtype=np.float64)

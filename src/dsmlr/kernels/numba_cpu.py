@@ -137,7 +137,7 @@ class NumbaKernel(HostBlocks):
             self.settle(W_block, lag, np.arange(n_pen), config, snapshot)
         if len(order) == 0:
             return
-        if lag is None or not single:
+        if single and lag is None:  # only the one-row sweeps read a lag
             lag, final = np.full(W_block.shape[0], -1, dtype=np.int64), True
         eta_u = eta * float(config.unpenalized_scale)
         order = np.ascontiguousarray(order, dtype=np.int64)
